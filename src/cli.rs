@@ -1,0 +1,137 @@
+//! Command-line definitions only; [`crate::settings`] turns them into the
+//! settings the rest of khard uses, so nothing downstream sees clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success: every host ok; with --check, nothing would change
+  2    --check found drift: changes are pending
+  3    a task failed on at least one host
+  4    a host was unreachable, or its host key was refused
+  5    invalid input (flags, inventory, playbook, role or template); no host was contacted
+  130  interrupted (Ctrl-C)";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "khard",
+    version,
+    about = "Harden k3s clusters to the CIS Kubernetes Benchmark, agentless, over SSH",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply a playbook (the built-in CIS playbook by default) to the inventory's hosts
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  khard apply --check -i inventories/localhost.yaml          # show the plan for this machine\n",
+        "  khard apply -i inventory.yaml                               # harden every node\n",
+        "  khard apply -i inventory.yaml --check --diff --junit r.xml  # CI drift check\n",
+        "  khard apply -i inventory.yaml site.yaml --limit 'server:!s3' --forks 50\n\n",
+    ))]
+    Apply(ApplyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ApplyArgs {
+    /// Inventory file (Ansible YAML)
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: PathBuf,
+
+    /// Playbook file; without one, khard runs its built-in CIS hardening playbook
+    #[arg(value_name = "PLAYBOOK")]
+    pub playbook: Option<PathBuf>,
+
+    /// Probe and compare only: change nothing, report what would change
+    #[arg(short = 'C', long)]
+    pub check: bool,
+
+    /// Show a unified diff of every file that (would) change
+    #[arg(short = 'D', long)]
+    pub diff: bool,
+
+    /// How many hosts to work on at once
+    #[arg(short, long, default_value_t = 100, value_name = "N")]
+    pub forks: usize,
+
+    /// Only these hosts: names, groups, globs; `a:b` union, `a:!b` exclusion, `a:&b` intersection
+    #[arg(short, long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+
+    /// Only tasks with these tags or CIS control IDs (comma-separated)
+    #[arg(short, long, value_delimiter = ',', value_name = "TAGS")]
+    pub tags: Vec<String>,
+
+    /// Skip tasks with these tags or CIS control IDs (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
+    pub skip_tags: Vec<String>,
+
+    /// Extra variables, highest precedence: key=value, a YAML/JSON mapping, or @file.yaml
+    #[arg(short, long = "extra-vars", value_name = "VARS")]
+    pub extra_vars: Vec<String>,
+
+    /// known_hosts file to check host keys against
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// Trust and record the key of a host not yet in known_hosts (a changed key is always refused)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// Run remote commands through sudo (sudo -n)
+    #[arg(short, long = "become")]
+    pub r#become: bool,
+
+    /// Seconds to wait for a host to accept the connection and authenticate
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub connect_timeout: u64,
+
+    /// Seconds one remote exec may take before the host fails
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Run notified handlers even on hosts where a later task failed
+    #[arg(long)]
+    pub force_handlers: bool,
+
+    /// Output format on stdout
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Also write a JUnit XML report to this file
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// More detail: what changed and remote output
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print only the recap
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// List the hosts each play would run on, then exit
+    #[arg(long)]
+    pub list_hosts: bool,
+
+    /// List the tasks of each play, then exit
+    #[arg(long)]
+    pub list_tasks: bool,
+
+    /// Check inventory, playbook, roles and templates without connecting, then exit
+    #[arg(long)]
+    pub syntax_check: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    Human,
+    Json,
+}

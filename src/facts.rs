@@ -1,0 +1,98 @@
+//! Facts khard knows about a host: from the inventory (its name, groups,
+//! k3s role) and from the probe (the k3s version it runs).
+
+use serde_json::{Map, Value};
+
+use crate::inventory::Host;
+
+/// Names of the facts that come from the probe; a path or guard may not use them,
+/// since they are only known after probing.
+pub const PROBED: &[&str] = &["k3s_version", "k3s_minor", "k3s_era"];
+
+/// `server` or `agent` from the groups or the `k3s_role` var, as k3s-ansible lays them out.
+pub fn k3s_role(host: &Host) -> &'static str {
+    match host.vars.get("k3s_role").and_then(Value::as_str) {
+        Some("server") => return "server",
+        Some("agent") => return "agent",
+        _ => {}
+    }
+    if host.groups.contains("server") || host.groups.contains("servers") {
+        "server"
+    } else if host.groups.contains("agent") || host.groups.contains("agents") {
+        "agent"
+    } else {
+        "none"
+    }
+}
+
+/// Facts known before connecting.
+pub fn inventory_facts(host: &Host) -> Map<String, Value> {
+    let mut f = Map::new();
+    f.insert("inventory_hostname".into(), Value::from(host.name.clone()));
+    f.insert(
+        "group_names".into(),
+        Value::from(host.groups.iter().cloned().collect::<Vec<_>>()),
+    );
+    f.insert("k3s_role".into(), Value::from(k3s_role(host)));
+    f
+}
+
+/// The minor version of a k3s version string such as `v1.30.6+k3s1`.
+pub fn minor(version: &str) -> Option<u64> {
+    let v = version.trim().trim_start_matches('v');
+    let mut parts = v.split('.');
+    let major: u64 = parts.next()?.parse().ok()?;
+    let minor: u64 = parts
+        .next()?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    (major == 1).then_some(minor)
+}
+
+/// The content era: `psp` (≤ 1.24), `psa` (1.25–1.28), `psa129` (≥ 1.29).
+pub fn era(minor: u64) -> &'static str {
+    match minor {
+        0..=24 => "psp",
+        25..=28 => "psa",
+        _ => "psa129",
+    }
+}
+
+/// Adds k3s_version, k3s_minor and k3s_era from `version`; Err explains a version we cannot read.
+pub fn add_version_facts(vars: &mut Map<String, Value>, version: &str) -> Result<(), String> {
+    let m = minor(version).ok_or_else(|| {
+        format!("cannot read the k3s version `{version}` (expected e.g. v1.30.6+k3s1)")
+    })?;
+    vars.insert("k3s_version".into(), Value::from(version));
+    vars.insert("k3s_minor".into(), Value::from(m));
+    vars.insert("k3s_era".into(), Value::from(era(m)));
+    Ok(())
+}
+
+/// One representative version per era, to check templates before connecting
+/// when the version is known only after probing.
+pub const SAMPLE_VERSIONS: &[&str] = &[
+    "v1.20.15+k3s1",
+    "v1.24.17+k3s1",
+    "v1.28.15+k3s1",
+    "v1.30.6+k3s1",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eras_by_minor() {
+        assert_eq!(minor("v1.24.17+k3s1"), Some(24));
+        assert_eq!(minor("1.30.6"), Some(30));
+        assert_eq!(minor("v2.0.0"), None);
+        assert_eq!(minor("banana"), None);
+        assert_eq!(
+            [era(21), era(24), era(25), era(28), era(29), era(33)],
+            ["psp", "psp", "psa", "psa", "psa129", "psa129"]
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! Ansible's YAML inventory: groups with `hosts`, `children` and `vars`, the
+//! implicit `all`, `group_vars/` and `host_vars/` beside the file, and
+//! Ansible's precedence (all < parent group < child group < host).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::InputError;
+use crate::yaml::{self, Ordered, Vars};
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    /// Hosts in the order they first appear in the inventory.
+    pub hosts: Vec<Host>,
+    pub groups: BTreeMap<String, Group>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Group {
+    /// Hosts listed directly in this group.
+    pub hosts: Vec<String>,
+    pub children: Vec<String>,
+    pub vars: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    /// Inventory variables after precedence was applied.
+    pub vars: Map<String, Value>,
+    /// Every group the host belongs to, directly or through children, without `all`.
+    pub groups: BTreeSet<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GroupYaml {
+    #[serde(default)]
+    hosts: Option<Ordered<Option<Vars>>>,
+    #[serde(default)]
+    vars: Option<Vars>,
+    #[serde(default)]
+    children: Option<Ordered<Option<GroupYaml>>>,
+}
+
+/// Collects groups and hosts while walking a parsed inventory, in order.
+#[derive(Default)]
+struct Builder {
+    host_order: Vec<String>,
+    host_vars: BTreeMap<String, Map<String, Value>>,
+    groups: BTreeMap<String, Group>,
+}
+
+impl Builder {
+    fn group(&mut self, name: &str) -> &mut Group {
+        self.groups.entry(name.to_owned()).or_default()
+    }
+
+    fn add_host(
+        &mut self,
+        group: &str,
+        pattern: &str,
+        vars: Map<String, Value>,
+    ) -> Result<(), String> {
+        for name in expand_host_range(pattern)? {
+            if !self.host_vars.contains_key(&name) {
+                self.host_order.push(name.clone());
+            }
+            self.host_vars
+                .entry(name.clone())
+                .or_default()
+                .extend(vars.clone());
+            let g = self.group(group);
+            if !g.hosts.contains(&name) {
+                g.hosts.push(name);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_child(&mut self, parent: &str, child: &str) {
+        self.group(child);
+        let p = self.group(parent);
+        if !p.children.iter().any(|c| c == child) {
+            p.children.push(child.to_owned());
+        }
+    }
+
+    fn walk(&mut self, name: &str, raw: GroupYaml) -> Result<(), String> {
+        self.group(name);
+        if let Some(vars) = raw.vars {
+            self.group(name).vars.extend(vars.0);
+        }
+        for (host, vars) in raw.hosts.unwrap_or_default().0 {
+            self.add_host(name, &host, vars.unwrap_or_default().0)?;
+        }
+        for (child, sub) in raw.children.unwrap_or_default().0 {
+            self.add_child(name, &child);
+            self.walk(&child, sub.unwrap_or_default())?;
+        }
+        Ok(())
+    }
+}
+
+impl Inventory {
+    /// Loads an inventory file plus `group_vars/` and `host_vars/` beside it.
+    pub fn load(path: &Path) -> Result<Inventory> {
+        let file = path.display().to_string();
+        let text = read_utf8(path)?;
+        let top: Ordered<Option<GroupYaml>> = yaml::parse(&file, &text)?;
+        let mut b = Builder::default();
+        b.group("all");
+        for (name, raw) in top.0 {
+            if name != "all" {
+                b.add_child("all", &name);
+            }
+            b.walk(&name, raw.unwrap_or_default())
+                .map_err(|e| InputError::in_file(&file, e))?;
+        }
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Inventory::build(b, &file, &dir)
+    }
+
+    fn build(b: Builder, file: &str, dir: &Path) -> Result<Inventory> {
+        let depth = group_depths(&b.groups).map_err(|e| InputError::in_file(file, e))?;
+        // Hosts that sit only in `all` belong to `ungrouped`, as in Ansible.
+        let grouped: BTreeSet<&String> = b
+            .groups
+            .iter()
+            .filter(|(n, _)| n.as_str() != "all")
+            .flat_map(|(_, g)| g.hosts.iter())
+            .collect();
+        let ungrouped: Vec<String> = b
+            .host_order
+            .iter()
+            .filter(|h| !grouped.contains(h))
+            .cloned()
+            .collect();
+        let mut groups = b.groups;
+        groups.entry("ungrouped".into()).or_default().hosts = ungrouped;
+        let mut depth = depth;
+        depth.entry("ungrouped".into()).or_insert(1);
+
+        let mut group_files = BTreeMap::new();
+        for name in groups.keys() {
+            group_files.insert(name.clone(), vars_file(&dir.join("group_vars"), name)?);
+        }
+
+        let mut hosts = Vec::new();
+        for name in &b.host_order {
+            let member_of = memberships(&groups, name);
+            let mut ordered: Vec<&String> = member_of.iter().collect();
+            ordered.sort_by_key(|g| (depth.get(*g).copied().unwrap_or(0), (*g).clone()));
+            let mut vars = Map::new();
+            for g in ordered {
+                vars.extend(groups[g].vars.clone());
+                vars.extend(group_files[g].clone());
+            }
+            vars.extend(b.host_vars[name].clone());
+            vars.extend(vars_file(&dir.join("host_vars"), name)?);
+            let groups_of_host = member_of.into_iter().filter(|g| g != "all").collect();
+            hosts.push(Host {
+                name: name.clone(),
+                vars,
+                groups: groups_of_host,
+            });
+        }
+        Ok(Inventory { hosts, groups })
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// Every group that contains `host`, directly or through its children.
+fn memberships(groups: &BTreeMap<String, Group>, host: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for (name, _) in groups.iter() {
+        if contains_host(groups, name, host, 0) {
+            found.insert(name.clone());
+        }
+    }
+    found
+}
+
+fn contains_host(groups: &BTreeMap<String, Group>, group: &str, host: &str, depth: usize) -> bool {
+    let Some(g) = groups.get(group) else {
+        return false;
+    };
+    depth < 64
+        && (g.hosts.iter().any(|h| h == host)
+            || g.children
+                .iter()
+                .any(|c| contains_host(groups, c, host, depth + 1)))
+}
+
+/// Depth of each group below `all` (longest path), refusing cycles.
+fn group_depths(groups: &BTreeMap<String, Group>) -> Result<BTreeMap<String, usize>, String> {
+    fn visit(
+        groups: &BTreeMap<String, Group>,
+        name: &str,
+        d: usize,
+        stack: &mut Vec<String>,
+        depth: &mut BTreeMap<String, usize>,
+    ) -> Result<(), String> {
+        if let Some(pos) = stack.iter().position(|s| s == name) {
+            let mut cycle = stack[pos..].to_vec();
+            cycle.push(name.to_owned());
+            return Err(format!("groups form a cycle: {}", cycle.join(" -> ")));
+        }
+        let entry = depth.entry(name.to_owned()).or_insert(0);
+        *entry = (*entry).max(d);
+        stack.push(name.to_owned());
+        for child in &groups[name].children {
+            visit(groups, child, d + 1, stack, depth)?;
+        }
+        stack.pop();
+        Ok(())
+    }
+    let mut depth = BTreeMap::new();
+    visit(groups, "all", 0, &mut Vec::new(), &mut depth)?;
+    Ok(depth)
+}
+
+/// Reads `dir/NAME`, `dir/NAME.yml`, `dir/NAME.yaml`, `dir/NAME.json`, or every
+/// YAML file in the folder `dir/NAME/` in name order.
+fn vars_file(dir: &Path, name: &str) -> Result<Map<String, Value>> {
+    let mut vars = Map::new();
+    let base = dir.join(name);
+    let mut files: Vec<PathBuf> = ["", ".yml", ".yaml", ".json"]
+        .iter()
+        .map(|ext| PathBuf::from(format!("{}{ext}", base.display())))
+        .filter(|p| p.is_file())
+        .collect();
+    if base.is_dir() {
+        let mut inner: Vec<PathBuf> = std::fs::read_dir(&base)
+            .with_context(|| format!("reading {}", base.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        inner.sort();
+        files.extend(inner);
+    }
+    for file in files {
+        let text = read_utf8(&file)?;
+        let parsed: Option<Vars> = yaml::parse(&file.display().to_string(), &text)?;
+        vars.extend(parsed.unwrap_or_default().0);
+    }
+    Ok(vars)
+}
+
+/// Reads a file the user gave us, as UTF-8, with errors that name it.
+pub fn read_utf8(path: &Path) -> Result<String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| InputError::in_file(&path.display().to_string(), e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        InputError::at(&path.display().to_string(), line, 1, "not valid UTF-8").into()
+    })
+}
+
+/// Expands Ansible host ranges: `node[01:20]`, `web[a:c]`, `db[1:9:2]`.
+pub fn expand_host_range(pattern: &str) -> Result<Vec<String>, String> {
+    let (Some(open), Some(close)) = (pattern.find('['), pattern.find(']')) else {
+        return Ok(vec![pattern.to_owned()]);
+    };
+    if close < open {
+        return Err(format!("bad host range `{pattern}`"));
+    }
+    let (prefix, inner, suffix) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let parts: Vec<&str> = inner.split(':').collect();
+    let bad = || format!("bad host range `{pattern}`: expected [start:end] or [start:end:step]");
+    if parts.len() < 2 || parts.len() > 3 {
+        return Err(bad());
+    }
+    let step: usize = match parts.get(2) {
+        Some(s) => s.parse().map_err(|_| bad())?,
+        None => 1,
+    };
+    if step == 0 {
+        return Err(bad());
+    }
+    let mut out = Vec::new();
+    let tails = expand_host_range(suffix)?;
+    let items: Vec<String> = match (parts[0].parse::<u64>(), parts[1].parse::<u64>()) {
+        (Ok(a), Ok(b)) if a <= b => {
+            let width = if parts[0].starts_with('0') {
+                parts[0].len()
+            } else {
+                0
+            };
+            (a..=b)
+                .step_by(step)
+                .map(|n| format!("{n:0width$}"))
+                .collect()
+        }
+        _ => {
+            let (a, b) = (
+                parts[0].chars().collect::<Vec<_>>(),
+                parts[1].chars().collect::<Vec<_>>(),
+            );
+            if a.len() != 1 || b.len() != 1 || a[0] > b[0] || !a[0].is_ascii_alphabetic() {
+                return Err(bad());
+            }
+            (a[0]..=b[0]).step_by(step).map(|c| c.to_string()).collect()
+        }
+    };
+    for item in items {
+        for tail in &tails {
+            out.push(format!("{prefix}{item}{tail}"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Inventory {
+        let dir = std::env::temp_dir().join(format!("khard-inv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("inv-{}.yaml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        Inventory::load(&path).unwrap()
+    }
+
+    const K3S_ANSIBLE: &str = r#"---
+k3s_cluster:
+  children:
+    server:
+      hosts:
+        192.16.35.11:
+    agent:
+      hosts:
+        192.16.35.12:
+        192.16.35.13:
+  vars:
+    ansible_port: 22
+    ansible_user: debian
+    k3s_version: v1.30.2+k3s1
+    token: "changeme!"
+    api_endpoint: "{{ hostvars[groups['server'][0]]['ansible_host'] | default(groups['server'][0]) }}"
+    extra_server_args: ""
+"#;
+
+    #[test]
+    fn loads_k3s_ansible_sample_shape() {
+        let inv = load(K3S_ANSIBLE);
+        let names: Vec<&str> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["192.16.35.11", "192.16.35.12", "192.16.35.13"]);
+        let server = inv.host("192.16.35.11").unwrap();
+        assert!(server.groups.contains("server") && server.groups.contains("k3s_cluster"));
+        assert_eq!(server.vars["ansible_user"], "debian");
+    }
+
+    #[test]
+    fn precedence_all_parent_child_host() {
+        let inv = load(
+            "all:\n  vars: {v: all, a: all}\n  children:\n    parent:\n      vars: {v: parent, p: parent}\n      children:\n        child:\n          vars: {v: child}\n          hosts:\n            h1: {v: host}\n            h2:\n",
+        );
+        let h1 = inv.host("h1").unwrap();
+        assert_eq!(h1.vars["v"], "host");
+        let h2 = inv.host("h2").unwrap();
+        assert_eq!(h2.vars["v"], "child");
+        assert_eq!(h2.vars["p"], "parent");
+        assert_eq!(h2.vars["a"], "all");
+    }
+
+    #[test]
+    fn refuses_cycles_and_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("khard-inv-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cycle.yaml");
+        std::fs::write(&p, "a:\n  children:\n    b:\n      children:\n        a:\n").unwrap();
+        let err = Inventory::load(&p).unwrap_err().to_string();
+        assert!(err.contains("cycle"), "{err}");
+        std::fs::write(&p, "a:\n  hots:\n    h1:\n").unwrap();
+        let err = Inventory::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains(":2:3:") && err.contains("did you mean `hosts`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn expands_ranges() {
+        assert_eq!(
+            expand_host_range("node[01:03]").unwrap(),
+            ["node01", "node02", "node03"]
+        );
+        assert_eq!(
+            expand_host_range("w[a:c].x").unwrap(),
+            ["wa.x", "wb.x", "wc.x"]
+        );
+        assert_eq!(expand_host_range("n[1:5:2]").unwrap(), ["n1", "n3", "n5"]);
+        assert!(expand_host_range("n[5:1]").is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! known_hosts, parsed once per run: plain and hashed (`|1|salt|hmac`)
+//! entries, `[host]:port`, several key types per host, `@revoked` keys.
+//! New keys (with --accept-new-host-keys) are appended by one writer at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hmac::{KeyInit, Mac};
+use russh::keys::ssh_key::PublicKey;
+use russh::keys::{Algorithm, parse_public_key_base64};
+
+#[derive(Debug)]
+struct Entry {
+    line: usize,
+    patterns: Vec<String>,
+    revoked: bool,
+    key: PublicKey,
+}
+
+/// What known_hosts says about a host's key.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    Known,
+    /// No entry for this host at all.
+    Unknown,
+    /// An entry of the same type holds a different key: possibly an attack.
+    Changed {
+        line: usize,
+    },
+    /// The host has entries, but none for the key type it presented.
+    OtherTypesKnown {
+        types: Vec<String>,
+    },
+    Revoked {
+        line: usize,
+    },
+}
+
+pub struct KnownHosts {
+    pub path: PathBuf,
+    entries: Mutex<Vec<Entry>>,
+    /// Serialises appends: 200 hosts learnt at once must not interleave lines.
+    writer: Mutex<()>,
+}
+
+/// The name known_hosts uses: `host` on port 22, `[host]:port` otherwise.
+pub fn host_key_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+fn pattern_matches(pattern: &str, name: &str) -> bool {
+    if let Some(rest) = pattern.strip_prefix("|1|") {
+        let Some((salt, hash)) = rest.split_once('|') else {
+            return false;
+        };
+        let (Ok(salt), Ok(hash)) = (
+            data_encoding::BASE64.decode(salt.as_bytes()),
+            data_encoding::BASE64.decode(hash.as_bytes()),
+        ) else {
+            return false;
+        };
+        let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+            return false;
+        };
+        mac.update(name.as_bytes());
+        return mac.verify_slice(&hash).is_ok();
+    }
+    wildcard(pattern.as_bytes(), name.as_bytes())
+}
+
+/// OpenSSH host patterns: `*` and `?`.
+fn wildcard(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
+        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => wildcard(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+fn parse(text: &str) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let mut fields = line.split_whitespace().peekable();
+        let mut revoked = false;
+        match fields.peek() {
+            None => continue,
+            Some(f) if f.starts_with('#') => continue,
+            // Host CAs are not supported yet: such lines never match, so the host stays unknown.
+            Some(&"@cert-authority") => continue,
+            Some(&"@revoked") => {
+                revoked = true;
+                fields.next();
+            }
+            _ => {}
+        }
+        let (Some(hosts), Some(_kind), Some(b64)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let Ok(key) = parse_public_key_base64(b64) else {
+            continue;
+        };
+        out.push(Entry {
+            line: line_no,
+            patterns: hosts.split(',').map(str::to_owned).collect(),
+            revoked,
+            key,
+        });
+    }
+    out
+}
+
+impl KnownHosts {
+    pub fn load(path: &Path) -> std::io::Result<KnownHosts> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(KnownHosts {
+            path: path.to_owned(),
+            entries: Mutex::new(parse(&text)),
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn matching<'a>(entries: &'a [Entry], name: &str) -> impl Iterator<Item = &'a Entry> {
+        entries.iter().filter(move |e| {
+            let negated = e.patterns.iter().any(|p| {
+                p.strip_prefix('!')
+                    .is_some_and(|p| pattern_matches(p, name))
+            });
+            !negated
+                && e.patterns
+                    .iter()
+                    .any(|p| !p.starts_with('!') && pattern_matches(p, name))
+        })
+    }
+
+    /// Key algorithms recorded for a host, so we can ask the server for one of those.
+    pub fn known_algorithms(&self, name: &str) -> Vec<Algorithm> {
+        let entries = self.entries.lock().expect("known_hosts lock");
+        let mut algs: Vec<Algorithm> = Vec::new();
+        for e in Self::matching(&entries, name).filter(|e| !e.revoked) {
+            if !algs.contains(&e.key.algorithm()) {
+                algs.push(e.key.algorithm());
+            }
+        }
+        algs
+    }
+
+    pub fn check(&self, name: &str, key: &PublicKey) -> Verdict {
+        let entries = self.entries.lock().expect("known_hosts lock");
+        let mut types = Vec::new();
+        let mut changed = None;
+        for e in Self::matching(&entries, name) {
+            let same_key = e.key.key_data() == key.key_data();
+            if e.revoked {
+                if same_key {
+                    return Verdict::Revoked { line: e.line };
+                }
+                continue;
+            }
+            if same_key {
+                return Verdict::Known;
+            }
+            if e.key.algorithm() == key.algorithm() {
+                changed.get_or_insert(e.line);
+            }
+            types.push(e.key.algorithm().to_string());
+        }
+        match (changed, types.is_empty()) {
+            (Some(line), _) => Verdict::Changed { line },
+            (None, true) => Verdict::Unknown,
+            (None, false) => Verdict::OtherTypesKnown { types },
+        }
+    }
+
+    /// Appends `name key` to the file, once, with one writer at a time.
+    pub fn learn(&self, name: &str, key: &PublicKey) -> std::io::Result<()> {
+        use std::io::Write;
+        let _guard = self.writer.lock().expect("known_hosts writer");
+        if self.check(name, key) == Verdict::Known {
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let line = format!(
+            "{name} {}\n",
+            key.to_openssh().map_err(std::io::Error::other)?
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let needs_newline = std::fs::read(&self.path)
+            .map(|b| !b.is_empty() && !b.ends_with(b"\n"))
+            .unwrap_or(false);
+        let mut buf = Vec::new();
+        if needs_newline {
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(line.as_bytes());
+        // One write call per line, so that even another process appending sees whole lines.
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        let mut entries = self.entries.lock().expect("known_hosts lock");
+        let line_no = entries.last().map(|e| e.line + 1).unwrap_or(1);
+        entries.push(Entry {
+            line: line_no,
+            patterns: vec![name.to_owned()],
+            revoked: false,
+            key: key.clone(),
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIFaFNQ6NW0fb4D0qQqrL1ZyrcIMwwbnxXUQMdRLCDIFI";
+    const ED2: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIGDSy9SlBq9Da5zZ3cbUUYMgbdBwQK0lKgl9GHZ2uFD0";
+
+    fn key(b64: &str) -> PublicKey {
+        parse_public_key_base64(b64).unwrap()
+    }
+
+    fn hashed(name: &str) -> String {
+        let salt = b"0123456789abcdefghij";
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt).unwrap();
+        mac.update(name.as_bytes());
+        let hash = mac.finalize().into_bytes();
+        format!(
+            "|1|{}|{}",
+            data_encoding::BASE64.encode(salt),
+            data_encoding::BASE64.encode(&hash)
+        )
+    }
+
+    fn file(text: &str) -> KnownHosts {
+        let dir =
+            std::env::temp_dir().join(format!("khard-kh-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("known_hosts");
+        std::fs::write(&p, text).unwrap();
+        KnownHosts::load(&p).unwrap()
+    }
+
+    #[test]
+    fn plain_hashed_and_port_forms() {
+        let kh = file(&format!(
+            "# comment\nnode1,10.0.0.1 ssh-ed25519 {ED}\n{} ssh-ed25519 {ED}\n[node3]:2222 ssh-ed25519 {ED}\n",
+            hashed("node2")
+        ));
+        assert_eq!(kh.check("node1", &key(ED)), Verdict::Known);
+        assert_eq!(kh.check("10.0.0.1", &key(ED)), Verdict::Known);
+        assert_eq!(kh.check("node2", &key(ED)), Verdict::Known);
+        assert_eq!(
+            kh.check(&host_key_name("node3", 2222), &key(ED)),
+            Verdict::Known
+        );
+        assert_eq!(kh.check("node3", &key(ED)), Verdict::Unknown);
+        assert_eq!(kh.check("node1", &key(ED2)), Verdict::Changed { line: 2 });
+        assert_eq!(kh.check("node2", &key(ED2)), Verdict::Changed { line: 3 });
+    }
+
+    #[test]
+    fn learns_once_and_revokes() {
+        let kh = file(&format!("@revoked * ssh-ed25519 {ED2}\n"));
+        assert_eq!(kh.check("new", &key(ED2)), Verdict::Revoked { line: 1 });
+        assert_eq!(kh.check("new", &key(ED)), Verdict::Unknown);
+        kh.learn("new", &key(ED)).unwrap();
+        kh.learn("new", &key(ED)).unwrap();
+        assert_eq!(kh.check("new", &key(ED)), Verdict::Known);
+        let text = std::fs::read_to_string(&kh.path).unwrap();
+        assert_eq!(text.matches("new ssh-ed25519").count(), 1, "{text}");
+        let reread = KnownHosts::load(&kh.path).unwrap();
+        assert_eq!(reread.check("new", &key(ED)), Verdict::Known);
+    }
+}

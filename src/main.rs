@@ -1,0 +1,36 @@
+//! The khard binary: parse arguments, run, map the outcome to an exit code.
+
+use clap::Parser;
+use khard::cli::{Cli, Command};
+use khard::error::{Exit, is_input_error};
+use khard::settings::Settings;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Invalid.code()
+            } else {
+                0
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Apply(args) => Settings::from_args(&args).and_then(khard::app::apply),
+    };
+    let code = match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("khard: {e:#}");
+            if is_input_error(&e) {
+                Exit::Invalid
+            } else {
+                Exit::Failed
+            }
+        }
+    };
+    std::process::exit(code.code());
+}

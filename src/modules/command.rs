@@ -1,0 +1,101 @@
+//! `command`: a shell command. With a guard (`creates`, `unless`) it is
+//! idempotent and check mode knows what it would do; without one it always
+//! runs and reports changed.
+
+use serde::Deserialize;
+
+use super::{Change, Render};
+use crate::probe::{Probe, RemoteState};
+use crate::template::Text;
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub cmd: Text,
+    pub creates: Option<Text>,
+    pub unless: Option<Text>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Full {
+    #[serde(deserialize_with = "super::text")]
+    cmd: Text,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    creates: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    unless: Option<Text>,
+}
+
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml::Value::deserialize(d)?;
+        if let serde_yaml::Value::String(cmd) = v {
+            return Ok(Args {
+                cmd: Text::plain(cmd),
+                creates: None,
+                unless: None,
+            });
+        }
+        let full: Full = serde_yaml::from_value(v).map_err(serde::de::Error::custom)?;
+        Ok(Args {
+            cmd: full.cmd,
+            creates: full.creates,
+            unless: full.unless,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub cmd: String,
+    pub creates: Option<String>,
+    pub unless: Option<String>,
+}
+
+impl Args {
+    pub fn texts<'a>(&'a mut self, out: &mut Vec<&'a mut Text>) {
+        out.push(&mut self.cmd);
+        out.extend([&mut self.creates, &mut self.unless].into_iter().flatten());
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+        Ok(Desired {
+            cmd: r.text(&self.cmd)?,
+            creates: r
+                .opt(&self.creates)?
+                .map(|p| super::check_path(&p))
+                .transpose()?,
+            unless: r.opt(&self.unless)?,
+        })
+    }
+}
+
+impl Desired {
+    pub fn probe(&self, p: &mut Probe) {
+        if let Some(path) = &self.creates {
+            p.stat.insert(path.clone());
+        }
+        if let Some(guard) = &self.unless {
+            p.add_guard(guard);
+        }
+    }
+
+    pub fn diff(&self, state: &RemoteState) -> Option<Change> {
+        if let Some(path) = &self.creates
+            && state.stat.contains_key(path)
+        {
+            return None;
+        }
+        if let Some(guard) = &self.unless
+            && state.guards.get(guard) == Some(&0)
+        {
+            return None;
+        }
+        Some(Change {
+            details: vec![format!("run: {}", self.cmd)],
+            content: None,
+            certain: self.creates.is_some() || self.unless.is_some(),
+            script: self.cmd.clone(),
+        })
+    }
+}

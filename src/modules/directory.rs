@@ -1,0 +1,81 @@
+//! `directory`: a folder, with its mode and owner.
+
+use serde::Deserialize;
+
+use super::{Change, Perms, Render};
+use crate::probe::{Kind, Probe, RemoteState};
+use crate::script::quote;
+use crate::template::Text;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[serde(deserialize_with = "super::text")]
+    pub path: Text,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub mode: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub owner: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub group: Option<Text>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub path: String,
+    pub perms: Perms,
+}
+
+impl Args {
+    pub fn texts<'a>(&'a mut self, out: &mut Vec<&'a mut Text>) {
+        out.push(&mut self.path);
+        out.extend(
+            [&mut self.mode, &mut self.owner, &mut self.group]
+                .into_iter()
+                .flatten(),
+        );
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+        Ok(Desired {
+            path: super::check_path(&r.text(&self.path)?)?,
+            perms: Perms::render(r, &self.mode, &self.owner, &self.group, 0o755)?,
+        })
+    }
+}
+
+impl Desired {
+    pub fn probe(&self, p: &mut Probe) {
+        p.stat.insert(self.path.clone());
+    }
+
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+        let path = &self.path;
+        match state.stat.get(path) {
+            None => Ok(Some(Change {
+                details: vec![format!(
+                    "{path}: create folder (mode {:04o})",
+                    self.perms.mode
+                )],
+                content: None,
+                certain: true,
+                script: format!(
+                    "mkdir -p {q}\nchown {owner} {q}\nchmod {:04o} {q}",
+                    self.perms.mode,
+                    q = quote(path),
+                    owner = quote(&format!("{}:{}", self.perms.owner, self.perms.group)),
+                ),
+            })),
+            Some(s) if s.kind != Kind::Dir => Err(format!("{path} exists and is not a folder")),
+            Some(s) => {
+                let (details, script) = self.perms.fix(path, s);
+                Ok((!details.is_empty()).then_some(Change {
+                    details,
+                    content: None,
+                    certain: true,
+                    script,
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! `file`: a whole file with content (inline, from `files/`, or a template),
+//! mode and owner, written atomically.
+
+use serde::Deserialize;
+use sha2::Digest;
+
+use super::{Change, ContentDiff, Perms, Render};
+use crate::probe::{Kind, MAX_CONTENT, Probe, RemoteState};
+use crate::script::{quote, with_payload};
+use crate::template::Text;
+use crate::validate::Validate;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[serde(deserialize_with = "super::text")]
+    pub dest: Text,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub content: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub src: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub template: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub mode: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub owner: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub group: Option<Text>,
+    /// Never show the content or its diff.
+    #[serde(default)]
+    pub secret: bool,
+    /// Keep the replaced file under /var/backups/khard.
+    #[serde(default)]
+    pub backup: bool,
+    #[serde(default)]
+    pub validate: Option<Validate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub dest: String,
+    pub content: Vec<u8>,
+    pub perms: Perms,
+    pub secret: bool,
+    pub backup: bool,
+}
+
+impl Args {
+    pub fn texts<'a>(&'a mut self, out: &mut Vec<&'a mut Text>) {
+        out.push(&mut self.dest);
+        for t in [
+            &mut self.content,
+            &mut self.src,
+            &mut self.template,
+            &mut self.mode,
+            &mut self.owner,
+            &mut self.group,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            out.push(t);
+        }
+    }
+
+    /// Exactly one source of content.
+    pub fn check(&self) -> Result<(), String> {
+        let n = [&self.content, &self.src, &self.template]
+            .iter()
+            .filter(|t| t.is_some())
+            .count();
+        if n != 1 {
+            return Err("file needs exactly one of `content`, `src` or `template`".into());
+        }
+        Ok(())
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+        let dest = super::check_path(&r.text(&self.dest)?)?;
+        let content = if let Some(c) = &self.content {
+            r.text(c)?
+        } else if let Some(src) = &self.src {
+            r.files.file(&r.text(src)?)?
+        } else {
+            let name = r.text(self.template.as_ref().expect("checked at load"))?;
+            r.files.template(r.templates, &name, r.vars)?
+        };
+        if let Some(v) = &self.validate {
+            v.check(&content, r.vars)
+                .map_err(|e| format!("{dest}: refusing to write invalid content: {e}"))?;
+        }
+        Ok(Desired {
+            dest,
+            content: content.into_bytes(),
+            perms: Perms::render(r, &self.mode, &self.owner, &self.group, 0o644)?,
+            secret: self.secret,
+            backup: self.backup,
+        })
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(data))
+}
+
+impl Desired {
+    pub fn probe(&self, p: &mut Probe, want_content: bool) {
+        p.stat.insert(self.dest.clone());
+        p.sha256.insert(self.dest.clone());
+        if want_content && !self.secret && self.content.len() as u64 <= MAX_CONTENT {
+            p.content.insert(self.dest.clone());
+        }
+    }
+
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+        write_diff(
+            &self.dest,
+            &self.content,
+            &self.perms,
+            self.secret,
+            self.backup,
+            state,
+        )
+    }
+}
+
+/// Compares a whole file with what the probe saw; shared by `file` and `sysctl`.
+pub fn write_diff(
+    dest: &str,
+    content: &[u8],
+    perms: &Perms,
+    secret: bool,
+    backup: bool,
+    state: &RemoteState,
+) -> Result<Option<Change>, String> {
+    let write = || {
+        let cmd = format!(
+            "khard_write {} {:04o} {} {} {}",
+            quote(dest),
+            perms.mode,
+            quote(&perms.owner),
+            quote(&perms.group),
+            u8::from(backup)
+        );
+        with_payload(&cmd, content)
+    };
+    let content_diff = |before: Option<&Vec<u8>>| ContentDiff {
+        path: dest.to_owned(),
+        before: before.map(|b| String::from_utf8_lossy(b).into_owned()),
+        after: String::from_utf8_lossy(content).into_owned(),
+        secret,
+    };
+    match state.stat.get(dest) {
+        None => Ok(Some(Change {
+            details: vec![format!(
+                "{dest}: create ({} bytes, mode {:04o})",
+                content.len(),
+                perms.mode
+            )],
+            content: Some(content_diff(None)),
+            certain: true,
+            script: write(),
+        })),
+        Some(s) if s.kind == Kind::Link => Err(format!(
+            "{dest} is a symbolic link; khard does not write through links"
+        )),
+        Some(s) if s.kind != Kind::File => Err(format!("{dest} exists and is not a regular file")),
+        Some(s) => {
+            let same_content = state
+                .sha256
+                .get(dest)
+                .is_some_and(|h| *h == sha256_hex(content));
+            let (mut details, fix) = perms.fix(dest, s);
+            if !same_content {
+                details.insert(0, format!("{dest}: content differs"));
+                return Ok(Some(Change {
+                    details,
+                    content: Some(content_diff(state.content.get(dest))),
+                    certain: true,
+                    script: write(),
+                }));
+            }
+            Ok((!details.is_empty()).then_some(Change {
+                details,
+                content: None,
+                certain: true,
+                script: fix,
+            }))
+        }
+    }
+}

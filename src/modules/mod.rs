@@ -1,0 +1,260 @@
+//! Modules: each turns a task's arguments into desired state, says what it
+//! needs to know about the host ([`Probe`]), compares (pure, local), and
+//! writes the shell that makes the change. One file per module.
+
+pub mod command;
+pub mod directory;
+pub mod file;
+pub mod permissions;
+pub mod service;
+pub mod sysctl;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+use crate::probe::{Probe, RemoteState, Stat};
+use crate::template::{Templates, Text};
+
+/// A task's module with its arguments, as written.
+#[derive(Debug, Clone)]
+pub enum Module {
+    File(file::Args),
+    Directory(directory::Args),
+    Sysctl(sysctl::Args),
+    Command(command::Args),
+    Service(service::Args),
+    Permissions(permissions::Args),
+    FlushHandlers,
+}
+
+/// A module with its arguments rendered for one host.
+#[derive(Debug, Clone)]
+pub enum Action {
+    File(file::Desired),
+    Directory(directory::Desired),
+    Sysctl(sysctl::Desired),
+    Command(command::Desired),
+    Service(service::Desired),
+    Permissions(permissions::Desired),
+}
+
+/// What would change, or changed, on a host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Change {
+    /// One line per difference: "mode 0644 → 0600", "vm.overcommit_memory (live) 0 → 1".
+    pub details: Vec<String>,
+    /// Before and after of a file's content, for --diff; None when not shown.
+    pub content: Option<ContentDiff>,
+    /// False when the outcome cannot be known without running it (an unguarded command).
+    pub certain: bool,
+    /// The shell that makes the change.
+    pub script: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentDiff {
+    pub path: String,
+    /// None when the file does not exist yet, or its content was not brought back.
+    pub before: Option<String>,
+    pub after: String,
+    /// True when the before/after must never be shown.
+    pub secret: bool,
+}
+
+/// Everything rendering needs: the compiled templates, the host's variables,
+/// and the files of the role the task came from.
+pub struct Render<'a> {
+    pub templates: &'a Templates,
+    pub vars: &'a Map<String, Value>,
+    pub files: &'a crate::playbook::Files,
+}
+
+impl Render<'_> {
+    pub fn text(&self, t: &Text) -> Result<String, String> {
+        self.templates.render_text(t, self.vars)
+    }
+
+    pub fn opt(&self, t: &Option<Text>) -> Result<Option<String>, String> {
+        t.as_ref().map(|t| self.text(t)).transpose()
+    }
+}
+
+impl Action {
+    pub fn probe(&self, probe: &mut Probe, want_content: bool) {
+        match self {
+            Action::File(d) => d.probe(probe, want_content),
+            Action::Directory(d) => d.probe(probe),
+            Action::Sysctl(d) => d.probe(probe, want_content),
+            Action::Command(d) => d.probe(probe),
+            Action::Service(_) => {}
+            Action::Permissions(d) => d.probe(probe),
+        }
+    }
+
+    /// None when the host is already as desired. Err fails the task before anything is written.
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+        match self {
+            Action::File(d) => d.diff(state),
+            Action::Directory(d) => d.diff(state),
+            Action::Sysctl(d) => d.diff(state),
+            Action::Command(d) => Ok(d.diff(state)),
+            Action::Service(d) => Ok(Some(d.change())),
+            Action::Permissions(d) => Ok(d.diff(state)),
+        }
+    }
+}
+
+impl Module {
+    /// Registers every templated string with the template engine.
+    pub fn compile(
+        &mut self,
+        t: &mut Templates,
+        place: &str,
+    ) -> Result<(), crate::error::InputError> {
+        let mut texts: Vec<&mut Text> = Vec::new();
+        match self {
+            Module::File(a) => a.texts(&mut texts),
+            Module::Directory(a) => a.texts(&mut texts),
+            Module::Sysctl(a) => a.texts(&mut texts),
+            Module::Command(a) => a.texts(&mut texts),
+            Module::Service(a) => a.texts(&mut texts),
+            Module::Permissions(a) => a.texts(&mut texts),
+            Module::FlushHandlers => {}
+        }
+        for text in texts {
+            *text = t.text(place, &text.raw)?;
+        }
+        Ok(())
+    }
+
+    /// Renders the arguments for one host.
+    pub fn render(&self, r: &Render) -> Result<Action, String> {
+        Ok(match self {
+            Module::File(a) => Action::File(a.render(r)?),
+            Module::Directory(a) => Action::Directory(a.render(r)?),
+            Module::Sysctl(a) => Action::Sysctl(a.render(r)?),
+            Module::Command(a) => Action::Command(a.render(r)?),
+            Module::Service(a) => Action::Service(a.render(r)?),
+            Module::Permissions(a) => Action::Permissions(a.render(r)?),
+            Module::FlushHandlers => return Err("meta tasks have no action".into()),
+        })
+    }
+}
+
+/// Deserializes a string (or number, or bool) as a [`Text`] to be compiled later.
+pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+    let v = serde_yaml::Value::deserialize(d)?;
+    scalar(v)
+        .map(Text::plain)
+        .ok_or_else(|| serde::de::Error::custom("expected a string"))
+}
+
+pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Text>, D::Error> {
+    text(d).map(Some)
+}
+
+fn scalar(v: serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::String(s) => Some(s),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses a mode written as an octal string ("0600", "600", "0o600").
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.trim().trim_start_matches("0o");
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777 && !digits.is_empty())
+        .ok_or_else(|| {
+            format!("mode `{s}` is not an octal mode such as \"0644\" (quote it in YAML)")
+        })
+}
+
+/// A path to act on: absolute, one line, no backslashes (so probe output stays unambiguous).
+pub fn check_path(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') {
+        return Err(format!("path `{p}` must be absolute"));
+    }
+    if p.contains(['\n', '\r', '\\', '|', '\0']) || p.len() > 4096 {
+        return Err(format!(
+            "path `{p}` contains a character khard refuses (newline, backslash or |)"
+        ));
+    }
+    Ok(p.trim_end_matches('/').to_owned()).map(|s| if s.is_empty() { "/".into() } else { s })
+}
+
+/// Mode and owner wanted on a path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Perms {
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+}
+
+impl Perms {
+    pub fn render(
+        r: &Render,
+        mode: &Option<Text>,
+        owner: &Option<Text>,
+        group: &Option<Text>,
+        default: u32,
+    ) -> Result<Perms, String> {
+        Ok(Perms {
+            mode: r
+                .opt(mode)?
+                .map(|m| parse_mode(&m))
+                .transpose()?
+                .unwrap_or(default),
+            owner: r.opt(owner)?.unwrap_or_else(|| "root".into()),
+            group: r.opt(group)?.unwrap_or_else(|| "root".into()),
+        })
+    }
+
+    /// The differences from `stat`, one line each, and the shell that fixes them.
+    pub fn fix(&self, path: &str, stat: &Stat) -> (Vec<String>, String) {
+        use crate::script::quote;
+        let (mut details, mut script) = (Vec::new(), String::new());
+        if stat.mode != self.mode {
+            details.push(format!(
+                "{path}: mode {:04o} → {:04o}",
+                stat.mode, self.mode
+            ));
+            script.push_str(&format!("chmod {:04o} {}\n", self.mode, quote(path)));
+        }
+        if stat.owner != self.owner || stat.group != self.group {
+            details.push(format!(
+                "{path}: owner {}:{} → {}:{}",
+                stat.owner, stat.group, self.owner, self.group
+            ));
+            script.push_str(&format!(
+                "chown {} {}\n",
+                quote(&format!("{}:{}", self.owner, self.group)),
+                quote(path)
+            ));
+        }
+        (details, script)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_octal_text() {
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert!(parse_mode("384x").is_err());
+        assert!(parse_mode("0800").is_err());
+    }
+
+    #[test]
+    fn paths_must_be_plain_and_absolute() {
+        assert_eq!(check_path("/etc/x/").unwrap(), "/etc/x");
+        assert!(check_path("etc/x").is_err());
+        assert!(check_path("/etc/a\nb").is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! `permissions`: mode and owner of paths that k3s creates itself. A glob
+//! may match several paths; a path that does not exist is left alone.
+
+use serde::Deserialize;
+
+use super::{Change, Perms, Render};
+use crate::probe::{Kind, Probe, RemoteState, glob_match};
+use crate::template::Text;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[serde(deserialize_with = "super::text")]
+    pub path: Text,
+    #[serde(deserialize_with = "super::text")]
+    pub mode: Text,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub owner: Option<Text>,
+    #[serde(default, deserialize_with = "super::opt_text")]
+    pub group: Option<Text>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub pattern: String,
+    pub perms: Perms,
+}
+
+impl Args {
+    pub fn texts<'a>(&'a mut self, out: &mut Vec<&'a mut Text>) {
+        out.push(&mut self.path);
+        out.push(&mut self.mode);
+        out.extend([&mut self.owner, &mut self.group].into_iter().flatten());
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+        Ok(Desired {
+            pattern: super::check_path(&r.text(&self.path)?)?,
+            perms: Perms::render(r, &Some(self.mode.clone()), &self.owner, &self.group, 0)?,
+        })
+    }
+}
+
+impl Desired {
+    pub fn probe(&self, p: &mut Probe) {
+        p.stat.insert(self.pattern.clone());
+    }
+
+    pub fn diff(&self, state: &RemoteState) -> Option<Change> {
+        let (mut details, mut script) = (Vec::new(), String::new());
+        for (path, stat) in &state.stat {
+            // Links are never followed: chmod on a link would change its target.
+            if stat.kind == Kind::Link || !glob_match(&self.pattern, path) {
+                continue;
+            }
+            let (d, s) = self.perms.fix(path, stat);
+            details.extend(d);
+            script.push_str(&s);
+        }
+        (!details.is_empty()).then_some(Change {
+            details,
+            content: None,
+            certain: true,
+            script,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! `sysctl`: a sysctl.d file holding exactly the given values, applied with
+//! `sysctl -p FILE` and verified live. Changed when the file differs or any
+//! live value differs (another file can override ours at boot or later).
+
+use serde::Deserialize;
+
+use super::{Change, Perms, Render};
+use crate::probe::{Probe, RemoteState, normalize_sysctl};
+use crate::script::quote;
+use crate::template::Text;
+use crate::yaml::Ordered;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[serde(deserialize_with = "super::text")]
+    pub dest: Text,
+    pub values: Ordered<SysctlValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SysctlValue(pub Text);
+
+impl<'de> Deserialize<'de> for SysctlValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::text(d).map(SysctlValue)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub dest: String,
+    /// Key and value, in the order written.
+    pub values: Vec<(String, String)>,
+}
+
+impl Args {
+    pub fn texts<'a>(&'a mut self, out: &mut Vec<&'a mut Text>) {
+        out.push(&mut self.dest);
+        out.extend(self.values.0.iter_mut().map(|(_, v)| &mut v.0));
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+        let mut values = Vec::new();
+        for (key, value) in self.values.iter() {
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(format!("`{key}` is not a sysctl key"));
+            }
+            let v = normalize_sysctl(&r.text(&value.0)?);
+            if v.contains(['\n', '\'']) || v.is_empty() {
+                return Err(format!("value of {key} must be one line"));
+            }
+            values.push((key.clone(), v));
+        }
+        Ok(Desired {
+            dest: super::check_path(&r.text(&self.dest)?)?,
+            values,
+        })
+    }
+}
+
+impl Desired {
+    pub fn content(&self) -> Vec<u8> {
+        self.values
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    fn perms() -> Perms {
+        Perms {
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+        }
+    }
+
+    pub fn probe(&self, p: &mut Probe, want_content: bool) {
+        p.stat.insert(self.dest.clone());
+        p.sha256.insert(self.dest.clone());
+        if want_content {
+            p.content.insert(self.dest.clone());
+        }
+        p.sysctl.extend(self.values.iter().map(|(k, _)| k.clone()));
+    }
+
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+        let file = super::file::write_diff(
+            &self.dest,
+            &self.content(),
+            &Self::perms(),
+            false,
+            false,
+            state,
+        )?;
+        let live: Vec<String> = self
+            .values
+            .iter()
+            .filter_map(|(k, want)| {
+                let now = state
+                    .sysctl
+                    .get(k)
+                    .map(String::as_str)
+                    .unwrap_or("(missing)");
+                (now != want).then(|| format!("{k} (live): {now} → {want}"))
+            })
+            .collect();
+        if file.is_none() && live.is_empty() {
+            return Ok(None);
+        }
+        let mut change = file.unwrap_or(Change {
+            certain: true,
+            ..Change::default()
+        });
+        change.details.extend(live);
+        change
+            .script
+            .push_str(&format!("\nsysctl -p {} >/dev/null\n", quote(&self.dest)));
+        for (k, v) in &self.values {
+            change.script.push_str(&format!(
+                "khard_sysctl_check {} {}\n",
+                quote(&k.replace('.', "/")),
+                quote(v)
+            ));
+        }
+        Ok(Some(change))
+    }
+}

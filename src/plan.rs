@@ -1,0 +1,265 @@
+//! Compiling inventory + playbook into per-host plans: which hosts each play
+//! runs on, their variables, how to reach them, and which tasks are selected.
+//! Everything here is checked before any host is contacted.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::{Map, Value};
+
+use crate::error::InputError;
+use crate::facts;
+use crate::inventory::{Host, Inventory};
+use crate::modules::{Module, Render};
+use crate::playbook::{Play, Playbook, Task};
+use crate::settings::Settings;
+use crate::transport::Become;
+use crate::transport::ssh::Target;
+
+#[derive(Debug, Clone)]
+pub enum Reach {
+    Local,
+    Ssh(Target),
+}
+
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    pub name: String,
+    /// Variables known before connecting: defaults < inventory < play vars < inventory facts < extra vars.
+    pub vars: Map<String, Value>,
+    pub reach: Reach,
+    pub r#become: Become,
+}
+
+#[derive(Debug)]
+pub struct PlayPlan {
+    pub index: usize,
+    pub hosts: Vec<HostPlan>,
+    /// Whether each task of the play is selected by --tags/--skip-tags.
+    pub selected: Vec<bool>,
+}
+
+fn var<'a>(vars: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
+    names.iter().find_map(|n| vars.get(*n))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(rest),
+        None => PathBuf::from(p),
+    }
+}
+
+/// How to reach a host, from `ansible_*` (or `khard_*`) connection variables.
+pub fn reach(host: &Host, vars: &Map<String, Value>) -> Result<Reach, String> {
+    let connection = var(vars, &["khard_connection", "ansible_connection"])
+        .map(text)
+        .unwrap_or_else(|| "ssh".into());
+    match connection.as_str() {
+        "local" => return Ok(Reach::Local),
+        "ssh" | "smart" | "paramiko" => {}
+        other => {
+            return Err(format!(
+                "ansible_connection `{other}` is not supported (use ssh or local)"
+            ));
+        }
+    }
+    let port = match var(vars, &["khard_port", "ansible_port", "ansible_ssh_port"]) {
+        None => 22,
+        Some(v) => text(v)
+            .parse::<u16>()
+            .map_err(|_| format!("ansible_port `{}` is not a port number", text(v)))?,
+    };
+    Ok(Reach::Ssh(Target {
+        name: host.name.clone(),
+        address: var(vars, &["khard_host", "ansible_host", "ansible_ssh_host"])
+            .map(text)
+            .unwrap_or_else(|| host.name.clone()),
+        port,
+        user: var(vars, &["khard_user", "ansible_user", "ansible_ssh_user"])
+            .map(text)
+            .unwrap_or_else(crate::transport::local::current_user),
+        key_files: var(
+            vars,
+            &[
+                "khard_private_key_file",
+                "ansible_ssh_private_key_file",
+                "ansible_private_key_file",
+            ],
+        )
+        .map(|v| vec![expand_home(&text(v))])
+        .unwrap_or_default(),
+    }))
+}
+
+/// Whether `--tags`/`--skip-tags` select a task. Tags match the task's tags
+/// and its CIS control IDs, exactly or as a glob (`1.2.*`).
+pub fn selected(task: &Task, tags: &[String], skip: &[String]) -> bool {
+    let labels: Vec<&str> = task
+        .tags
+        .iter()
+        .chain(&task.cis)
+        .map(String::as_str)
+        .collect();
+    let hit = |want: &String| labels.iter().any(|l| glob(want, l));
+    let included =
+        tags.is_empty() || tags.iter().any(|t| t == "all" || hit(t)) || labels.contains(&"always");
+    included && !skip.iter().any(hit)
+}
+
+fn glob(p: &str, s: &str) -> bool {
+    match p.split_once('*') {
+        None => p == s,
+        Some((pre, post)) => {
+            s.len() >= pre.len() + post.len() && s.starts_with(pre) && s.ends_with(post)
+        }
+    }
+}
+
+/// The variables of `host` in `play`, before probing.
+pub fn static_vars(play: &Play, host: &Host, extra: &Map<String, Value>) -> Map<String, Value> {
+    let mut vars = play.defaults.clone();
+    vars.extend(host.vars.clone());
+    vars.extend(play.vars.clone());
+    vars.extend(facts::inventory_facts(host));
+    vars.extend(extra.clone());
+    vars
+}
+
+/// The variable sets a host may have after probing: the real one when the
+/// k3s version is pinned, else one per content era.
+fn sample_fact_sets(vars: &Map<String, Value>) -> Vec<Map<String, Value>> {
+    let pinned = vars
+        .get("k3s_version")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let versions: Vec<String> = match pinned {
+        Some(v) => vec![v],
+        None => facts::SAMPLE_VERSIONS
+            .iter()
+            .map(|v| (*v).to_owned())
+            .collect(),
+    };
+    versions
+        .iter()
+        .filter_map(|v| {
+            let mut with = vars.clone();
+            facts::add_version_facts(&mut with, v).ok().map(|_| with)
+        })
+        .collect()
+}
+
+/// Renders every task a host may run, for every era it may turn out to be,
+/// so that an undefined variable or broken template stops the run before
+/// any connection.
+fn preflight(pb: &Playbook, play: &Play, host: &HostPlan) -> Result<(), String> {
+    if let Some(v) = host.vars.get("k3s_version") {
+        let v = text(v);
+        facts::minor(&v).ok_or_else(|| {
+            format!("k3s_version `{v}` is not a k3s version such as v1.30.6+k3s1")
+        })?;
+    }
+    for vars in sample_fact_sets(&host.vars) {
+        for task in play.tasks.iter().chain(&play.handlers) {
+            let mut holds = true;
+            for w in &task.when {
+                let v = w
+                    .eval(&vars)
+                    .map_err(|e| format!("{}: when: {e}", task.place))?;
+                holds &= crate::expr::truthy(&v);
+            }
+            if !holds || matches!(task.module, Module::FlushHandlers) {
+                continue;
+            }
+            let r = Render {
+                templates: &pb.templates,
+                vars: &vars,
+                files: &task.files,
+            };
+            task.module
+                .render(&r)
+                .map_err(|e| format!("{}: {e}", task.place))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the plans of every play, refusing bad input with a clear message.
+pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan>> {
+    let limit = match &s.limit {
+        Some(l) => Some(
+            crate::pattern::select(inv, l).map_err(|e| InputError::new(format!("--limit: {e}")))?,
+        ),
+        None => None,
+    };
+    if limit.as_ref().is_some_and(Vec::is_empty) {
+        return Err(InputError::new("--limit selects no host").into());
+    }
+    for (flag, tags) in [("--tags", &s.tags), ("--skip-tags", &s.skip_tags)] {
+        for t in tags.iter().filter(|t| *t != "all" && *t != "always") {
+            let known = pb
+                .plays
+                .iter()
+                .flat_map(|p| &p.tasks)
+                .any(|task| task.tags.iter().chain(&task.cis).any(|l| glob(t, l)));
+            if !known {
+                return Err(InputError::new(format!(
+                    "{flag}: no task has the tag or CIS control `{t}`"
+                ))
+                .into());
+            }
+        }
+    }
+    let mut plans = Vec::new();
+    for (index, play) in pb.plays.iter().enumerate() {
+        let mut names = crate::pattern::select(inv, &play.hosts).map_err(|e| {
+            InputError::new(format!("{}: play `{}`: hosts: {e}", pb.path, play.name))
+        })?;
+        if let Some(l) = &limit {
+            names.retain(|n| l.contains(n));
+        }
+        let mut hosts = Vec::new();
+        for name in names {
+            let host = inv.host(&name).expect("selected from the inventory");
+            let vars = static_vars(play, host, &s.extra_vars);
+            let reach =
+                reach(host, &vars).map_err(|e| InputError::new(format!("host {name}: {e}")))?;
+            let become_var = vars.get("ansible_become").is_some_and(crate::expr::truthy);
+            let hp = HostPlan {
+                name: name.clone(),
+                reach,
+                r#become: Become {
+                    enabled: s.r#become
+                        || play.r#become
+                        || become_var
+                        || play.tasks.iter().any(|t| t.r#become == Some(true)),
+                    user: vars.get("ansible_become_user").map(text),
+                },
+                vars,
+            };
+            preflight(pb, play, &hp).map_err(|e| InputError::new(format!("host {name}: {e}")))?;
+            hosts.push(hp);
+        }
+        let selected = play
+            .tasks
+            .iter()
+            .map(|t| selected(t, &s.tags, &s.skip_tags))
+            .collect();
+        plans.push(PlayPlan {
+            index,
+            hosts,
+            selected,
+        });
+    }
+    Ok(plans)
+}

@@ -1,0 +1,412 @@
+//! Plays, roles and tasks: loaded from disk or from the built-in copies, with
+//! every template compiled and every file read before any host is contacted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{InputError, did_you_mean};
+use crate::expr::Expr;
+use crate::modules::{Module, command, directory, file, permissions, service, sysctl};
+use crate::source::{self, Dir};
+use crate::template::Templates;
+use crate::yaml::{self, OneOrMany, Vars};
+
+pub struct Playbook {
+    /// How the user sees the playbook's path.
+    pub path: String,
+    pub plays: Vec<Play>,
+    pub templates: Templates,
+}
+
+#[derive(Debug)]
+pub struct Play {
+    pub name: String,
+    pub hosts: String,
+    pub r#become: bool,
+    pub any_errors_fatal: bool,
+    pub max_fail_percentage: Option<f64>,
+    /// Role defaults, lowest precedence.
+    pub defaults: Map<String, Value>,
+    pub vars: Map<String, Value>,
+    pub tasks: Vec<Task>,
+    pub handlers: Vec<Task>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: String,
+    /// `file:line` where the task is written.
+    pub place: String,
+    pub when: Vec<Expr>,
+    pub notify: Vec<String>,
+    pub tags: Vec<String>,
+    pub cis: Vec<String>,
+    pub r#become: Option<bool>,
+    pub timeout: Option<u64>,
+    pub run_once: bool,
+    pub module: Module,
+    /// The files and templates of the role (or playbook) the task came from.
+    pub files: Arc<Files>,
+}
+
+/// The `files/` and `templates/` a task may refer to.
+#[derive(Debug, Default)]
+pub struct Files {
+    /// Where they live, for messages.
+    pub origin: String,
+    files: BTreeMap<String, String>,
+    /// Template name (relative to templates/) → name registered with the engine.
+    templates: BTreeMap<String, String>,
+}
+
+impl Files {
+    fn load(base: &Dir, templates: &mut Templates) -> Result<Files> {
+        let mut f = Files {
+            origin: base.display(),
+            ..Files::default()
+        };
+        for (rel, path) in base.join("files").list() {
+            f.files.insert(rel, path.read()?.unwrap_or_default());
+        }
+        for (rel, path) in base.join("templates").list() {
+            let name = match &path {
+                Dir::Disk(p) => p.display().to_string(),
+                Dir::Builtin(p) => p.clone(),
+            };
+            templates.add_file(&name, &path.read()?.unwrap_or_default())?;
+            f.templates.insert(rel, name);
+        }
+        Ok(f)
+    }
+
+    pub fn file(&self, name: &str) -> Result<String, String> {
+        self.files
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.missing("files", name, self.files.keys()))
+    }
+
+    pub fn template(
+        &self,
+        t: &Templates,
+        name: &str,
+        vars: &Map<String, Value>,
+    ) -> Result<String, String> {
+        let registered = self
+            .templates
+            .get(name)
+            .ok_or_else(|| self.missing("templates", name, self.templates.keys()))?;
+        t.render_file(registered, vars)
+    }
+
+    fn has(&self, folder: &str, name: &str) -> bool {
+        if folder == "files" {
+            self.files.contains_key(name)
+        } else {
+            self.templates.contains_key(name)
+        }
+    }
+
+    fn missing<'a>(
+        &self,
+        folder: &str,
+        name: &str,
+        known: impl Iterator<Item = &'a String>,
+    ) -> String {
+        let known: Vec<&str> = known.map(String::as_str).collect();
+        let hint = did_you_mean(name, known)
+            .map(|h| format!(" (did you mean `{h}`?)"))
+            .unwrap_or_default();
+        format!("no {folder}/{name} in {}{hint}", self.origin)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlayYaml {
+    #[serde(default)]
+    name: Option<String>,
+    hosts: String,
+    #[serde(default, rename = "become")]
+    r#become: bool,
+    #[serde(default)]
+    any_errors_fatal: bool,
+    #[serde(default)]
+    max_fail_percentage: Option<f64>,
+    /// Accepted for compatibility with Ansible playbooks; khard gathers what it needs.
+    #[serde(default)]
+    #[allow(dead_code)]
+    gather_facts: Option<bool>,
+    #[serde(default)]
+    vars: Vars,
+    #[serde(default)]
+    roles: Vec<RoleRef>,
+    #[serde(default)]
+    tasks: Vec<TaskYaml>,
+    #[serde(default)]
+    handlers: Vec<TaskYaml>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RoleRef {
+    Name(String),
+    Full {
+        role: String,
+        #[serde(default)]
+        vars: Vars,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, try_from = "TaskFields")]
+struct TaskYaml(Task);
+
+/// Every key a task may have; exactly one module key must be set.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskFields {
+    name: Option<String>,
+    when: Option<OneOrMany>,
+    notify: Option<OneOrMany>,
+    tags: Option<OneOrMany>,
+    cis: Option<OneOrMany>,
+    #[serde(rename = "become")]
+    r#become: Option<bool>,
+    timeout: Option<u64>,
+    run_once: Option<bool>,
+    file: Option<file::Args>,
+    directory: Option<directory::Args>,
+    sysctl: Option<sysctl::Args>,
+    command: Option<command::Args>,
+    service: Option<service::Args>,
+    permissions: Option<permissions::Args>,
+    meta: Option<String>,
+}
+
+pub const MODULE_NAMES: &[&str] = &[
+    "file",
+    "directory",
+    "sysctl",
+    "command",
+    "service",
+    "permissions",
+    "meta",
+];
+
+impl TryFrom<TaskFields> for TaskYaml {
+    type Error = String;
+
+    fn try_from(f: TaskFields) -> Result<Self, String> {
+        let mut modules = Vec::new();
+        if let Some(a) = f.file {
+            a.check()?;
+            modules.push(Module::File(a));
+        }
+        if let Some(a) = f.directory {
+            modules.push(Module::Directory(a));
+        }
+        if let Some(a) = f.sysctl {
+            modules.push(Module::Sysctl(a));
+        }
+        if let Some(a) = f.command {
+            modules.push(Module::Command(a));
+        }
+        if let Some(a) = f.service {
+            modules.push(Module::Service(a));
+        }
+        if let Some(a) = f.permissions {
+            modules.push(Module::Permissions(a));
+        }
+        if let Some(m) = f.meta {
+            if m != "flush_handlers" {
+                return Err(format!(
+                    "unknown meta action `{m}` (khard knows `flush_handlers`)"
+                ));
+            }
+            modules.push(Module::FlushHandlers);
+        }
+        let name = f.name.unwrap_or_default();
+        let module = match modules.len() {
+            1 => modules.pop().expect("one"),
+            0 => {
+                return Err(format!(
+                    "task `{name}` has no module; use one of {}",
+                    MODULE_NAMES.join(", ")
+                ));
+            }
+            _ => return Err(format!("task `{name}` has more than one module")),
+        };
+        let when = f
+            .when
+            .unwrap_or_default()
+            .0
+            .iter()
+            .map(|w| Expr::parse(w).map_err(|e| format!("when `{w}`: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TaskYaml(Task {
+            name,
+            place: String::new(),
+            when,
+            notify: f.notify.unwrap_or_default().0,
+            tags: f.tags.unwrap_or_default().0,
+            cis: f.cis.unwrap_or_default().0,
+            r#become: f.r#become,
+            timeout: f.timeout,
+            run_once: f.run_once.unwrap_or(false),
+            module,
+            files: Arc::default(),
+        }))
+    }
+}
+
+/// Where a role's folder is: beside the playbook, beside its folder, or built in.
+fn find_role(playbook_dir: &Dir, name: &str) -> Option<Dir> {
+    [
+        playbook_dir.join("roles").join(name),
+        source::parent(playbook_dir).join("roles").join(name),
+        Dir::Builtin(format!("roles/{name}")),
+    ]
+    .into_iter()
+    .find(Dir::exists)
+}
+
+/// Reads a YAML list of tasks from `file` (a role's tasks/main.yaml).
+fn load_tasks(file: &Dir, files: &Arc<Files>, templates: &mut Templates) -> Result<Vec<Task>> {
+    let Some(text) = file.read()? else {
+        return Ok(Vec::new());
+    };
+    let display = file.display();
+    let parsed: Option<Vec<TaskYaml>> = yaml::parse(&display, &text)?;
+    let lines = yaml::item_lines(&text);
+    let mut tasks = Vec::new();
+    for (i, TaskYaml(mut task)) in parsed.unwrap_or_default().into_iter().enumerate() {
+        task.place = format!("{display}:{}", lines.get(i).copied().unwrap_or(1));
+        task.files = files.clone();
+        task.module.compile(templates, &task.place)?;
+        tasks.push(task);
+    }
+    Ok(tasks)
+}
+
+impl Playbook {
+    /// Loads a playbook; `None` loads the built-in CIS playbook.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Playbook> {
+        let file = match path {
+            Some(p) => Dir::Disk(p.to_path_buf()),
+            None => Dir::Builtin(source::DEFAULT_PLAYBOOK.into()),
+        };
+        let display = file.display();
+        let text = file
+            .read()?
+            .ok_or_else(|| InputError::in_file(&display, "no such playbook file"))?;
+        let raw: Vec<PlayYaml> = yaml::parse(&display, &text)?;
+        let dir = source::parent(&file);
+        let play_lines = yaml::item_lines(&text);
+        let mut templates = Templates::default();
+        let mut plays = Vec::new();
+        for (i, raw) in raw.into_iter().enumerate() {
+            let place = format!("{display}:{}", play_lines.get(i).copied().unwrap_or(1));
+            plays.push(load_play(raw, &dir, &place, &mut templates)?);
+        }
+        Ok(Playbook {
+            path: display,
+            plays,
+            templates,
+        })
+    }
+}
+
+fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -> Result<Play> {
+    let mut defaults = Map::new();
+    let mut vars = Map::new();
+    let mut tasks = Vec::new();
+    let mut handlers = Vec::new();
+    for role in &raw.roles {
+        let (name, role_vars) = match role {
+            RoleRef::Name(n) => (n.as_str(), None),
+            RoleRef::Full { role, vars } => (role.as_str(), Some(vars)),
+        };
+        let base = find_role(dir, name).ok_or_else(|| {
+            InputError::new(format!(
+                "{place}: role `{name}` not found in roles/ beside the playbook, nor built in"
+            ))
+        })?;
+        let files = Arc::new(Files::load(&base, templates)?);
+        if let Some(d) = base.join("defaults").find_yaml("main") {
+            let text = d.read()?.unwrap_or_default();
+            let parsed: Option<Vars> = yaml::parse(&d.display(), &text)?;
+            defaults.extend(parsed.unwrap_or_default().0);
+        }
+        if let Some(v) = role_vars {
+            vars.extend(v.0.clone());
+        }
+        if let Some(t) = base.join("tasks").find_yaml("main") {
+            tasks.extend(load_tasks(&t, &files, templates)?);
+        }
+        if let Some(h) = base.join("handlers").find_yaml("main") {
+            handlers.extend(load_tasks(&h, &files, templates)?);
+        }
+    }
+    vars.extend(raw.vars.0);
+    let own_files = Arc::new(Files::load(dir, templates)?);
+    for (list, raw_tasks) in [(&mut tasks, raw.tasks), (&mut handlers, raw.handlers)] {
+        for (i, TaskYaml(mut task)) in raw_tasks.into_iter().enumerate() {
+            task.place = format!("{place} (task {} `{}`)", i + 1, task.name);
+            task.files = own_files.clone();
+            task.module.compile(templates, &task.place)?;
+            list.push(task);
+        }
+    }
+    check_references(&tasks, &handlers)?;
+    Ok(Play {
+        name: raw.name.unwrap_or_else(|| raw.hosts.clone()),
+        hosts: raw.hosts,
+        r#become: raw.r#become,
+        any_errors_fatal: raw.any_errors_fatal,
+        max_fail_percentage: raw.max_fail_percentage,
+        defaults,
+        vars,
+        tasks,
+        handlers,
+    })
+}
+
+/// Every `notify` names a handler, and every static `src`/`template` exists.
+fn check_references(tasks: &[Task], handlers: &[Task]) -> Result<()> {
+    let names: Vec<&str> = handlers.iter().map(|h| h.name.as_str()).collect();
+    for task in tasks.iter().chain(handlers) {
+        for n in &task.notify {
+            if !names.contains(&n.as_str()) {
+                let hint = did_you_mean(n, names.iter().copied())
+                    .map(|h| format!(" (did you mean `{h}`?)"))
+                    .unwrap_or_default();
+                return Err(InputError::new(format!(
+                    "{}: notify `{n}`: no handler of that name{hint}",
+                    task.place
+                ))
+                .into());
+            }
+        }
+        if let Module::File(a) = &task.module {
+            for (folder, t) in [("files", &a.src), ("templates", &a.template)] {
+                if let Some(t) = t.as_ref().filter(|t| !t.is_template())
+                    && !task.files.has(folder, &t.raw)
+                {
+                    let all: Vec<String> = Vec::new();
+                    return Err(InputError::new(format!(
+                        "{}: {}",
+                        task.place,
+                        task.files.missing(folder, &t.raw, all.iter())
+                    ))
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
+}

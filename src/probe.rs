@@ -1,0 +1,322 @@
+//! The probe: ONE read-only exec per host that reports everything the tasks
+//! need to compare desired and current state (file metadata and checksums,
+//! live sysctl values, guard commands, k3s facts). Modules declare what they
+//! need in a [`Probe`]; the answers come back as a [`RemoteState`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::script::{preamble, quote};
+
+/// What the tasks of one host want to know.
+#[derive(Debug, Default, Clone)]
+pub struct Probe {
+    /// Paths or globs (`*`, `?`) to `stat` (symlinks are reported as links).
+    pub stat: BTreeSet<String>,
+    /// Files whose sha256 is needed.
+    pub sha256: BTreeSet<String>,
+    /// Files whose whole content is needed (for diffs, or to read a unit file).
+    pub content: BTreeSet<String>,
+    /// Sysctl keys (`vm.overcommit_memory`) whose live value is needed.
+    pub sysctl: BTreeSet<String>,
+    /// Read-only guard commands (`unless:`) whose exit status is needed.
+    pub guards: Vec<String>,
+}
+
+/// Largest file content a probe brings back; bigger files are compared by checksum only.
+pub const MAX_CONTENT: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    File,
+    Dir,
+    Link,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stat {
+    pub kind: Kind,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub size: u64,
+}
+
+/// The answers of a probe.
+#[derive(Debug, Default, Clone)]
+pub struct RemoteState {
+    pub stat: BTreeMap<String, Stat>,
+    pub sha256: BTreeMap<String, String>,
+    pub content: BTreeMap<String, Vec<u8>>,
+    pub sysctl: BTreeMap<String, String>,
+    /// Exit status of each guard command.
+    pub guards: BTreeMap<String, i32>,
+    /// `k3s_version`, when `k3s --version` answered.
+    pub facts: BTreeMap<String, String>,
+}
+
+impl Probe {
+    pub fn add_guard(&mut self, command: &str) -> usize {
+        if let Some(i) = self.guards.iter().position(|g| g == command) {
+            return i;
+        }
+        self.guards.push(command.to_owned());
+        self.guards.len() - 1
+    }
+
+    /// The script: it only reads, never writes.
+    pub fn script(&self, marker: &str) -> Vec<u8> {
+        let mut s = preamble(marker);
+        s.push_str(
+            "echo \"$M facts\"\n\
+             if command -v k3s >/dev/null 2>&1; then\n\
+             \x20 v=$(k3s --version </dev/null 2>/dev/null); set -- $v; echo \"k3s_version=$3\"\n\
+             fi\n",
+        );
+        let words = |set: &BTreeSet<String>| {
+            set.iter()
+                .map(|p| {
+                    if p.contains(['*', '?']) {
+                        glob_words(p)
+                    } else {
+                        quote(p)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if !self.stat.is_empty() {
+            let _ = writeln!(
+                s,
+                "echo \"$M stat\"\nstat -c '%F|%a|%U|%G|%s|%n' -- {} 2>/dev/null",
+                words(&self.stat)
+            );
+        }
+        if !self.sha256.is_empty() {
+            let _ = writeln!(
+                s,
+                "echo \"$M sha256\"\nsha256sum -- {} 2>/dev/null",
+                words(&self.sha256)
+            );
+        }
+        for path in &self.content {
+            let q = quote(path);
+            let _ = writeln!(
+                s,
+                "if [ -f {q} ] && [ ! -L {q} ] && [ $(stat -c %s {q}) -le {MAX_CONTENT} ]; then echo \"$M content {}\"; base64 {q}; fi",
+                path.replace('"', "")
+            );
+        }
+        if !self.sysctl.is_empty() {
+            s.push_str("echo \"$M sysctl\"\n");
+            for key in &self.sysctl {
+                let file = quote(&format!("/proc/sys/{}", key.replace('.', "/")));
+                let _ = writeln!(
+                    s,
+                    "if {{ read -r v < {file}; }} 2>/dev/null; then echo {}=\"$v\"; fi",
+                    quote(key)
+                );
+            }
+        }
+        for (i, guard) in self.guards.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "( {guard}\n) </dev/null >/dev/null 2>&1; echo \"$M guard {i} $?\""
+            );
+        }
+        s.push_str("echo \"$M end\"\n");
+        s.into_bytes()
+    }
+}
+
+/// A glob for the shell: quoted except for its wildcards, so the remote shell expands it.
+fn glob_words(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut literal = String::new();
+    for c in pattern.chars() {
+        if c == '*' || c == '?' {
+            if !literal.is_empty() {
+                out.push_str(&quote(&literal));
+                literal.clear();
+            }
+            out.push(c);
+        } else {
+            literal.push(c);
+        }
+    }
+    if !literal.is_empty() {
+        out.push_str(&quote(&literal));
+    }
+    out
+}
+
+/// Parses probe output; `None` when the end marker is missing (the probe was cut short).
+pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
+    let mut state = RemoteState::default();
+    let mut section = String::new();
+    let mut content_path = String::new();
+    let mut content_b64 = String::new();
+    let mut ended = false;
+    let flush_content = |state: &mut RemoteState, path: &mut String, b64: &mut String| {
+        if !path.is_empty() {
+            if let Ok(bytes) = data_encoding::BASE64.decode(b64.as_bytes()) {
+                state.content.insert(std::mem::take(path), bytes);
+            }
+            path.clear();
+            b64.clear();
+        }
+    };
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(' ')) {
+            flush_content(&mut state, &mut content_path, &mut content_b64);
+            if let Some(path) = rest.strip_prefix("content ") {
+                content_path = path.to_owned();
+                section = "content".into();
+            } else if let Some(g) = rest.strip_prefix("guard ") {
+                let mut it = g.split(' ');
+                let index = it.next().and_then(|i| i.parse::<usize>().ok());
+                let code = it.next().and_then(|c| c.parse::<i32>().ok());
+                if let (Some(cmd), Some(code)) = (index.and_then(|i| probe.guards.get(i)), code) {
+                    state.guards.insert(cmd.clone(), code);
+                }
+                section.clear();
+            } else if rest == "end" {
+                ended = true;
+            } else {
+                section = rest.to_owned();
+            }
+            continue;
+        }
+        match section.as_str() {
+            "facts" => {
+                if let Some((k, v)) = line.split_once('=')
+                    && !v.is_empty()
+                {
+                    state.facts.insert(k.to_owned(), v.to_owned());
+                }
+            }
+            "stat" => {
+                let parts: Vec<&str> = line.splitn(6, '|').collect();
+                if let [kind, mode, owner, group, size, path] = parts[..] {
+                    let kind = match kind {
+                        "regular file" | "regular empty file" => Kind::File,
+                        "directory" => Kind::Dir,
+                        "symbolic link" => Kind::Link,
+                        other => Kind::Other(other.to_owned()),
+                    };
+                    state.stat.insert(
+                        path.to_owned(),
+                        Stat {
+                            kind,
+                            mode: u32::from_str_radix(mode, 8).unwrap_or(0),
+                            owner: owner.to_owned(),
+                            group: group.to_owned(),
+                            size: size.parse().unwrap_or(0),
+                        },
+                    );
+                }
+            }
+            "sha256" => {
+                if let Some((hash, path)) = line.split_once("  ").or_else(|| line.split_once(" *"))
+                {
+                    state.sha256.insert(path.to_owned(), hash.to_owned());
+                }
+            }
+            "sysctl" => {
+                if let Some((k, v)) = line.split_once('=') {
+                    state.sysctl.insert(k.to_owned(), normalize_sysctl(v));
+                }
+            }
+            "content" => content_b64.push_str(line.trim()),
+            _ => {}
+        }
+    }
+    flush_content(&mut state, &mut content_path, &mut content_b64);
+    ended.then_some(state)
+}
+
+/// Multi-value sysctls (`32768\t60999`) compare with single spaces.
+pub fn normalize_sysctl(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether `path` matches a glob where `*` and `?` do not cross `/`.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && go(p, &s[1..])),
+            (Some(b'?'), Some(c)) if *c != b'/' => go(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), path.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_a_real_folder() {
+        let dir = std::env::temp_dir().join(format!("khard-probe-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        std::fs::write(dir.join("a.conf"), "x=1\n").unwrap();
+        std::fs::write(dir.join("tls/one.crt"), "c").unwrap();
+        std::fs::write(dir.join("tls/two.crt"), "c").unwrap();
+        let d = dir.display();
+        let mut p = Probe::default();
+        p.stat.insert(format!("{d}/a.conf"));
+        p.stat.insert(format!("{d}/missing"));
+        p.stat.insert(format!("{d}/tls/*.crt"));
+        p.sha256.insert(format!("{d}/a.conf"));
+        p.content.insert(format!("{d}/a.conf"));
+        p.sysctl.insert("kernel.ostype".into());
+        p.add_guard("test -e /");
+        p.add_guard("exit 3");
+        let marker = crate::script::new_marker();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(String::from_utf8(p.script(&marker)).unwrap())
+            .output()
+            .unwrap();
+        let state = parse(&marker, &String::from_utf8_lossy(&out.stdout), &p).expect("probe ended");
+        let a = &state.stat[&format!("{d}/a.conf")];
+        assert_eq!((a.kind.clone(), a.size), (Kind::File, 4));
+        assert!(!state.stat.contains_key(&format!("{d}/missing")));
+        assert!(state.stat.contains_key(&format!("{d}/tls/two.crt")));
+        assert_eq!(state.sha256[&format!("{d}/a.conf")], sha(b"x=1\n"));
+        assert_eq!(state.content[&format!("{d}/a.conf")], b"x=1\n");
+        assert_eq!(state.sysctl["kernel.ostype"], "Linux");
+        assert_eq!(state.guards["test -e /"], 0);
+        assert_eq!(state.guards["exit 3"], 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn sha(data: &[u8]) -> String {
+        use sha2::Digest;
+        data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(data))
+    }
+
+    #[test]
+    fn globs_stay_within_a_folder() {
+        assert!(glob_match("/a/*.crt", "/a/x.crt"));
+        assert!(!glob_match("/a/*.crt", "/a/b/x.crt"));
+        assert!(glob_match("/a/?.key", "/a/k.key"));
+        assert!(!glob_match("/a/*.crt", "/a/x.key"));
+    }
+
+    #[test]
+    fn a_cut_short_probe_is_not_trusted() {
+        assert!(parse("@@k", "@@k facts\nk3s_version=v1\n", &Probe::default()).is_none());
+        let s = parse(
+            "@@k",
+            "@@k facts\nk3s_version=v1.30.6+k3s1\n@@k end\n",
+            &Probe::default(),
+        )
+        .unwrap();
+        assert_eq!(s.facts["k3s_version"], "v1.30.6+k3s1");
+    }
+}

@@ -1,0 +1,281 @@
+//! What a run reports: one event per task and host, a recap per host, and
+//! the exit code. Everything passes the [`Redactor`] on the way in, so no
+//! sink can leak a secret. Sinks: the terminal (`human`), JSON, JUnit.
+
+pub mod human;
+pub mod json;
+pub mod junit;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Exit;
+use crate::modules::{Change, ContentDiff};
+use crate::secrets::{REDACTED, Redactor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Changed,
+    /// Check mode: the outcome cannot be known without running the task.
+    Unknown,
+    Skipped,
+    Failed,
+    Unreachable,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Changed => "changed",
+            Status::Unknown => "unknown",
+            Status::Skipped => "skipped",
+            Status::Failed => "failed",
+            Status::Unreachable => "unreachable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub host: String,
+    pub play: String,
+    pub task: String,
+    pub handler: bool,
+    pub status: Status,
+    /// True in check mode: `changed` means "would change".
+    pub check: bool,
+    pub cis: Vec<String>,
+    pub tags: Vec<String>,
+    pub details: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub duration_ms: u128,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Counts {
+    pub ok: usize,
+    pub changed: usize,
+    pub unknown: usize,
+    pub unreachable: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// Sinks that want events as they happen.
+pub trait Sink: Send {
+    fn play(&mut self, _name: &str, _check: bool) {}
+    fn event(&mut self, _e: &Event) {}
+    fn finish(&mut self, _report: &Summary) {}
+}
+
+/// Everything a run produced, for the final sinks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub check: bool,
+    pub events: Vec<Event>,
+    pub recap: BTreeMap<String, Counts>,
+    /// SSH channels opened per host (0 for local hosts).
+    pub channels: BTreeMap<String, usize>,
+    pub exit_code: i32,
+    pub duration_ms: u128,
+}
+
+pub struct Report {
+    redactor: Redactor,
+    check: bool,
+    diff: bool,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    events: Vec<Event>,
+    recap: BTreeMap<String, Counts>,
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Report {
+    pub fn new(redactor: Redactor, check: bool, diff: bool, sinks: Vec<Box<dyn Sink>>) -> Report {
+        Report {
+            redactor,
+            check,
+            diff,
+            inner: Mutex::new(Inner {
+                events: Vec::new(),
+                recap: BTreeMap::new(),
+                sinks,
+            }),
+        }
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Makes sure a host appears in the recap even if nothing ran on it.
+    pub fn host(&self, name: &str) {
+        self.inner
+            .lock()
+            .expect("report")
+            .recap
+            .entry(name.to_owned())
+            .or_default();
+    }
+
+    pub fn play(&self, name: &str) {
+        let name = self.redactor.scrub(name);
+        for s in &mut self.inner.lock().expect("report").sinks {
+            s.play(&name, self.check);
+        }
+    }
+
+    /// Records an event; `change` gives details and the content diff (shown with --diff).
+    #[allow(clippy::too_many_arguments)]
+    pub fn task(
+        &self,
+        host: &str,
+        play: &str,
+        task: &crate::playbook::Task,
+        handler: bool,
+        status: Status,
+        change: Option<&Change>,
+        message: Option<String>,
+        duration: Duration,
+    ) {
+        let scrub = |s: &str| self.redactor.scrub(s);
+        let event = Event {
+            host: host.to_owned(),
+            play: scrub(play),
+            task: scrub(&task.name),
+            handler,
+            status,
+            check: self.check,
+            cis: task.cis.clone(),
+            tags: task.tags.clone(),
+            details: change
+                .map(|c| c.details.iter().map(|d| scrub(d)).collect())
+                .unwrap_or_default(),
+            diff: change
+                .and_then(|c| c.content.as_ref())
+                .filter(|_| self.diff)
+                .map(|d| self.unified(d)),
+            message: message.map(|m| scrub(&m)),
+            duration_ms: duration.as_millis(),
+        };
+        self.push(event);
+    }
+
+    /// A host that could not be reached: one event, counted once.
+    pub fn unreachable(&self, host: &str, play: &str, message: &str) {
+        let event = Event {
+            host: host.to_owned(),
+            play: self.redactor.scrub(play),
+            task: "connect".into(),
+            handler: false,
+            status: Status::Unreachable,
+            check: self.check,
+            cis: Vec::new(),
+            tags: Vec::new(),
+            details: Vec::new(),
+            diff: None,
+            message: Some(self.redactor.scrub(message)),
+            duration_ms: 0,
+        };
+        self.push(event);
+    }
+
+    fn push(&self, event: Event) {
+        let mut inner = self.inner.lock().expect("report");
+        let c = inner.recap.entry(event.host.clone()).or_default();
+        match event.status {
+            // As in Ansible, `ok` counts every task that succeeded, changed or not.
+            Status::Ok => c.ok += 1,
+            Status::Changed => {
+                c.ok += 1;
+                c.changed += 1;
+            }
+            Status::Unknown => {
+                c.ok += 1;
+                c.unknown += 1;
+            }
+            Status::Skipped => c.skipped += 1,
+            Status::Failed => c.failed += 1,
+            Status::Unreachable => c.unreachable += 1,
+        }
+        for s in &mut inner.sinks {
+            s.event(&event);
+        }
+        inner.events.push(event);
+    }
+
+    /// A unified diff, or a note when the content is secret.
+    fn unified(&self, d: &ContentDiff) -> String {
+        let secret = d.secret
+            || self.redactor.contains_secret(&d.after)
+            || d.before
+                .as_deref()
+                .is_some_and(|b| self.redactor.contains_secret(b));
+        if secret {
+            return format!(
+                "--- {p}\n+++ {p}\n{REDACTED} (secret content is never shown)\n",
+                p = d.path
+            );
+        }
+        let before = d.before.clone().unwrap_or_default();
+        let (from, to) = match d.before {
+            Some(_) => (format!("before: {}", d.path), format!("after: {}", d.path)),
+            None => ("before: (absent)".to_owned(), format!("after: {}", d.path)),
+        };
+        similar::TextDiff::from_lines(&before, &d.after)
+            .unified_diff()
+            .context_radius(3)
+            .header(&from, &to)
+            .to_string()
+    }
+
+    /// Ends the run: computes the exit code and hands the summary to every sink.
+    pub fn finish(
+        &self,
+        channels: BTreeMap<String, usize>,
+        duration: Duration,
+        interrupted: bool,
+    ) -> Summary {
+        let mut inner = self.inner.lock().expect("report");
+        let exit = exit_code(&inner.recap, self.check, interrupted);
+        let summary = Summary {
+            check: self.check,
+            events: inner.events.clone(),
+            recap: inner.recap.clone(),
+            channels,
+            exit_code: exit.code(),
+            duration_ms: duration.as_millis(),
+        };
+        for s in &mut inner.sinks {
+            s.finish(&summary);
+        }
+        summary
+    }
+}
+
+/// Unreachable wins over failed (as in Ansible), failed over drift.
+pub fn exit_code(recap: &BTreeMap<String, Counts>, check: bool, interrupted: bool) -> Exit {
+    if interrupted {
+        Exit::Interrupted
+    } else if recap.values().any(|c| c.unreachable > 0) {
+        Exit::Unreachable
+    } else if recap.values().any(|c| c.failed > 0) {
+        Exit::Failed
+    } else if check && recap.values().any(|c| c.changed > 0 || c.unknown > 0) {
+        Exit::Drift
+    } else {
+        Exit::Ok
+    }
+}

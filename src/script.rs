@@ -1,0 +1,239 @@
+//! The shell side of the transport: quoting, markers and the apply script.
+//!
+//! Every remote exec runs a constant `/bin/sh -s` and gets its script on
+//! stdin, so the login shell never parses anything we generate and file
+//! contents never appear on a command line. Output sections are delimited by
+//! markers carrying a random per-run nonce, so remote output cannot forge them.
+
+use std::fmt::Write as _;
+
+/// Quotes `s` for POSIX sh: single quotes, with `'` written as `'\''`.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A random marker for one run: `@@khard-<16 hex digits>`.
+pub fn new_marker() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    format!("@@khard-{}", data_encoding::HEXLOWER.encode(&bytes))
+}
+
+/// Lines every script starts with: a fixed PATH and locale so that the same
+/// commands behave the same on every node, and private temp files.
+pub fn preamble(marker: &str) -> String {
+    format!(
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n\
+         LC_ALL=C; export LC_ALL\n\
+         umask 077\n\
+         M={}\n",
+        quote(marker)
+    )
+}
+
+/// Shell functions the apply script uses.
+///
+/// `khard_write DEST MODE OWNER GROUP BACKUP` reads base64 content on stdin and
+/// replaces DEST atomically: a temp file in the same folder (so rename is
+/// atomic), content, owner and mode set on the temp file, fsync, rename, fsync
+/// of the folder. The temp file is removed on any failure or signal, so an
+/// interrupted run leaves the old file or the new one, never half of either.
+pub const FUNCTIONS: &str = r#"khard_write() {
+  d=$1; dir=${d%/*}; [ -n "$dir" ] || dir=/
+  if [ -L "$d" ]; then echo "$d is a symbolic link; khard does not write through links"; return 1; fi
+  [ -d "$dir" ] || mkdir -p "$dir" || return 1
+  t=$(mktemp "$dir/.khard.XXXXXX") || return 1
+  trap 'rm -f "$t"' EXIT HUP INT TERM
+  base64 -d > "$t" || return 1
+  chown "$3:$4" "$t" || return 1
+  chmod "$2" "$t" || return 1
+  sync "$t" || return 1
+  if [ "$5" = 1 ] && [ -e "$d" ]; then khard_backup "$d" || return 1; fi
+  mv -f "$t" "$d" || return 1
+  trap - EXIT HUP INT TERM
+  sync "$dir"
+}
+khard_backup() {
+  b="/var/backups/khard$1.$(date +%Y%m%dT%H%M%S)"
+  mkdir -p "${b%/*}" && cp -p "$1" "$b" && echo "backup: $b"
+}
+khard_sysctl_check() {
+  v=""; read -r v < "/proc/sys/$1" 2>/dev/null
+  set -- "$1" "$2" $v
+  n=$1; want=$2; shift 2
+  if [ "$*" != "$want" ]; then echo "$n is '$*' after sysctl -p, expected '$want' (another sysctl file may override it)"; return 1; fi
+}
+"#;
+
+/// Builds the one script that applies every change of a host, in order,
+/// stopping at the first failure.
+pub struct ApplyScript {
+    text: String,
+    marker: String,
+}
+
+impl ApplyScript {
+    pub fn new(marker: &str) -> ApplyScript {
+        let mut text = preamble(marker);
+        text.push_str(FUNCTIONS);
+        ApplyScript {
+            text,
+            marker: marker.to_owned(),
+        }
+    }
+
+    /// Adds task number `index`; `body` is shell that fails with a non-zero status.
+    /// Its output (stdout and stderr) is captured as the task's output.
+    pub fn task(&mut self, index: usize, body: &str) {
+        let _ = write!(
+            self.text,
+            "echo \"$M begin {index}\"\n(\nset -e\n{body}\n) </dev/null 2>&1\nr=$?\nif [ $r -ne 0 ]; then echo \"$M fail {index} $r\"; exit 1; fi\necho \"$M ok {index}\"\n"
+        );
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        let mut text = self.text;
+        let _ = writeln!(text, "echo \"$M end\"");
+        let _ = &self.marker;
+        text.into_bytes()
+    }
+}
+
+/// A heredoc feeding `data` as base64 to `command` (which reads stdin).
+pub fn with_payload(command: &str, data: &[u8]) -> String {
+    let encoded = data_encoding::BASE64.encode(data);
+    let mut out = format!("{command} <<'KHARD_PAYLOAD_EOF'\n");
+    for chunk in encoded.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("KHARD_PAYLOAD_EOF");
+    out
+}
+
+/// What the apply exec reported for one task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRun {
+    pub index: usize,
+    pub ok: bool,
+    pub output: String,
+}
+
+/// Splits the apply output into per-task results, in order. A task that began
+/// but has neither `ok` nor `fail` was cut short (connection lost).
+pub fn parse_apply(marker: &str, stdout: &str) -> (Vec<TaskRun>, bool) {
+    let mut runs: Vec<TaskRun> = Vec::new();
+    let mut finished = false;
+    let mut current: Option<TaskRun> = None;
+    for line in stdout.lines() {
+        let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(' ')) else {
+            if let Some(run) = current.as_mut() {
+                run.output.push_str(line);
+                run.output.push('\n');
+            }
+            continue;
+        };
+        let mut words = rest.split(' ');
+        match (
+            words.next(),
+            words.next().and_then(|n| n.parse::<usize>().ok()),
+        ) {
+            (Some("begin"), Some(index)) => {
+                current = Some(TaskRun {
+                    index,
+                    ok: false,
+                    output: String::new(),
+                });
+            }
+            (Some(state @ ("ok" | "fail")), Some(index)) => {
+                if let Some(mut run) = current.take().filter(|r| r.index == index) {
+                    run.ok = state == "ok";
+                    runs.push(run);
+                }
+            }
+            (Some("end"), _) => finished = true,
+            _ => {}
+        }
+    }
+    if let Some(run) = current {
+        runs.push(run);
+    }
+    (runs, finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_everything() {
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's $HOME"), r"'it'\''s $HOME'");
+    }
+
+    #[test]
+    fn runs_a_real_apply_script() {
+        let dir = std::env::temp_dir().join(format!("khard-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("out.conf");
+        let marker = new_marker();
+        let mut s = ApplyScript::new(&marker);
+        let me = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let user = String::from_utf8_lossy(&me.stdout).trim().to_owned();
+        let group = String::from_utf8_lossy(
+            &std::process::Command::new("id")
+                .arg("-gn")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .to_owned();
+        let write = format!(
+            "khard_write {} 0640 {} {} 0",
+            quote(dest.to_str().unwrap()),
+            quote(&user),
+            quote(&group)
+        );
+        s.task(0, &with_payload(&write, b"hello 'world'\n"));
+        s.task(1, "echo doing; false");
+        s.task(2, "echo never");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(&s.finish())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let (runs, finished) = parse_apply(&marker, &String::from_utf8_lossy(&out.stdout));
+        assert!(!finished);
+        assert_eq!(runs.len(), 2);
+        assert!(runs[0].ok && !runs[1].ok);
+        assert_eq!(runs[1].output, "doing\n");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello 'world'\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".khard")
+            })
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

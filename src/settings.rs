@@ -1,0 +1,118 @@
+//! Settings resolved from the command line: what the rest of khard reads.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{Map, Value};
+
+use crate::cli::{ApplyArgs, Format};
+use crate::error::InputError;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub inventory: PathBuf,
+    pub playbook: Option<PathBuf>,
+    pub check: bool,
+    pub diff: bool,
+    pub forks: usize,
+    pub limit: Option<String>,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub extra_vars: Map<String, Value>,
+    pub known_hosts: PathBuf,
+    pub accept_new_host_keys: bool,
+    pub r#become: bool,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub force_handlers: bool,
+    pub format: Format,
+    pub junit: Option<PathBuf>,
+    pub verbose: u8,
+    pub quiet: bool,
+    pub list_hosts: bool,
+    pub list_tasks: bool,
+    pub syntax_check: bool,
+}
+
+impl Settings {
+    pub fn from_args(a: &ApplyArgs) -> Result<Settings> {
+        if a.forks == 0 {
+            return Err(InputError::new("--forks must be at least 1").into());
+        }
+        let mut extra_vars = Map::new();
+        for e in &a.extra_vars {
+            extra_vars.extend(parse_extra_vars(e)?);
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        Ok(Settings {
+            inventory: a.inventory.clone(),
+            playbook: a.playbook.clone(),
+            check: a.check,
+            diff: a.diff,
+            forks: a.forks,
+            limit: a.limit.clone(),
+            tags: a.tags.clone(),
+            skip_tags: a.skip_tags.clone(),
+            extra_vars,
+            known_hosts: a
+                .known_hosts
+                .clone()
+                .unwrap_or_else(|| home.join(".ssh/known_hosts")),
+            accept_new_host_keys: a.accept_new_host_keys,
+            r#become: a.r#become,
+            connect_timeout: Duration::from_secs(a.connect_timeout.max(1)),
+            timeout: Duration::from_secs(a.timeout.max(1)),
+            force_handlers: a.force_handlers,
+            format: a.format,
+            junit: a.junit.clone(),
+            verbose: a.verbose,
+            quiet: a.quiet,
+            list_hosts: a.list_hosts,
+            list_tasks: a.list_tasks,
+            syntax_check: a.syntax_check,
+        })
+    }
+}
+
+/// `-e key=value`, `-e '{"a": 1}'` / `-e 'a: 1'`, or `-e @file.yaml`.
+pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>> {
+    if let Some(path) = arg.strip_prefix('@') {
+        let text = crate::inventory::read_utf8(std::path::Path::new(path))?;
+        let vars: Option<crate::yaml::Vars> = crate::yaml::parse(path, &text)?;
+        return Ok(vars.unwrap_or_default().0);
+    }
+    let trimmed = arg.trim_start();
+    if trimmed.starts_with('{') || (trimmed.contains(": ") && !trimmed.contains('=')) {
+        let vars: crate::yaml::Vars = crate::yaml::parse("-e", arg)?;
+        return Ok(vars.0);
+    }
+    let mut out = Map::new();
+    for pair in arg.split_whitespace() {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            InputError::new(format!(
+                "-e `{pair}`: expected key=value, a YAML mapping, or @file"
+            ))
+        })?;
+        if k.is_empty() {
+            return Err(InputError::new(format!("-e `{pair}`: empty variable name")).into());
+        }
+        out.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_vars_forms() {
+        assert_eq!(parse_extra_vars("a=1 b=x").unwrap()["b"], "x");
+        assert_eq!(parse_extra_vars("{\"n\": 3}").unwrap()["n"], 3);
+        assert_eq!(parse_extra_vars("n: 3").unwrap()["n"], 3);
+        assert!(parse_extra_vars("novalue").is_err());
+    }
+}

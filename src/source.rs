@@ -1,0 +1,131 @@
+//! Where playbooks, roles, templates and files come from: the disk, or the
+//! copies built into the binary (`playbooks/` and `roles/` of this repository).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}
+
+/// The built-in CIS playbook, used when no playbook is given.
+pub const DEFAULT_PLAYBOOK: &str = "playbooks/cis-hardening.yaml";
+
+/// A folder of content: a real directory, or a prefix among the built-in files.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dir {
+    Disk(PathBuf),
+    Builtin(String),
+}
+
+impl Dir {
+    pub fn join(&self, rel: &str) -> Dir {
+        match self {
+            Dir::Disk(p) => Dir::Disk(p.join(rel)),
+            Dir::Builtin(p) if p.is_empty() => Dir::Builtin(rel.to_owned()),
+            Dir::Builtin(p) => Dir::Builtin(format!("{p}/{rel}")),
+        }
+    }
+
+    /// How the user sees this path in messages.
+    pub fn display(&self) -> String {
+        match self {
+            Dir::Disk(p) => p.display().to_string(),
+            Dir::Builtin(p) => format!("(built-in) {p}"),
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        match self {
+            Dir::Disk(p) => p.exists(),
+            Dir::Builtin(p) => {
+                let prefix = format!("{p}/");
+                embedded::FILES
+                    .iter()
+                    .any(|(name, _)| *name == p || name.starts_with(&prefix))
+            }
+        }
+    }
+
+    /// Reads this path as a UTF-8 file; `Ok(None)` when it does not exist.
+    pub fn read(&self) -> Result<Option<String>> {
+        match self {
+            Dir::Disk(p) if !p.is_file() => Ok(None),
+            Dir::Disk(p) => crate::inventory::read_utf8(p).map(Some),
+            Dir::Builtin(p) => Ok(embedded::FILES
+                .iter()
+                .find(|(n, _)| n == p)
+                .map(|(_, t)| (*t).to_owned())),
+        }
+    }
+
+    /// The first of `NAME.yaml`, `NAME.yml` or `NAME` that exists.
+    pub fn find_yaml(&self, name: &str) -> Option<Dir> {
+        [
+            format!("{name}.yaml"),
+            format!("{name}.yml"),
+            name.to_owned(),
+        ]
+        .into_iter()
+        .map(|n| self.join(&n))
+        .find(|d| match d {
+            Dir::Disk(p) => p.is_file(),
+            Dir::Builtin(_) => matches!(d.read(), Ok(Some(_))),
+        })
+    }
+}
+
+/// The folder a playbook sits in, for looking up roles beside it.
+pub fn parent(dir: &Dir) -> Dir {
+    match dir {
+        Dir::Disk(p) => Dir::Disk(p.parent().map(Path::to_path_buf).unwrap_or_default()),
+        Dir::Builtin(p) => Dir::Builtin(
+            p.rsplit_once('/')
+                .map(|(a, _)| a.to_owned())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Every built-in file, for `--syntax-check` and tests.
+pub fn builtin_files() -> impl Iterator<Item = &'static str> {
+    embedded::FILES.iter().map(|(n, _)| *n)
+}
+
+impl Dir {
+    /// Files directly or indirectly below this folder, as (relative name, full path).
+    pub fn list(&self) -> Vec<(String, Dir)> {
+        match self {
+            Dir::Disk(p) => {
+                let mut out = Vec::new();
+                let mut stack = vec![p.clone()];
+                while let Some(d) = stack.pop() {
+                    let Ok(entries) = std::fs::read_dir(&d) else {
+                        continue;
+                    };
+                    for e in entries.flatten() {
+                        let path = e.path();
+                        if path.is_dir() {
+                            stack.push(path);
+                        } else if let Ok(rel) = path.strip_prefix(p) {
+                            out.push((rel.to_string_lossy().into_owned(), Dir::Disk(path.clone())));
+                        }
+                    }
+                }
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                out
+            }
+            Dir::Builtin(p) => {
+                let prefix = format!("{p}/");
+                embedded::FILES
+                    .iter()
+                    .filter_map(|(n, _)| {
+                        n.strip_prefix(&prefix)
+                            .map(|rel| (rel.to_owned(), Dir::Builtin((*n).to_owned())))
+                    })
+                    .collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Handlebars templates, rendered locally with strict undefined-variable
+//! errors and no HTML escaping (we write config files, not web pages).
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason,
+};
+use serde_json::{Map, Value};
+
+use crate::error::InputError;
+
+/// Every template and templated string of a run, compiled once.
+pub struct Templates {
+    hb: Handlebars<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.set_prevent_indent(true);
+        hb.register_helper("json", Box::new(json_helper));
+        Templates { hb }
+    }
+}
+
+/// `{{json value}}` writes the value as JSON, which is also a valid YAML
+/// scalar: the safe way to put a string with `:` or `#` into a YAML file.
+fn json_helper(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let param = h
+        .param(0)
+        .filter(|p| !p.is_value_missing())
+        .ok_or_else(|| RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
+    out.write(
+        &serde_json::to_string(param.value())
+            .map_err(|e| RenderErrorReason::Other(e.to_string()))?,
+    )?;
+    Ok(())
+}
+
+/// A string from a task that may contain `{{ }}`; rendered per host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text {
+    pub raw: String,
+    /// Set when `raw` holds a template: the name it was registered under.
+    id: Option<String>,
+}
+
+impl Text {
+    pub fn plain(raw: impl Into<String>) -> Text {
+        Text {
+            raw: raw.into(),
+            id: None,
+        }
+    }
+
+    pub fn is_template(&self) -> bool {
+        self.id.is_some()
+    }
+}
+
+impl Templates {
+    /// Compiles a template file; `name` is how errors refer to it (its path).
+    pub fn add_file(&mut self, name: &str, text: &str) -> Result<(), InputError> {
+        self.hb.register_template_string(name, text).map_err(|e| {
+            let (line, col) = e.pos().unwrap_or((1, 1));
+            InputError::at(name, line, col, format!("template error: {}", e.reason()))
+        })
+    }
+
+    /// Compiles a string from a task if it holds `{{ }}`; `place` names where it came from.
+    pub fn text(&mut self, place: &str, raw: &str) -> Result<Text, InputError> {
+        if !raw.contains("{{") {
+            return Ok(Text::plain(raw));
+        }
+        let id = format!("{place}#{}", self.hb.get_templates().len());
+        self.hb.register_template_string(&id, raw).map_err(|e| {
+            InputError::new(format!(
+                "{place}: template error in `{raw}`: {}",
+                e.reason()
+            ))
+        })?;
+        Ok(Text {
+            raw: raw.to_owned(),
+            id: Some(id),
+        })
+    }
+
+    pub fn render_text(&self, text: &Text, vars: &Map<String, Value>) -> Result<String, String> {
+        match &text.id {
+            None => Ok(text.raw.clone()),
+            Some(id) => self.hb.render(id, vars).map_err(|e| {
+                let place = id.rsplit_once('#').map(|(p, _)| p).unwrap_or(id);
+                format!("{place}: in `{}`: {}", text.raw, describe(&e))
+            }),
+        }
+    }
+
+    pub fn render_file(&self, name: &str, vars: &Map<String, Value>) -> Result<String, String> {
+        self.hb.render(name, vars).map_err(|e| {
+            let (line, col) = (e.line_no.unwrap_or(1), e.column_no.unwrap_or(1));
+            format!("{name}:{line}:{col}: {}", describe(&e))
+        })
+    }
+}
+
+fn describe(e: &RenderError) -> String {
+    match e.reason() {
+        RenderErrorReason::MissingVariable(Some(path)) => {
+            format!("variable `{path}` is not defined")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars() -> Map<String, Value> {
+        json!({"name": "a<b>&c", "token": "x: #y", "list": ["p", "q"]})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn renders_without_escaping_and_refuses_undefined() {
+        let mut t = Templates::default();
+        t.add_file(
+            "roles/r/templates/a.hbs",
+            "n={{name}}\n{{#each list}}- {{this}}\n{{/each}}t: {{json token}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render_file("roles/r/templates/a.hbs", &vars()).unwrap(),
+            "n=a<b>&c\n- p\n- q\nt: \"x: #y\"\n"
+        );
+        t.add_file("b.hbs", "line one\nvalue: {{nope}}\n").unwrap();
+        let err = t.render_file("b.hbs", &vars()).unwrap_err();
+        assert!(
+            err.starts_with("b.hbs:2:8:") && err.contains("`nope` is not defined"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compile_errors_name_the_place() {
+        let mut t = Templates::default();
+        let err = t.add_file("c.hbs", "ok\n{{#if x}}unclosed\n").unwrap_err();
+        assert!(err.message.starts_with("c.hbs:"), "{}", err.message);
+        let plain = t.text("task", "no braces").unwrap();
+        assert!(!plain.is_template());
+        let templ = t.text("task", "/etc/{{name}}").unwrap();
+        assert_eq!(t.render_text(&templ, &vars()).unwrap(), "/etc/a<b>&c");
+    }
+}

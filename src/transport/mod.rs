@@ -1,0 +1,128 @@
+//! Running a script on a host: over SSH (one connection per host, one
+//! channel per exec) or on this machine (`ansible_connection: local`).
+//! Either way the command is a constant `/bin/sh -s` (behind sudo with
+//! become) and the script arrives on stdin.
+
+pub mod local;
+pub mod ssh;
+
+use std::time::Duration;
+
+/// Most output one exec may bring back; more fails the exec instead of
+/// letting one host fill our memory.
+pub const MAX_OUTPUT: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+pub struct ExecOutput {
+    pub status: Option<u32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// More than [`MAX_OUTPUT`] came back; the rest was dropped.
+    pub truncated: bool,
+}
+
+impl ExecOutput {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_owned()
+    }
+
+    fn push(&mut self, data: &[u8], to_stderr: bool) {
+        let room = MAX_OUTPUT.saturating_sub(self.stdout.len() + self.stderr.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        let buf = if to_stderr {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+/// How to get root (or another user) on the host.
+#[derive(Debug, Clone, Default)]
+pub struct Become {
+    pub enabled: bool,
+    /// Defaults to root.
+    pub user: Option<String>,
+}
+
+/// The command line of every exec: a constant, so nothing we generate is
+/// parsed by the login shell.
+pub fn command_line(r#become: &Become, login_user: &str) -> String {
+    let target = r#become.user.as_deref().unwrap_or("root");
+    if !r#become.enabled || login_user == target {
+        return "/bin/sh -s".into();
+    }
+    format!(
+        "sudo -n -H -u {} -- /bin/sh -s",
+        crate::script::quote(target)
+    )
+}
+
+/// A live connection to one host.
+pub enum Connection {
+    Ssh(ssh::Session),
+    Local(local::Local),
+}
+
+impl Connection {
+    /// Runs `script` with `/bin/sh -s`; Err means the connection failed, not the script.
+    pub async fn run(
+        &self,
+        script: &[u8],
+        r#become: &Become,
+        timeout: Duration,
+    ) -> anyhow::Result<ExecOutput> {
+        match self {
+            Connection::Ssh(s) => s.run(script, r#become, timeout).await,
+            Connection::Local(l) => l.run(script, r#become, timeout).await,
+        }
+    }
+
+    /// Exec channels opened so far (always 0 for local).
+    pub fn channels(&self) -> usize {
+        match self {
+            Connection::Ssh(s) => s.channels(),
+            Connection::Local(_) => 0,
+        }
+    }
+
+    pub async fn close(&self) {
+        if let Connection::Ssh(s) = self {
+            s.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sudo_only_when_needed() {
+        let b = Become {
+            enabled: true,
+            user: None,
+        };
+        assert_eq!(command_line(&b, "root"), "/bin/sh -s");
+        assert_eq!(
+            command_line(&b, "debian"),
+            "sudo -n -H -u 'root' -- /bin/sh -s"
+        );
+        assert_eq!(command_line(&Become::default(), "debian"), "/bin/sh -s");
+    }
+
+    #[test]
+    fn output_is_capped() {
+        let mut out = ExecOutput::default();
+        out.push(&vec![b'x'; MAX_OUTPUT + 10], false);
+        assert!(out.truncated);
+        assert_eq!(out.stdout.len(), MAX_OUTPUT);
+    }
+}

@@ -1,0 +1,298 @@
+//! Checks on rendered content before anything is written: a k3s config that
+//! k3s would refuse (or silently half-ignore) never reaches a node.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Validate {
+    /// YAML of k3s' config.yaml, with only keys valid for the node's role.
+    K3sConfig,
+    /// Kubernetes manifests: YAML documents with apiVersion, kind and metadata.name.
+    Manifest,
+    /// Any YAML.
+    Yaml,
+}
+
+/// Flags `k3s agent` accepts. `k3s agent` exits on any other key in its
+/// config file (k3s#5866), so an agent's config must use only these.
+pub const AGENT_KEYS: &[&str] = &[
+    "config",
+    "debug",
+    "v",
+    "vmodule",
+    "log",
+    "alsologtostderr",
+    "token",
+    "token-file",
+    "server",
+    "data-dir",
+    "node-name",
+    "with-node-id",
+    "node-label",
+    "node-taint",
+    "image-credential-provider-bin-dir",
+    "image-credential-provider-config",
+    "selinux",
+    "lb-server-port",
+    "protect-kernel-defaults",
+    "container-runtime-endpoint",
+    "default-runtime",
+    "image-service-endpoint",
+    "disable-default-registry-endpoint",
+    "nonroot-devices",
+    "pause-image",
+    "snapshotter",
+    "private-registry",
+    "system-default-registry",
+    "node-ip",
+    "node-external-ip",
+    "node-internal-dns",
+    "node-external-dns",
+    "resolv-conf",
+    "flannel-iface",
+    "flannel-conf",
+    "flannel-cni-conf",
+    "kubelet-arg",
+    "kube-proxy-arg",
+    "rootless",
+    "prefer-bundled-bin",
+    "docker",
+    "vpn-auth",
+    "vpn-auth-file",
+    "disable-apiserver-lb",
+    "enable-pprof",
+    "airgap-extra-registry",
+    "bind-address",
+    "supervisor-metrics",
+    "embedded-registry",
+    "cloud-provider",
+];
+
+/// Flags only `k3s server` accepts (on top of the agent ones). A server skips
+/// unknown keys with a warning (k3s#8266), which would silently drop a
+/// misspelt hardening flag, so khard refuses keys in neither list.
+pub const SERVER_KEYS: &[&str] = &[
+    "write-kubeconfig",
+    "write-kubeconfig-mode",
+    "write-kubeconfig-group",
+    "helm-job-image",
+    "cluster-cidr",
+    "service-cidr",
+    "service-node-port-range",
+    "cluster-dns",
+    "cluster-domain",
+    "flannel-backend",
+    "flannel-ipv6-masq",
+    "flannel-external-ip",
+    "egress-selector-mode",
+    "servicelb-namespace",
+    "tls-san",
+    "tls-san-security",
+    "advertise-address",
+    "advertise-port",
+    "https-listen-port",
+    "kube-apiserver-arg",
+    "etcd-arg",
+    "kube-controller-manager-arg",
+    "kube-scheduler-arg",
+    "kube-cloud-controller-manager-arg",
+    "datastore-endpoint",
+    "datastore-cafile",
+    "datastore-certfile",
+    "datastore-keyfile",
+    "etcd-expose-metrics",
+    "etcd-disable-snapshots",
+    "etcd-snapshot-name",
+    "etcd-snapshot-schedule-cron",
+    "etcd-snapshot-retention",
+    "etcd-snapshot-dir",
+    "etcd-snapshot-compress",
+    "etcd-s3",
+    "etcd-s3-endpoint",
+    "etcd-s3-endpoint-ca",
+    "etcd-s3-skip-ssl-verify",
+    "etcd-s3-access-key",
+    "etcd-s3-secret-key",
+    "etcd-s3-bucket",
+    "etcd-s3-region",
+    "etcd-s3-folder",
+    "etcd-s3-proxy",
+    "etcd-s3-config-secret",
+    "etcd-s3-insecure",
+    "etcd-s3-timeout",
+    "default-local-storage-path",
+    "disable",
+    "disable-scheduler",
+    "disable-cloud-controller",
+    "disable-kube-proxy",
+    "disable-network-policy",
+    "disable-helm-controller",
+    "cluster-init",
+    "cluster-reset",
+    "cluster-reset-restore-path",
+    "secrets-encryption",
+    "secrets-encryption-provider",
+    "agent-token",
+    "agent-token-file",
+    "kine-tls",
+    "system-default-registry",
+    "enable-pprof",
+    "embedded-registry",
+    "supervisor-metrics",
+    "kube-apiserver-arg",
+    "etcd-arg",
+    "disable-agent",
+    "node-ip",
+];
+
+impl Validate {
+    pub fn check(self, content: &str, vars: &Map<String, Value>) -> Result<(), String> {
+        match self {
+            Validate::Yaml => parse_docs(content).map(|_| ()),
+            Validate::Manifest => check_manifests(content),
+            Validate::K3sConfig => {
+                let role = vars.get("k3s_role").and_then(Value::as_str).unwrap_or("");
+                check_k3s_config(content, role)
+            }
+        }
+    }
+}
+
+fn parse_docs(content: &str) -> Result<Vec<serde_yaml::Value>, String> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(content) {
+        let value =
+            serde_yaml::Value::deserialize(doc).map_err(|e| format!("not valid YAML: {e}"))?;
+        docs.push(value);
+    }
+    Ok(docs)
+}
+
+/// A k3s config for a node of `role` ("server" or "agent").
+pub fn check_k3s_config(content: &str, role: &str) -> Result<(), String> {
+    let docs = parse_docs(content)?;
+    let Some(doc) = docs.into_iter().find(|d| !d.is_null()) else {
+        return Ok(());
+    };
+    let map = doc
+        .as_mapping()
+        .ok_or("a k3s config must be a mapping of flag names to values")?;
+    for (key, value) in map {
+        let key = key.as_str().ok_or("k3s config keys must be strings")?;
+        let flag = key.strip_suffix('+').unwrap_or(key);
+        let agent_ok = AGENT_KEYS.contains(&flag);
+        if role == "agent" && !agent_ok {
+            return Err(format!(
+                "`{key}` is not a `k3s agent` flag; k3s agent would exit on it (keep server-only keys off agents)"
+            ));
+        }
+        if !agent_ok && !SERVER_KEYS.contains(&flag) {
+            return Err(format!(
+                "`{key}` is not a k3s flag; k3s would skip it silently"
+            ));
+        }
+        if flag.ends_with("-arg") {
+            let items: Vec<&str> = match value {
+                serde_yaml::Value::Sequence(s) => s.iter().filter_map(|v| v.as_str()).collect(),
+                serde_yaml::Value::String(s) => vec![s.as_str()],
+                _ => return Err(format!("`{key}` must be a list of \"name=value\" strings")),
+            };
+            let mut seen: Vec<&str> = Vec::new();
+            for item in items {
+                let name = item
+                    .split('=')
+                    .next()
+                    .unwrap_or(item)
+                    .trim_start_matches('-');
+                if seen.contains(&name) {
+                    return Err(format!(
+                        "`{key}` sets `{name}` twice; the component would see a repeated flag"
+                    ));
+                }
+                seen.push(name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_manifests(content: &str) -> Result<(), String> {
+    let docs = parse_docs(content)?;
+    for (i, doc) in docs.iter().enumerate().filter(|(_, d)| !d.is_null()) {
+        let n = i + 1;
+        let field = |k: &str| {
+            doc.get(k)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+        };
+        field("apiVersion").ok_or(format!("document {n} has no apiVersion"))?;
+        let kind = field("kind").ok_or(format!("document {n} has no kind"))?;
+        let name = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|v| v.as_str())
+            .ok_or(format!("document {n} ({kind}) has no metadata.name"))?;
+        let rfc1123 = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c))
+        };
+        if !rfc1123(name) {
+            return Err(format!(
+                "document {n} ({kind}) has an invalid name `{name}`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_keys_are_refused_on_agents() {
+        let cfg = "protect-kernel-defaults: true\nkube-apiserver-arg:\n  - a=b\n";
+        assert!(check_k3s_config(cfg, "server").is_ok());
+        assert!(
+            check_k3s_config(cfg, "agent")
+                .unwrap_err()
+                .contains("not a `k3s agent` flag")
+        );
+        assert!(check_k3s_config("kubelet-arg+:\n  - a=b\n", "agent").is_ok());
+    }
+
+    #[test]
+    fn typos_and_repeated_args_are_refused() {
+        assert!(
+            check_k3s_config("kublet-arg: [a=b]\n", "server")
+                .unwrap_err()
+                .contains("not a k3s flag")
+        );
+        let twice = "kube-apiserver-arg:\n  - audit-log-path=/a\n  - audit-log-path=/b\n";
+        assert!(
+            check_k3s_config(twice, "server")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            check_k3s_config("a: [", "server")
+                .unwrap_err()
+                .contains("not valid YAML")
+        );
+    }
+
+    #[test]
+    fn manifests_need_kind_and_name() {
+        assert!(check_manifests("apiVersion: v1\nkind: X\nmetadata: {name: ok-1}\n---\n").is_ok());
+        assert!(
+            check_manifests("apiVersion: v1\nkind: X\nmetadata: {}\n")
+                .unwrap_err()
+                .contains("metadata.name")
+        );
+        assert!(check_manifests("apiVersion: v1\nkind: X\nmetadata: {name: Bad_Name}\n").is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! YAML loading with errors that name file, line and column, suggest a fix
+//! for misspelt keys, and keep the order of mappings.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::error::{InputError, did_you_mean};
+
+/// Parses `text` (the contents of `file`) into `T`.
+pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, InputError> {
+    serde_yaml::from_str(text).map_err(|e| located(file, &e))
+}
+
+/// Turns a serde_yaml error into "file:line:col: message", with a "did you
+/// mean" hint for unknown keys.
+pub fn located(file: &str, err: &serde_yaml::Error) -> InputError {
+    let mut message = err.to_string();
+    // serde_yaml appends " at line L column C"; we put the place in front instead.
+    if let Some(pos) = message.find(" at line ") {
+        message.truncate(pos);
+    }
+    if let Some(hint) = suggestion(&message) {
+        message.push_str(&format!(" (did you mean `{hint}`?)"));
+    }
+    match err.location() {
+        Some(loc) => InputError::at(file, loc.line(), loc.column(), message),
+        None => InputError::in_file(file, message),
+    }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" messages.
+fn suggestion(message: &str) -> Option<String> {
+    let rest = message
+        .split_once("unknown field `")
+        .or_else(|| message.split_once("unknown variant `"))
+        .map(|(_, r)| r)?;
+    let (word, expected) = rest.split_once('`')?;
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    did_you_mean(word, candidates).map(str::to_owned)
+}
+
+/// Converts a YAML value into the JSON value model used for variables and templates.
+pub fn to_json(value: serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match value {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                n.as_f64().map(Value::from).unwrap_or(Value::Null)
+            }
+        }
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (scalar_key(k), to_json(v)))
+                .collect(),
+        ),
+        Y::Tagged(tagged) => to_json(tagged.value),
+    }
+}
+
+fn scalar_key(key: serde_yaml::Value) -> String {
+    match key {
+        serde_yaml::Value::String(s) => s,
+        other => serde_yaml::to_string(&other)
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned(),
+    }
+}
+
+/// A mapping that keeps the order of its keys as written, and refuses
+/// duplicate keys (which YAML would otherwise silently collapse).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<V> Default for Ordered<V> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<V> Ordered<V> {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OrderedVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
+            type Value = Ordered<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Ordered(Vec::new()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries: Vec<(String, V)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if entries.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                    }
+                    let value = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(Ordered(entries))
+            }
+        }
+
+        deserializer.deserialize_any(OrderedVisitor(PhantomData))
+    }
+}
+
+/// Variables as written in YAML: an ordered mapping of names to values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Vars(pub serde_json::Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Vars {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ordered = Ordered::<serde_yaml::Value>::deserialize(deserializer)?;
+        Ok(Vars(
+            ordered
+                .0
+                .into_iter()
+                .map(|(k, v)| (k, to_json(v)))
+                .collect(),
+        ))
+    }
+}
+
+/// A string, or a list of strings (`notify: x` or `notify: [x, y]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Numbers such as CIS control IDs (1.2.3 parses as a string, 4.2 as a float)
+        // are accepted as their text.
+        let value = serde_yaml::Value::deserialize(deserializer)?;
+        let scalar = |v: &serde_yaml::Value| -> Option<String> {
+            match v {
+                serde_yaml::Value::String(s) => Some(s.clone()),
+                serde_yaml::Value::Number(n) => Some(n.to_string()),
+                serde_yaml::Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            }
+        };
+        if let Some(s) = scalar(&value) {
+            return Ok(OneOrMany(vec![s]));
+        }
+        match value {
+            serde_yaml::Value::Null => Ok(OneOrMany(Vec::new())),
+            serde_yaml::Value::Sequence(items) => items
+                .iter()
+                .map(|v| {
+                    scalar(v)
+                        .ok_or_else(|| de::Error::custom("expected a string or a list of strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(OneOrMany),
+            _ => Err(de::Error::custom("expected a string or a list of strings")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Play {
+        hosts: String,
+        vars: Option<Vars>,
+    }
+
+    #[test]
+    fn unknown_key_names_place_and_suggests() {
+        let err = parse::<Vec<Play>>("site.yaml", "- hosts: all\n  vasr: {}\n").unwrap_err();
+        assert!(err.message.starts_with("site.yaml:2:3:"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `vasr`"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("did you mean `vars`?"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn ordered_keeps_order_and_refuses_duplicates() {
+        let m: Ordered<u32> = serde_yaml::from_str("b: 1\na: 2\n").unwrap();
+        assert_eq!(m.0, vec![("b".into(), 1), ("a".into(), 2)]);
+        let err = parse::<Ordered<u32>>("x.yaml", "a: 1\na: 2\n").unwrap_err();
+        assert!(err.message.contains("duplicate"), "{}", err.message);
+        assert!(err.message.starts_with("x.yaml:"), "{}", err.message);
+    }
+
+    #[test]
+    fn one_or_many_takes_numbers_as_text() {
+        let v: OneOrMany = serde_yaml::from_str("[1.2.22, 4.2, x]").unwrap();
+        assert_eq!(v.0, vec!["1.2.22", "4.2", "x"]);
+    }
+}
+
+/// The 1-based line of each item of the top-level sequence in `text`, for
+/// error messages about items that parsed but make no sense (serde_yaml does
+/// not keep positions). Items are lines starting with `- ` at the indentation
+/// of the first item.
+pub fn item_lines(text: &str) -> Vec<usize> {
+    let mut indent = None;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let depth = line.len() - trimmed.len();
+        if !(trimmed.starts_with("- ") || trimmed == "-") {
+            continue;
+        }
+        match indent {
+            None => {
+                indent = Some(depth);
+                out.push(i + 1);
+            }
+            Some(d) if d == depth => out.push(i + 1),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod item_line_tests {
+    #[test]
+    fn finds_top_level_items() {
+        let text = "---\n# c\n- name: a\n  x:\n    - nested\n- name: b\n";
+        assert_eq!(super::item_lines(text), vec![3, 6]);
+    }
+}
