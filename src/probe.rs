@@ -65,6 +65,15 @@ impl Probe {
         self.guards.len() - 1
     }
 
+    /// Whether everything `other` needs was asked by this probe (content aside,
+    /// which only feeds diffs).
+    pub fn covers(&self, other: &Probe) -> bool {
+        other.stat.is_subset(&self.stat)
+            && other.sha256.is_subset(&self.sha256)
+            && other.sysctl.is_subset(&self.sysctl)
+            && other.guards.iter().all(|g| self.guards.contains(g))
+    }
+
     /// The script: it only reads, never writes.
     pub fn script(&self, marker: &str) -> Vec<u8> {
         let mut s = preamble(marker);

@@ -288,7 +288,7 @@ impl Runner {
         let mut steps = Vec::new();
         for &i in &tasks {
             let task = &play.tasks[i];
-            let step = diff_task(pb, task, &vars, &state, i);
+            let step = diff_task(pb, task, &vars, &state, &probe, i);
             let failed = step.status == Status::Failed;
             steps.push(step);
             if failed {
@@ -637,17 +637,29 @@ fn host_vars_with_facts(vars: &Map<String, Value>, state: &RemoteState) -> Map<S
     out
 }
 
-/// Why a probed fact is missing, in words an operator can act on.
-fn explain_missing_fact(message: &str) -> String {
-    if facts::PROBED
-        .iter()
-        .any(|f| message.contains(&format!("`{f}`")))
-    {
+/// Explains a failure caused by an unknown k3s version (k3s not installed
+/// and no `k3s_version` variable): the task needs the version's facts.
+fn explain(task: &Task, pb: &Playbook, vars: &Map<String, Value>, message: String) -> String {
+    if vars.contains_key("k3s_era") {
+        return message;
+    }
+    let mut with = vars.clone();
+    let _ = facts::add_version_facts(
+        &mut with,
+        facts::SAMPLE_VERSIONS[facts::SAMPLE_VERSIONS.len() - 1],
+    );
+    let r = Render {
+        templates: &pb.templates,
+        vars: &with,
+        files: &task.files,
+    };
+    let when_ok = task.when.iter().all(|w| w.eval(&with).is_ok());
+    if when_ok && task.module.render(&r).is_ok() {
         format!(
-            "{message}: the k3s version is unknown (k3s --version did not answer on this host); set the k3s_version variable for hosts without k3s"
+            "the k3s version of this host is unknown (`k3s --version` did not answer: k3s is not installed?) and this task depends on it; set the k3s_version variable for this host, e.g. k3s_version: v1.30.6+k3s1 ({message})"
         )
     } else {
-        message.to_owned()
+        message
     }
 }
 
@@ -656,6 +668,7 @@ fn diff_task(
     task: &Task,
     vars: &Map<String, Value>,
     state: &RemoteState,
+    probed: &Probe,
     index: usize,
 ) -> Step {
     let step = |status, change, message: Option<String>| Step {
@@ -673,7 +686,7 @@ fn diff_task(
                 return step(
                     Status::Failed,
                     None,
-                    Some(explain_missing_fact(&format!("when: {e}"))),
+                    Some(explain(task, pb, vars, format!("when: {e}"))),
                 );
             }
         }
@@ -685,8 +698,13 @@ fn diff_task(
     };
     let action = match task.module.render(&r) {
         Ok(a) => a,
-        Err(e) => return step(Status::Failed, None, Some(explain_missing_fact(&e))),
+        Err(e) => return step(Status::Failed, None, Some(explain(task, pb, vars, e))),
     };
+    let mut needs = Probe::default();
+    action.probe(&mut needs, false);
+    if !probed.covers(&needs) {
+        return step(Status::Failed, None, Some("a path or guard of this task depends on facts probed from the host (k3s_version, k3s_era, ...); paths and guards may use only inventory and play variables".into()));
+    }
     match action.diff(state) {
         Ok(None) => step(Status::Ok, None, None),
         Ok(Some(change)) => step(Status::Changed, Some(change), None),

@@ -147,6 +147,44 @@ pub const SERVER_KEYS: &[&str] = &[
     "node-ip",
 ];
 
+/// Keys of a k3s config that hold secrets; their values never appear in a diff.
+pub const SECRET_KEYS: &[&str] = &[
+    "token",
+    "agent-token",
+    "datastore-endpoint",
+    "etcd-s3-access-key",
+    "etcd-s3-secret-key",
+    "vpn-auth",
+];
+
+/// A k3s config with the values of [`SECRET_KEYS`] replaced, so that its diff can be shown.
+pub fn mask_k3s_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let key = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches('+')
+            .trim_matches(['"', '\'']);
+        if line.contains(':')
+            && !line.starts_with([' ', '\t', '-', '#'])
+            && SECRET_KEYS.contains(&key)
+        {
+            let (head, _) = line.split_once(':').expect("has a colon");
+            out.push_str(&format!(
+                "{head}: {}{}",
+                crate::secrets::REDACTED,
+                if line.ends_with('\n') { "\n" } else { "" }
+            ));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 impl Validate {
     pub fn check(self, content: &str, vars: &Map<String, Value>) -> Result<(), String> {
         match self {
@@ -282,6 +320,19 @@ mod tests {
             check_k3s_config("a: [", "server")
                 .unwrap_err()
                 .contains("not valid YAML")
+        );
+    }
+
+    #[test]
+    fn masks_secret_keys_only() {
+        let cfg =
+            "server: 'https://x:6443'\ntoken: 'K10::s3cret'\nkubelet-arg:\n  - 'token=not-a-key'\n";
+        let masked = mask_k3s_secrets(cfg);
+        assert!(!masked.contains("s3cret"), "{masked}");
+        assert!(
+            masked.contains("token: [redacted]\n")
+                && masked.contains("server: 'https://x:6443'")
+                && masked.contains("token=not-a-key")
         );
     }
 

@@ -44,6 +44,8 @@ pub struct Desired {
     pub perms: Perms,
     pub secret: bool,
     pub backup: bool,
+    /// A k3s config: its diff is shown with the values of secret keys masked.
+    pub mask_k3s_secrets: bool,
 }
 
 impl Args {
@@ -96,6 +98,7 @@ impl Args {
             perms: Perms::render(r, &self.mode, &self.owner, &self.group, 0o644)?,
             secret: self.secret,
             backup: self.backup,
+            mask_k3s_secrets: self.validate == Some(Validate::K3sConfig),
         })
     }
 }

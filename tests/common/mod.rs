@@ -1,0 +1,268 @@
+//! Test fleets of real OpenSSH servers (tests/fleet/fleet.sh), one network
+//! namespace per fleet, and helpers to run the khard binary against them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Fleet {
+    pub dir: PathBuf,
+    pub netns: String,
+    /// (name, address, role, version)
+    pub hosts: Vec<(String, String, String, String)>,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether this machine can run fleets (root, namespaces, sshd). Without
+/// them the fleet tests skip, except under CI=true where a skip is a failure.
+fn can_run() -> Result<(), String> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !root {
+        return Err("not root".into());
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        return Err("no /usr/sbin/sshd (install openssh-server)".into());
+    }
+    Ok(())
+}
+
+impl Fleet {
+    /// Brings up a fleet; `specs` are `name:role[:version]`. Returns None (skip) where fleets cannot run.
+    pub fn up(specs: &[&str]) -> Option<Fleet> {
+        Fleet::up_with(specs, &[])
+    }
+
+    pub fn up_with(specs: &[&str], options: &[&str]) -> Option<Fleet> {
+        if let Err(why) = can_run() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("fleet tests cannot run under CI: {why}");
+            }
+            eprintln!("skipping fleet test: {why}");
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("khard-fleet-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let netns = format!("khard-t{id}");
+        let mut cmd = Command::new(repo().join("tests/fleet/fleet.sh"));
+        cmd.arg("up")
+            .arg(&dir)
+            .arg("--netns")
+            .arg(&netns)
+            .args(options)
+            .args(specs);
+        let out = cmd.output().expect("running fleet.sh");
+        let mut fleet = Fleet {
+            dir: dir.clone(),
+            netns,
+            hosts: Vec::new(),
+        };
+        assert!(
+            out.status.success(),
+            "fleet.sh up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tsv = std::fs::read_to_string(dir.join("hosts.tsv")).expect("hosts.tsv");
+        fleet.hosts = tsv
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (
+                    f[0].to_owned(),
+                    f[1].to_owned(),
+                    f[2].to_owned(),
+                    f.get(3).copied().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        Some(fleet)
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.join("inventory.yaml")
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// Runs khard inside the fleet's network namespace.
+    pub fn khard(&self, args: &[&str]) -> Run {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns, env!("CARGO_BIN_EXE_khard")])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .expect("running khard");
+        Run::from(out)
+    }
+
+    /// `khard apply -i <fleet inventory> --known-hosts <fleet known_hosts> ARGS`.
+    pub fn apply(&self, args: &[&str]) -> Run {
+        let inv = self.inventory();
+        let kh = self.known_hosts();
+        let mut all = vec![
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--known-hosts",
+            kh.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        self.khard(&all)
+    }
+
+    pub fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join("hosts").join(host)
+    }
+
+    /// The real path of `path` as the host sees it (e.g. /etc/rancher/k3s/config.yaml).
+    pub fn path(&self, host: &str, path: &str) -> PathBuf {
+        self.host_dir(host)
+            .join("fs")
+            .join(path.trim_start_matches('/'))
+    }
+
+    pub fn read(&self, host: &str, path: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(host, path)).ok()
+    }
+
+    pub fn mode(&self, host: &str, path: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(self.path(host, path))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    pub fn log(&self, host: &str, name: &str) -> String {
+        std::fs::read_to_string(self.host_dir(host).join("log").join(name)).unwrap_or_default()
+    }
+
+    /// Lines of the systemctl shim's log that restart something.
+    pub fn restarts(&self, host: &str) -> Vec<String> {
+        self.log(host, "systemctl.log")
+            .lines()
+            .filter(|l| l.contains("restart"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every file under the host's private folders, with content, for "nothing was touched" checks.
+    pub fn snapshot(&self, host: &str) -> Vec<(String, Vec<u8>, u32)> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>, u32)>) {
+            use std::os::unix::fs::PermissionsExt;
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                if meta.is_dir() {
+                    out.push((rel, Vec::new(), meta.permissions().mode()));
+                    walk(base, &p, out);
+                } else {
+                    out.push((
+                        rel,
+                        std::fs::read(&p).unwrap_or_default(),
+                        meta.permissions().mode(),
+                    ));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let base = self.host_dir(host).join("fs");
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+
+    pub fn names(&self, role: &str) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|h| h.2 == role)
+            .map(|h| h.0.clone())
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("tests/fleet/fleet.sh"))
+            .arg("down")
+            .arg(&self.dir)
+            .output();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// What one khard run printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// The recap line of a host, e.g. "ok=8 changed=3 unreachable=0 failed=0 skipped=1".
+    pub fn recap(&self, host: &str) -> String {
+        let after = self.stdout.split("PLAY RECAP").nth(1).unwrap_or("");
+        after
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(host))
+            .map(|l| {
+                l.split_once(':')
+                    .map(|x| x.1)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    }
+
+    /// A counter from the recap of a host.
+    pub fn count(&self, host: &str, what: &str) -> usize {
+        self.recap(host)
+            .split_whitespace()
+            .find_map(|kv| {
+                kv.strip_prefix(&format!("{what}="))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no {what} in recap of {host}:\n{}", self.all()))
+    }
+
+    pub fn all(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}

@@ -1,0 +1,431 @@
+#!/usr/bin/env bash
+# A fleet of simulated k3s nodes for khard's tests: each node is a real
+# OpenSSH sshd on its own loopback address, with a private view of the few
+# folders khard touches. Needs root, util-linux (unshare, mount, nsenter),
+# iproute2 (ip, ss) and openssh-server/-client.
+#
+# Usage:
+#   fleet.sh up DIR [--netns NAME] [--restart-down SECS] HOST...
+#   fleet.sh down DIR
+#
+# HOST is either
+#   NAME:ROLE[:VERSION]     ROLE server|agent; VERSION like v1.30.6+k3s1;
+#                           no VERSION = k3s not installed (no k3s shim)
+#   --count N [--role R] [--version V] [--prefix P]
+#                           N hosts P001..PNNN (role agent, no version and
+#                           prefix "node" unless given); the options after a
+#                           --count belong to it, until the next --count or NAME:ROLE
+# e.g. fleet.sh up /tmp/f --netns f1 s1:server:v1.30.6+k3s1 --count 200 --version v1.30.6+k3s1
+#
+#   --netns NAME        create network namespace NAME and run every sshd in it;
+#                       reach the hosts with `ip netns exec NAME ssh ...`
+#   --restart-down SECS how long `systemctl restart k3s|k3s-agent` keeps the
+#                       node's /readyz down (default 0; may be fractional);
+#                       per host: write seconds to DIR/hosts/NAME/state/restart_down
+#   env FLEET_UP_TIMEOUT seconds `up` waits for every sshd to listen (default 60)
+#   env FLEET_QUICKACK=0  keep delayed ACKs on the netns loopback (by default
+#                       they are off: with them each `ssh host cmd` stalls 2x40 ms)
+#
+# Host i (1-based) listens on 127.0.1.i:22 for i <= 250, then 127.0.2.(i-250)...
+# `up` returns once every sshd listens, or tears everything down and exits 1
+# naming the host that failed. `down` kills every process of the fleet (each
+# host lives in its own PID namespace, so killing its sshd, which is PID 1
+# there, takes every session and daemonised child with it) and deletes the
+# netns; it is idempotent and works on a half-started fleet. It keeps DIR
+# (logs, state) for the caller to inspect and delete.
+#
+# Layout of DIR:
+#   id_ed25519{,.pub}  client key (no passphrase); authorized_keys = its .pub
+#   known_hosts        "ADDR ssh-ed25519 AAAA..." per host
+#   hosts.tsv          NAME<TAB>ADDR<TAB>ROLE<TAB>VERSION (empty: no k3s)<TAB>HOSTDIR
+#   inventory.yaml     Ansible inventory: k3s_cluster -> server/agent groups
+#   netns              the netns name (only with --netns, removed by down)
+#   hosts/NAME/        HOSTDIR:
+#     sshd_config ssh_host_ed25519_key{,.pub} sshd.log (sshd -E, LogLevel INFO)
+#     sshd.pid         host-side PID of the sshd (PID 1 of the host's PID namespace)
+#     unshare.pid      its parent; start.log: output of the start-up commands
+#     fs/P             what the host sees at /P, for P in etc/sysctl.d etc/rancher
+#                      var/lib/rancher etc/systemd/system etc/default root
+#                      usr/local/bin usr/local/sbin proc/sys (all else is the real machine)
+#     fs/proc/sys      only vm/panic_on_oom vm/overcommit_memory kernel/panic
+#                      kernel/panic_on_oops kernel/keys/root_maxkeys
+#                      kernel/keys/root_maxbytes: the real sysctl reads and writes these
+#     fs/usr/local/sbin/systemctl, fs/usr/local/bin/k3s
+#                      shims (systemctl.in, k3s.in beside this script), ahead of
+#                      /usr/bin in root's PATH
+#     log/systemctl.log, log/k3s.log   one line per shim call, see the .in files
+#     state/           shim state: version, down_until, restarted, sa.NS.NAME;
+#                      tests may add restart_down (seconds) or never_ready
+#     mounts.fstab, sysctl.fstab   the bind mounts made inside the host
+set -euo pipefail
+
+HERE=$(cd "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+SSHD=/usr/sbin/sshd
+# What each host sees as its own (bind-mounted from HOSTDIR/fs/...).
+PRIVATE=(etc/sysctl.d etc/rancher var/lib/rancher etc/systemd/system etc/default root usr/local/bin usr/local/sbin)
+# The fake /proc/sys: path=initial value.
+SYSCTLS=(vm/panic_on_oom=0 vm/overcommit_memory=0 kernel/panic=0 kernel/panic_on_oops=0
+	kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000)
+
+# Runs as `sh -c` inside the host's new mount, UTS (hostname = NAME) and PID
+# namespaces, then becomes sshd.
+# /proc/sys is a tmpfs holding bind mounts of the per-host files, not a bind of
+# the per-host folder: procps `sysctl -a` skips the first two directory entries
+# unread, assuming "." and ".." as procfs and tmpfs return them, and on ext4
+# (hash order) it then recurses into ".." forever. mount -a batches the mounts
+# into one process each (200 hosts x 15 mount(8) calls would cost seconds).
+# shellcheck disable=SC2016 # expanded by that sh, not here
+STARTER='h=$1 name=$2; shift 2
+echo "$name" >/proc/sys/kernel/hostname || exit 1
+ssh-keygen -q -t ed25519 -N "" -C "root@$name" -f "$h/ssh_host_ed25519_key" </dev/null || exit 1
+mount -a -T "$h/mounts.fstab" || exit 1
+mkdir -p /proc/sys/vm /proc/sys/kernel/keys || exit 1
+while read -r src dst _; do : >"$dst" || exit 1; done <"$h/sysctl.fstab"
+mount -a -T "$h/sysctl.fstab" || exit 1
+exec "$@"'
+
+die() {
+	echo "fleet: $*" >&2
+	exit 1
+}
+
+usage() {
+	sed -n '/^# Usage:/,/^#                       they are off/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+# ---------------------------------------------------------------- down
+
+# Fills FOUND with the PIDs of this fleet's unshare and sshd listener processes
+# (their command lines hold "-f DIR/hosts/NAME/sshd_config"; sshd's proctitle
+# keeps it too). Scans /proc with builtins only.
+find_fleet_pids() {
+	local d=$1 p s args
+	FOUND=()
+	for p in /proc/[1-9]*/cmdline; do
+		mapfile -d '' -t args 2>/dev/null <"$p" || continue
+		s=" ${args[*]-} "
+		[[ $s == *" -f $d/hosts/"*"/sshd_config "* ]] || continue
+		p=${p#/proc/}
+		FOUND+=("${p%/cmdline}")
+	done
+}
+
+# Waits until every PID given is gone or a zombie. A host's sshd is PID 1 of
+# its PID namespace; the kernel kills and reaps all the rest of the namespace
+# before that sshd turns zombie, so this also waits for every session.
+wait_gone() {
+	local p st n alive
+	for ((n = 0; n < 500; n++)); do
+		alive=0
+		for p; do
+			read -r st 2>/dev/null <"/proc/$p/stat" || continue
+			st=${st##*) }
+			[[ ${st%% *} == Z ]] || { alive=1 && break; }
+		done
+		((alive)) || return 0
+		sleep 0.02
+	done
+	return 1
+}
+
+cmd_down() {
+	[[ $# -eq 1 ]] || usage
+	local dir=$1 ns
+	[[ $dir == /* ]] || dir=$PWD/$dir
+	if [[ -d $dir ]]; then dir=$(cd "$dir" && pwd -P); fi
+	dir=${dir%/}
+	for _ in 1 2 3; do
+		find_fleet_pids "$dir"
+		((${#FOUND[@]})) || break
+		kill -KILL "${FOUND[@]}" 2>/dev/null || :
+		wait_gone "${FOUND[@]}" || :
+	done
+	find_fleet_pids "$dir"
+	((${#FOUND[@]} == 0)) || die "down: processes still alive: ${FOUND[*]}"
+	if [[ -f $dir/netns ]]; then
+		read -r ns <"$dir/netns" || :
+		if [[ -n $ns && -e /run/netns/$ns ]]; then
+			ip netns delete "$ns" || die "down: cannot delete netns $ns"
+		fi
+		rm -f "$dir/netns"
+	fi
+}
+
+# ---------------------------------------------------------------- up
+
+NAMES=() ROLES=() VERSIONS=()
+declare -A SEEN=()
+
+add_host() { # NAME ROLE VERSION
+	[[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "bad host name '$1'"
+	[[ $2 == server || $2 == agent ]] || die "host $1: role must be server or agent, not '$2'"
+	[[ -z $3 || $3 =~ ^v[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9.+_-]*$ ]] || die "host $1: bad k3s version '$3'"
+	[[ -z ${SEEN[$1]-} ]] || die "host $1 given twice"
+	SEEN[$1]=1
+	NAMES+=("$1") ROLES+=("$2") VERSIONS+=("$3")
+}
+
+G_COUNT='' G_ROLE=agent G_VERSION='' G_PREFIX=node
+flush_group() {
+	[[ -n $G_COUNT ]] || return 0
+	[[ $G_COUNT =~ ^[0-9]+$ ]] || die "--count needs a number, not '$G_COUNT'"
+	local i name w=${#G_COUNT}
+	((w >= 3)) || w=3
+	for ((i = 1; i <= G_COUNT; i++)); do
+		printf -v name '%s%0*d' "$G_PREFIX" "$w" "$i"
+		add_host "$name" "$G_ROLE" "$G_VERSION"
+	done
+	G_COUNT='' G_ROLE=agent G_VERSION='' G_PREFIX=node
+}
+
+check_dir() {
+	local c
+	# Paths go unquoted into sshd_config and fstab files: keep them plain.
+	[[ $1 =~ ^/[A-Za-z0-9._/+-]*$ ]] || die "DIR '$1' may only hold A-Z a-z 0-9 . _ / + -"
+	# DIR must stay visible inside the hosts, so not under what they overlay.
+	for c in "${PRIVATE[@]}" proc; do
+		[[ $1 != /$c && $1 != /$c/* ]] || die "DIR must not be under /$c (the hosts overlay it)"
+	done
+}
+
+UP_DONE=0 UP_DIR=''
+on_up_exit() {
+	local rc=$?
+	((UP_DONE)) && return
+	[[ -n $UP_DIR ]] || return
+	echo "fleet: up failed (exit $rc); tearing down what was started" >&2
+	cmd_down "$UP_DIR" || :
+}
+
+cmd_up() {
+	[[ $# -ge 1 ]] || usage
+	local dir=$1 netns='' rdown=0 spec n v r
+	shift
+	while (($#)); do
+		case $1 in
+		--netns | --restart-down | --count | --role | --version | --prefix)
+			[[ $# -ge 2 ]] || die "$1 needs a value"
+			v=$2
+			case $1 in
+			--netns) netns=$v ;;
+			--restart-down) rdown=$v ;;
+			--count) flush_group && G_COUNT=$v ;;
+			--role | --version | --prefix)
+				[[ -n $G_COUNT ]] || die "$1 must follow --count"
+				case $1 in --role) G_ROLE=$v ;; --version) G_VERSION=$v ;; --prefix) G_PREFIX=$v ;; esac
+				;;
+			esac
+			shift 2
+			;;
+		-*) die "unknown option $1" ;;
+		*)
+			flush_group
+			spec=$1
+			IFS=: read -r n r v <<<"$spec"
+			[[ -n $n && -n $r ]] || die "bad host spec '$spec' (NAME:ROLE[:VERSION])"
+			add_host "$n" "$r" "$v"
+			shift
+			;;
+		esac
+	done
+	flush_group
+	((${#NAMES[@]})) || die "no hosts given"
+	[[ $rdown =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--restart-down needs seconds, not '$rdown'"
+	[[ -z $netns || $netns =~ ^[A-Za-z0-9._-]+$ ]] || die "bad netns name '$netns'"
+	((${#NAMES[@]} <= 250 * 254)) || die "too many hosts"
+
+	local c i
+	for c in "$SSHD" ssh-keygen unshare nsenter mount ip ss; do
+		command -v "$c" >/dev/null || die "missing $c"
+	done
+	[[ $dir == /* ]] || dir=$PWD/$dir
+	check_dir "$dir"
+	mkdir -p "$dir"
+	dir=$(cd "$dir" && pwd -P)
+	check_dir "$dir"
+	[[ ! -e $dir/hosts ]] || die "$dir already holds a fleet; run down and use a fresh DIR"
+
+	[[ -z $netns || ! -e /run/netns/$netns ]] || die "netns $netns already exists"
+	if [[ -z $netns ]]; then
+		# Our addresses, or a wildcard, already on port 22 would make sshd
+		# fail or the readiness check lie: say so up front.
+		local -A ours=() busy=()
+		for ((i = 0; i < ${#NAMES[@]}; i++)); do ours[127.0.$((i / 250 + 1)).$((i % 250 + 1))]=1; done
+		while read -r _ _ _ c _; do
+			c=${c%:22}
+			if [[ $c == 0.0.0.0 || $c == '*' || $c == '[::]' || -n ${ours[$c]-} ]]; then busy[$c]=1; fi
+		done < <(ss -Hltn 'sport = :22')
+		((${#busy[@]} == 0)) ||
+			die "port 22 is already in use on ${#busy[@]} of the addresses, e.g. $(printf '%s ' "${!busy[@]}" | cut -d' ' -f1-3) (another fleet? use --netns)"
+	fi
+
+	UP_DIR=$dir
+	trap on_up_exit EXIT
+	trap 'exit 130' INT TERM
+
+	# Mount points on the real machine (empty folders, never content) and
+	# sshd's privilege separation folder.
+	for c in "${PRIVATE[@]}"; do [[ -d /$c ]] || mkdir -p "/$c"; done
+	[[ -d /run/sshd ]] || mkdir -m 0755 /run/sshd
+
+	local -a enter=()
+	if [[ -n $netns ]]; then
+		ip netns add "$netns"
+		echo "$netns" >"$dir/netns"
+		ip -n "$netns" link set lo up
+		# Quick ACKs on loopback: sshd leaves Nagle on for non-tty sessions,
+		# and Nagle behind a delayed ACK stalls each `ssh host cmd` twice
+		# for 40 ms (150 -> 60 ms per connection). FLEET_QUICKACK=0: keep them.
+		if [[ ${FLEET_QUICKACK:-1} != 0 ]]; then
+			for c in 127.0.0.0/8 127.0.0.1; do
+				ip -n "$netns" route replace local "$c" dev lo proto kernel scope host \
+					src 127.0.0.1 table local quickack 1
+			done
+		fi
+		enter=(nsenter "--net=/run/netns/$netns")
+	fi
+
+	ssh-keygen -q -t ed25519 -N '' -C khard-fleet -f "$dir/id_ed25519" </dev/null
+	cp "$dir/id_ed25519.pub" "$dir/authorized_keys"
+
+	local sysctl_tmpl k3s_tmpl
+	sysctl_tmpl=$(<"$HERE/systemctl.in")
+	k3s_tmpl=$(<"$HERE/k3s.in")
+
+	# Newer sshd (9.8+) penalises sources that fail or drop connections; every
+	# client here is 127.0.0.1/the netns, so switch that off where it exists.
+	local extra=''
+	if [[ $("$SSHD" -V 2>&1) =~ OpenSSH_([0-9]+)\.([0-9]+) ]] &&
+		((BASH_REMATCH[1] > 9 || (BASH_REMATCH[1] == 9 && BASH_REMATCH[2] >= 8))); then
+		extra='PerSourcePenalties no'
+	fi
+
+	# Per-host files, written with builtins (forks are what costs at 200 hosts).
+	local i h addr name tab dirs=() shims=() kv tsv='' inv_s='' inv_a=''
+	local -a ADDRS=() HDIRS=()
+	for i in "${!NAMES[@]}"; do
+		ADDRS[i]=127.0.$((i / 250 + 1)).$((i % 250 + 1))
+		HDIRS[i]=$dir/hosts/${NAMES[i]}
+		h=${HDIRS[i]}
+		dirs+=("$h/log" "$h/state" "$h/fs/proc/sys/vm" "$h/fs/proc/sys/kernel/keys")
+		for c in "${PRIVATE[@]}"; do dirs+=("$h/fs/$c"); done
+	done
+	mkdir -p "${dirs[@]}"
+	for i in "${!NAMES[@]}"; do
+		name=${NAMES[i]} addr=${ADDRS[i]} h=${HDIRS[i]} v=${VERSIONS[i]}
+		# sshd is PID 1 of its own PID namespace, so PidFile none: fleet.sh
+		# writes the host-side PID to sshd.pid itself.
+		printf '%s\n' "# fleet host $name (generated by tests/fleet/fleet.sh)" \
+			"ListenAddress $addr:22" "HostKey $h/ssh_host_ed25519_key" "PidFile none" \
+			"AuthorizedKeysFile $dir/authorized_keys" "UsePAM no" "StrictModes no" \
+			"PermitRootLogin prohibit-password" "PasswordAuthentication no" \
+			"KbdInteractiveAuthentication no" "UseDNS no" "PrintMotd no" "PrintLastLog no" \
+			"MaxStartups 1000:30:1000" "MaxSessions 10" "LogLevel INFO" \
+			"Subsystem sftp internal-sftp" ${extra:+"$extra"} >"$h/sshd_config"
+		tab=''
+		for c in "${PRIVATE[@]}"; do tab+="$h/fs/$c /$c none bind 0 0"$'\n'; done
+		printf '%stmpfs /proc/sys tmpfs mode=0555,size=64k 0 0\n' "$tab" >"$h/mounts.fstab"
+		tab=''
+		for kv in "${SYSCTLS[@]}"; do
+			echo "${kv#*=}" >"$h/fs/proc/sys/${kv%%=*}"
+			tab+="$h/fs/proc/sys/${kv%%=*} /proc/sys/${kv%%=*} none bind 0 0"$'\n'
+		done
+		printf '%s' "$tab" >"$h/sysctl.fstab"
+		printf '#!/bin/sh\n# systemctl shim of fleet host %s\nH=%s\nRD=%s\n%s\n' \
+			"$name" "$h" "$rdown" "$sysctl_tmpl" >"$h/fs/usr/local/sbin/systemctl"
+		: >"$h/log/systemctl.log"
+		shims+=("$h/fs/usr/local/sbin/systemctl")
+		if [[ -n $v ]]; then
+			printf '#!/bin/sh\n# k3s shim of fleet host %s\nH=%s\n%s\n' "$name" "$h" "$k3s_tmpl" >"$h/fs/usr/local/bin/k3s"
+			echo "$v" >"$h/state/version"
+			: >"$h/log/k3s.log"
+			shims+=("$h/fs/usr/local/bin/k3s")
+		fi
+		tsv+="$name	$addr	${ROLES[i]}	$v	$h"$'\n'
+		if [[ ${ROLES[i]} == server ]]; then
+			inv_s+="        $name: { ansible_host: $addr }"$'\n'
+		else
+			inv_a+="        $name: { ansible_host: $addr }"$'\n'
+		fi
+	done
+	chmod 0755 "${shims[@]}"
+	printf '%s' "$tsv" >"$dir/hosts.tsv"
+	{
+		echo "k3s_cluster:"
+		echo "  children:"
+		[[ -z $inv_s ]] || printf '    server:\n      hosts:\n%s' "$inv_s"
+		[[ -z $inv_a ]] || printf '    agent:\n      hosts:\n%s' "$inv_a"
+		echo "  vars:"
+		echo "    ansible_user: root"
+		echo "    ansible_ssh_private_key_file: $dir/id_ed25519"
+	} >"$dir/inventory.yaml"
+
+	# Start every host at once. Each gets a private mount namespace (its bind
+	# mounts never reach the real machine) and a PID namespace with sshd as
+	# PID 1 (-D: no daemonising, which would end the namespace). --kill-child:
+	# if unshare dies, its sshd and with it the whole host dies too. Output
+	# goes to files so that no caller's pipe is held open by the fleet.
+	local -a UPID=()
+	for i in "${!NAMES[@]}"; do
+		h=${HDIRS[i]}
+		"${enter[@]}" unshare --mount --uts --propagation private --pid --fork --kill-child --mount-proc \
+			sh -c "$STARTER" khard-fleet-host "$h" "${NAMES[i]}" \
+			"$SSHD" -D -f "$h/sshd_config" -E "$h/sshd.log" \
+			</dev/null >"$h/start.log" 2>&1 &
+		UPID[i]=$!
+		echo "$!" >"$h/unshare.pid"
+	done
+
+	# Wait until each address is listened on by a child of our own unshare
+	# (ss -p gives the host-side PID of the listener).
+	local -A want=()
+	for i in "${!NAMES[@]}"; do want[${ADDRS[i]}]=$i; done
+	local deadline=$((SECONDS + ${FLEET_UP_TIMEOUT:-60})) line pid ppid st
+	while :; do
+		while read -r line; do
+			[[ $line =~ [[:space:]](127\.[0-9.]+):22[[:space:]].*pid=([0-9]+), ]] || continue
+			addr=${BASH_REMATCH[1]} pid=${BASH_REMATCH[2]}
+			[[ -n ${want[$addr]-} ]] || continue
+			i=${want[$addr]}
+			read -r st 2>/dev/null <"/proc/$pid/stat" || continue
+			st=${st##*) }
+			read -r _ ppid _ <<<"$st"
+			[[ $ppid == "${UPID[i]}" ]] || continue
+			echo "$pid" >"${HDIRS[i]}/sshd.pid"
+			unset "want[$addr]"
+		done < <("${enter[@]}" ss -Hltnp 'sport = :22')
+		((${#want[@]})) || break
+		for addr in "${!want[@]}"; do
+			i=${want[$addr]}
+			kill -0 "${UPID[i]}" 2>/dev/null && continue
+			h=${HDIRS[i]}
+			{
+				echo "fleet: host ${NAMES[i]} ($addr) failed to start; $h/start.log and sshd.log say:"
+				tail -n 5 "$h/start.log" "$h/sshd.log" 2>/dev/null | sed 's/^/  /'
+			} >&2
+			exit 1
+		done
+		if ((SECONDS >= deadline)); then
+			echo "fleet: timeout: ${#want[@]} host(s) not listening after ${FLEET_UP_TIMEOUT:-60}s, e.g. ${!want[*]}" | cut -c1-300 >&2
+			exit 1
+		fi
+		sleep 0.05
+	done
+
+	local kh='' t k
+	for i in "${!NAMES[@]}"; do
+		read -r t k _ <"${HDIRS[i]}/ssh_host_ed25519_key.pub"
+		kh+="${ADDRS[i]} $t $k"$'\n'
+	done
+	printf '%s' "$kh" >"$dir/known_hosts"
+
+	UP_DONE=1
+	echo "fleet: ${#NAMES[@]} host(s) up in $dir${netns:+ (netns $netns)}"
+}
+
+case ${1-} in
+up) shift && cmd_up "$@" ;;
+down) shift && cmd_down "$@" ;;
+*) usage ;;
+esac
