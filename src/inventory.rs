@@ -331,11 +331,8 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Inventory {
-        let dir = std::env::temp_dir().join(format!("khard-inv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("inv-{}.yaml", text.len()));
-        std::fs::write(&path, text).unwrap();
-        Inventory::load(&path).unwrap()
+        let dir = crate::testutil::TempDir::new();
+        Inventory::load(&dir.file("inv.yaml", text)).unwrap()
     }
 
     const K3S_ANSIBLE: &str = r#"---
@@ -382,10 +379,11 @@ k3s_cluster:
 
     #[test]
     fn refuses_cycles_and_unknown_keys() {
-        let dir = std::env::temp_dir().join(format!("khard-inv-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("cycle.yaml");
-        std::fs::write(&p, "a:\n  children:\n    b:\n      children:\n        a:\n").unwrap();
+        let dir = crate::testutil::TempDir::new();
+        let p = dir.file(
+            "cycle.yaml",
+            "a:\n  children:\n    b:\n      children:\n        a:\n",
+        );
         let err = Inventory::load(&p).unwrap_err().to_string();
         assert!(err.contains("cycle"), "{err}");
         std::fs::write(&p, "a:\n  hots:\n    h1:\n").unwrap();

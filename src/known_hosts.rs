@@ -247,21 +247,20 @@ mod tests {
         )
     }
 
-    fn file(text: &str) -> KnownHosts {
-        let dir =
-            std::env::temp_dir().join(format!("khard-kh-{}-{}", std::process::id(), text.len()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("known_hosts");
-        std::fs::write(&p, text).unwrap();
-        KnownHosts::load(&p).unwrap()
+    fn file(dir: &crate::testutil::TempDir, text: &str) -> KnownHosts {
+        KnownHosts::load(&dir.file("known_hosts", text)).unwrap()
     }
 
     #[test]
     fn plain_hashed_and_port_forms() {
-        let kh = file(&format!(
-            "# comment\nnode1,10.0.0.1 ssh-ed25519 {ED}\n{} ssh-ed25519 {ED}\n[node3]:2222 ssh-ed25519 {ED}\n",
-            hashed("node2")
-        ));
+        let dir = crate::testutil::TempDir::new();
+        let kh = file(
+            &dir,
+            &format!(
+                "# comment\nnode1,10.0.0.1 ssh-ed25519 {ED}\n{} ssh-ed25519 {ED}\n[node3]:2222 ssh-ed25519 {ED}\n",
+                hashed("node2")
+            ),
+        );
         assert_eq!(kh.check("node1", &key(ED)), Verdict::Known);
         assert_eq!(kh.check("10.0.0.1", &key(ED)), Verdict::Known);
         assert_eq!(kh.check("node2", &key(ED)), Verdict::Known);
@@ -276,7 +275,8 @@ mod tests {
 
     #[test]
     fn learns_once_and_revokes() {
-        let kh = file(&format!("@revoked * ssh-ed25519 {ED2}\n"));
+        let dir = crate::testutil::TempDir::new();
+        let kh = file(&dir, &format!("@revoked * ssh-ed25519 {ED2}\n"));
         assert_eq!(kh.check("new", &key(ED2)), Verdict::Revoked { line: 1 });
         assert_eq!(kh.check("new", &key(ED)), Verdict::Unknown);
         kh.learn("new", &key(ED)).unwrap();

@@ -21,6 +21,8 @@ pub mod secrets;
 pub mod settings;
 pub mod source;
 pub mod template;
+#[cfg(test)]
+pub mod testutil;
 pub mod transport;
 pub mod validate;
 pub mod yaml;

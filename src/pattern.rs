@@ -197,14 +197,11 @@ mod tests {
     use super::*;
 
     fn inv() -> Inventory {
-        let dir = std::env::temp_dir().join(format!("khard-pat-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("inv.yaml");
-        std::fs::write(
-            &p,
+        let dir = crate::testutil::TempDir::new();
+        let p = dir.file(
+            "inv.yaml",
             "k3s_cluster:\n  children:\n    server:\n      hosts: {s1: , s2: }\n    agent:\n      hosts: {a1: , a2: , a3: }\nother:\n  hosts: {x1: , s1: }\n",
-        )
-        .unwrap();
+        );
         Inventory::load(&p).unwrap()
     }
 

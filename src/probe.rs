@@ -270,7 +270,8 @@ mod tests {
 
     #[test]
     fn probes_a_real_folder() {
-        let dir = std::env::temp_dir().join(format!("khard-probe-{}", std::process::id()));
+        let tmp = crate::testutil::TempDir::new();
+        let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("tls")).unwrap();
         std::fs::write(dir.join("a.conf"), "x=1\n").unwrap();
         std::fs::write(dir.join("tls/one.crt"), "c").unwrap();
@@ -301,7 +302,6 @@ mod tests {
         assert_eq!(state.sysctl["kernel.ostype"], "Linux");
         assert_eq!(state.guards["test -e /"], 0);
         assert_eq!(state.guards["exit 3"], 3);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn sha(data: &[u8]) -> String {

@@ -173,8 +173,8 @@ mod tests {
 
     #[test]
     fn runs_a_real_apply_script() {
-        let dir = std::env::temp_dir().join(format!("khard-script-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testutil::TempDir::new();
+        let dir = tmp.path().to_path_buf();
         let dest = dir.join("out.conf");
         let marker = new_marker();
         let mut s = ApplyScript::new(&marker);
@@ -234,6 +234,5 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
