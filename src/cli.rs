@@ -97,6 +97,10 @@ pub struct ApplyArgs {
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub timeout: u64,
 
+    /// Agents restarted at once in a rolling restart: a number or a percentage (sets k3s_agent_batch)
+    #[arg(long, value_name = "N|N%")]
+    pub agent_batch: Option<String>,
+
     /// Run notified handlers even on hosts where a later task failed
     #[arg(long)]
     pub force_handlers: bool,

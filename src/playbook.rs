@@ -12,7 +12,7 @@ use crate::error::{InputError, did_you_mean};
 use crate::expr::Expr;
 use crate::modules::{Module, command, directory, file, permissions, service, sysctl};
 use crate::source::{self, Dir};
-use crate::template::Templates;
+use crate::template::{Templates, Text};
 use crate::yaml::{self, OneOrMany, Vars};
 
 pub struct Playbook {
@@ -48,6 +48,10 @@ pub struct Task {
     pub r#become: Option<bool>,
     pub timeout: Option<u64>,
     pub run_once: bool,
+    /// Handlers: how many hosts run it at once ("1", "5", "25%"); all when unset.
+    pub throttle: Option<Text>,
+    /// Handlers: wait until each host of a batch is healthy before the next batch.
+    pub health: Option<Health>,
     pub module: Module,
     /// The files and templates of the role (or playbook) the task came from.
     pub files: Arc<Files>,
@@ -162,6 +166,21 @@ enum RoleRef {
     },
 }
 
+/// A health gate: `command` must exit 0 (and print `expect`, when given)
+/// within `timeout` seconds, tried every `interval` seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(deserialize_with = "crate::modules::text")]
+    pub command: Text,
+    #[serde(default, deserialize_with = "crate::modules::opt_text")]
+    pub expect: Option<Text>,
+    #[serde(default, deserialize_with = "crate::modules::opt_text")]
+    pub interval: Option<Text>,
+    #[serde(default, deserialize_with = "crate::modules::opt_text")]
+    pub timeout: Option<Text>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, try_from = "TaskFields")]
 struct TaskYaml(Task);
@@ -179,6 +198,8 @@ struct TaskFields {
     r#become: Option<bool>,
     timeout: Option<u64>,
     run_once: Option<bool>,
+    throttle: Option<crate::yaml::Scalar>,
+    health: Option<Health>,
     file: Option<file::Args>,
     directory: Option<directory::Args>,
     sysctl: Option<sysctl::Args>,
@@ -258,10 +279,31 @@ impl TryFrom<TaskFields> for TaskYaml {
             r#become: f.r#become,
             timeout: f.timeout,
             run_once: f.run_once.unwrap_or(false),
+            throttle: f.throttle.map(|s| Text::plain(s.0)),
+            health: f.health,
             module,
             files: Arc::default(),
         }))
     }
+}
+
+/// Registers every templated string of a task with the template engine.
+fn compile_task(task: &mut Task, templates: &mut Templates) -> Result<(), InputError> {
+    task.module.compile(templates, &task.place)?;
+    let place = task.place.clone();
+    let mut texts: Vec<&mut Text> = task.throttle.iter_mut().collect();
+    if let Some(h) = task.health.as_mut() {
+        texts.push(&mut h.command);
+        texts.extend(
+            [&mut h.expect, &mut h.interval, &mut h.timeout]
+                .into_iter()
+                .flatten(),
+        );
+    }
+    for t in texts {
+        *t = templates.text(&place, &t.raw)?;
+    }
+    Ok(())
 }
 
 /// Where a role's folder is: beside the playbook, beside its folder, or built in.
@@ -287,7 +329,7 @@ fn load_tasks(file: &Dir, files: &Arc<Files>, templates: &mut Templates) -> Resu
     for (i, TaskYaml(mut task)) in parsed.unwrap_or_default().into_iter().enumerate() {
         task.place = format!("{display}:{}", lines.get(i).copied().unwrap_or(1));
         task.files = files.clone();
-        task.module.compile(templates, &task.place)?;
+        compile_task(&mut task, templates)?;
         tasks.push(task);
     }
     Ok(tasks)
@@ -358,7 +400,7 @@ fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -
         for (i, TaskYaml(mut task)) in raw_tasks.into_iter().enumerate() {
             task.place = format!("{place} (task {} `{}`)", i + 1, task.name);
             task.files = own_files.clone();
-            task.module.compile(templates, &task.place)?;
+            compile_task(&mut task, templates)?;
             list.push(task);
         }
     }

@@ -19,6 +19,7 @@ use crate::probe::{self, Probe, RemoteState};
 use crate::report::{Report, Status};
 use crate::script::{ApplyScript, parse_apply};
 use crate::settings::Settings;
+use crate::template::Text;
 use crate::transport::Connection;
 use crate::transport::local::Local;
 use crate::transport::ssh::SshContext;
@@ -160,37 +161,35 @@ impl Runner {
         }
         alive.retain(|h| !self.is_dead(&h.name));
         let total = alive.len();
-        let mut notified: HashMap<String, BTreeSet<usize>> = HashMap::new();
-        let mut failed: BTreeSet<String> = BTreeSet::new();
+        let mut flush = Flush::default();
         for segment in segments(play) {
-            if self.abort(play, total, failed.len()) {
+            if self.abort(play, total, flush.failed.len()) {
                 break;
             }
             let hosts: Vec<HostPlan> = alive
                 .iter()
-                .filter(|h| !failed.contains(&h.name))
+                .filter(|h| !flush.failed.contains(&h.name))
                 .cloned()
                 .collect();
-            let diffs = join_all(
-                hosts
-                    .into_iter()
-                    .map(|h| self.probe_and_diff(play, plan, h, segment.clone())),
-            )
-            .await;
-            let diffs = self.decide_run_once(diffs);
+            let probes = hosts
+                .into_iter()
+                .map(|h| self.probe_and_diff(play, plan, h, segment.clone()));
+            let diffs = self.decide_run_once(join_all(probes).await);
+            for d in diffs.iter().flatten() {
+                flush.vars.insert(d.plan.name.clone(), d.vars.clone());
+            }
             let outcomes = join_all(diffs.into_iter().map(|d| self.apply(play, d))).await;
             for (host, host_failed, notes) in outcomes {
                 if host_failed {
-                    failed.insert(host.clone());
+                    flush.failed.insert(host.clone());
                 }
-                notified.entry(host).or_default().extend(notes);
+                flush.notified.entry(host).or_default().extend(notes);
             }
-            if !self.abort(play, total, failed.len()) {
-                self.flush_handlers(play, &alive, &mut notified, &failed)
-                    .await;
+            if !self.abort(play, total, flush.failed.len()) {
+                self.flush_handlers(play, &alive, &mut flush).await;
             }
         }
-        for name in failed {
+        for name in flush.failed {
             self.kill(&name);
         }
     }
@@ -438,139 +437,324 @@ impl Runner {
             self.kill(&name);
             failed = true;
         }
-        let _ = d.vars;
         (name, failed, notify)
     }
 
-    /// Runs notified handlers once each, in definition order. Check mode
-    /// reports the handlers that would run and runs none.
-    async fn flush_handlers(
-        &self,
-        play: &Play,
-        alive: &[HostPlan],
-        notified: &mut HashMap<String, BTreeSet<usize>>,
-        failed: &BTreeSet<String>,
-    ) {
+    /// Runs notified handlers once each, in definition order. A handler with
+    /// `throttle` runs on that many hosts at a time, and with `health` waits
+    /// for each batch to be healthy before the next: a batch that fails
+    /// halts the rollout, and every host still waiting reports why it was not
+    /// restarted. Check mode reports the handlers that would run and runs none.
+    async fn flush_handlers(&self, play: &Play, alive: &[HostPlan], flush: &mut Flush) {
         for (hi, handler) in play.handlers.iter().enumerate() {
-            let hosts: Vec<&HostPlan> = alive
-                .iter()
-                .filter(|h| notified.get(&h.name).is_some_and(|n| n.contains(&hi)))
-                .filter(|h| self.settings.force_handlers || !failed.contains(&h.name))
-                .filter(|h| !self.is_dead(&h.name))
-                .collect();
-            join_all(
-                hosts
-                    .into_iter()
-                    .map(|h| self.run_handler(play, handler, h)),
-            )
-            .await;
-        }
-        notified.clear();
-    }
-
-    async fn run_handler(&self, play: &Play, handler: &Task, h: &HostPlan) {
-        let started = Instant::now();
-        let vars = h.vars.clone();
-        let pb = &self.playbook;
-        let fail = |msg: String| {
-            self.report.task(
-                &h.name,
-                &play.name,
-                handler,
-                true,
-                Status::Failed,
-                None,
-                Some(msg),
-                started.elapsed(),
-            )
-        };
-        let mut holds = true;
-        for w in &handler.when {
-            match w.eval(&vars) {
-                Ok(v) => holds &= truthy(&v),
-                Err(e) => return fail(e),
+            let mut ready: Vec<(&HostPlan, Change, Map<String, Value>)> = Vec::new();
+            for h in alive {
+                let notified = flush.notified.get(&h.name).is_some_and(|n| n.contains(&hi));
+                let allowed = self.settings.force_handlers || !flush.failed.contains(&h.name);
+                if !notified || !allowed || self.is_dead(&h.name) {
+                    continue;
+                }
+                let vars = flush
+                    .vars
+                    .get(&h.name)
+                    .cloned()
+                    .unwrap_or_else(|| h.vars.clone());
+                match self.handler_change(handler, &vars) {
+                    Ok(Some(change)) => ready.push((h, change, vars)),
+                    Ok(None) => self.report.task(
+                        &h.name,
+                        &play.name,
+                        handler,
+                        true,
+                        Status::Skipped,
+                        None,
+                        None,
+                        Duration::ZERO,
+                    ),
+                    Err(e) => {
+                        self.report.task(
+                            &h.name,
+                            &play.name,
+                            handler,
+                            true,
+                            Status::Failed,
+                            None,
+                            Some(e),
+                            Duration::ZERO,
+                        );
+                        flush.failed.insert(h.name.clone());
+                    }
+                }
             }
-        }
-        if !holds {
-            return self.report.task(
-                &h.name,
-                &play.name,
-                handler,
-                true,
-                Status::Skipped,
-                None,
-                None,
-                started.elapsed(),
-            );
-        }
-        let r = Render {
-            templates: &pb.templates,
-            vars: &vars,
-            files: &handler.files,
-        };
-        let action = match handler.module.render(&r) {
-            Ok(a) => a,
-            Err(e) => return fail(e),
-        };
-        let change = match action.diff(&RemoteState::default()) {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return self.report.task(
-                    &h.name,
-                    &play.name,
-                    handler,
-                    true,
-                    Status::Ok,
-                    None,
-                    None,
-                    started.elapsed(),
-                );
+            if ready.is_empty() {
+                continue;
             }
-            Err(e) => return fail(e),
-        };
-        if self.settings.check {
-            return self.report.task(
-                &h.name,
-                &play.name,
-                handler,
-                true,
-                Status::Changed,
-                Some(&change),
-                None,
-                started.elapsed(),
-            );
-        }
-        let Some(conn) = self.conn(&h.name).await else {
-            return fail("not connected".into());
-        };
-        let mut script = ApplyScript::new(&self.marker);
-        script.task(0, &change.script);
-        let out = {
-            let _permit = self.forks.acquire().await.expect("semaphore");
-            conn.run(&script.finish(), &h.r#become, self.settings.timeout)
-                .await
-        };
-        match out {
-            Ok(out) => {
-                let (runs, _) = parse_apply(&self.marker, &out.stdout_text());
-                match runs.first() {
-                    Some(r) if r.ok => self.report.task(
+            if self.settings.check {
+                for (h, change, _) in &ready {
+                    self.report.task(
                         &h.name,
                         &play.name,
                         handler,
                         true,
                         Status::Changed,
-                        Some(&change),
+                        Some(change),
                         None,
-                        started.elapsed(),
-                    ),
-                    Some(r) => fail(r.output.trim().to_owned()),
-                    None => fail(format!("handler did not run: {}", out.stderr_text())),
+                        Duration::ZERO,
+                    );
+                }
+                continue;
+            }
+            let size = match batch_size(&self.playbook, handler, &ready[0].2, ready.len()) {
+                Ok(n) => n,
+                Err(e) => {
+                    for (h, _, _) in &ready {
+                        self.report.task(
+                            &h.name,
+                            &play.name,
+                            handler,
+                            true,
+                            Status::Failed,
+                            None,
+                            Some(e.clone()),
+                            Duration::ZERO,
+                        );
+                        flush.failed.insert(h.name.clone());
+                    }
+                    continue;
+                }
+            };
+            for batch in ready.chunks(size) {
+                if let Some(why) = &flush.halted {
+                    for (h, _, _) in batch {
+                        let msg = format!("not run: the rollout stopped because {why}");
+                        self.report.task(
+                            &h.name,
+                            &play.name,
+                            handler,
+                            true,
+                            Status::Failed,
+                            None,
+                            Some(msg),
+                            Duration::ZERO,
+                        );
+                        flush.failed.insert(h.name.clone());
+                    }
+                    continue;
+                }
+                let runs = join_all(
+                    batch
+                        .iter()
+                        .map(|(h, change, vars)| self.run_handler(play, handler, h, change, vars)),
+                )
+                .await;
+                for ((h, _, _), result) in batch.iter().zip(runs) {
+                    if let Err(e) = result {
+                        flush.failed.insert(h.name.clone());
+                        if flush.halted.is_none()
+                            && (handler.throttle.is_some() || handler.health.is_some())
+                        {
+                            flush.halted =
+                                Some(format!("`{}` failed on {}: {e}", handler.name, h.name));
+                        }
+                    }
                 }
             }
-            Err(e) => fail(format!("{e:#}")),
+        }
+        flush.notified.clear();
+    }
+
+    /// What a handler would do on a host, or None when its `when:` is false.
+    fn handler_change(
+        &self,
+        handler: &Task,
+        vars: &Map<String, Value>,
+    ) -> Result<Option<Change>, String> {
+        for w in &handler.when {
+            if !truthy(&w.eval(vars)?) {
+                return Ok(None);
+            }
+        }
+        let r = Render {
+            templates: &self.playbook.templates,
+            vars,
+            files: &handler.files,
+        };
+        handler.module.render(&r)?.diff(&RemoteState::default())
+    }
+
+    /// Runs a handler on one host and waits for its health gate; reports the outcome.
+    async fn run_handler(
+        &self,
+        play: &Play,
+        handler: &Task,
+        h: &HostPlan,
+        change: &Change,
+        vars: &Map<String, Value>,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let result = async {
+            let out = self
+                .exec_one(h, &change.script, self.settings.timeout)
+                .await?;
+            if !out.0 {
+                return Err(out.1.trim().to_owned());
+            }
+            match &handler.health {
+                Some(health) => self.wait_healthy(h, health, vars).await.map(Some),
+                None => Ok(None),
+            }
+        }
+        .await;
+        let mut shown = change.clone();
+        match result {
+            Ok(healthy) => {
+                if let Some(after) = healthy {
+                    shown
+                        .details
+                        .push(format!("healthy after {:.1}s", after.as_secs_f64()));
+                }
+                self.report.task(
+                    &h.name,
+                    &play.name,
+                    handler,
+                    true,
+                    Status::Changed,
+                    Some(&shown),
+                    None,
+                    started.elapsed(),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.report.task(
+                    &h.name,
+                    &play.name,
+                    handler,
+                    true,
+                    Status::Failed,
+                    Some(&shown),
+                    Some(e.clone()),
+                    started.elapsed(),
+                );
+                Err(e)
+            }
         }
     }
+
+    /// Runs one shell snippet on a host; (succeeded, its output).
+    async fn exec_one(
+        &self,
+        h: &HostPlan,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<(bool, String), String> {
+        let conn = self.conn(&h.name).await.ok_or("not connected")?;
+        let mut script = ApplyScript::new(&self.marker);
+        script.task(0, body);
+        let _permit = self.forks.acquire().await.expect("semaphore");
+        let out = conn
+            .run(&script.finish(), &h.r#become, timeout)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let (runs, _) = parse_apply(&self.marker, &out.stdout_text());
+        match runs.into_iter().next() {
+            Some(r) => Ok((r.ok, r.output)),
+            None => Err(format!("did not run: {}", out.stderr_text())),
+        }
+    }
+
+    /// Polls the health command until it succeeds or the timeout passes.
+    async fn wait_healthy(
+        &self,
+        h: &HostPlan,
+        health: &crate::playbook::Health,
+        vars: &Map<String, Value>,
+    ) -> Result<Duration, String> {
+        let t = &self.playbook.templates;
+        let command = t.render_text(&health.command, vars)?;
+        let expect = health
+            .expect
+            .as_ref()
+            .map(|e| t.render_text(e, vars))
+            .transpose()?;
+        let seconds = |text: &Option<Text>, default: f64| -> Result<Duration, String> {
+            match text {
+                None => Ok(Duration::from_secs_f64(default)),
+                Some(x) => {
+                    let v = t.render_text(x, vars)?;
+                    v.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| *s > 0.0)
+                        .map(Duration::from_secs_f64)
+                        .ok_or(format!("health: `{v}` is not a number of seconds"))
+                }
+            }
+        };
+        let interval = seconds(&health.interval, 2.0)?;
+        let timeout = seconds(&health.timeout, 300.0)?;
+        let started = Instant::now();
+        let mut last;
+        loop {
+            match self
+                .exec_one(h, &command, interval.max(Duration::from_secs(10)))
+                .await
+            {
+                Ok((true, out)) if expect.as_deref().is_none_or(|e| out.trim() == e) => {
+                    return Ok(started.elapsed());
+                }
+                Ok((_, out)) => last = out.trim().to_owned(),
+                Err(e) => last = e,
+            }
+            if started.elapsed() + interval > timeout {
+                return Err(format!(
+                    "not healthy within {}s (last answer: {last})",
+                    timeout.as_secs()
+                ));
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// Handler state of a play: who notified what, who failed, and whether the rollout stopped.
+#[derive(Default)]
+struct Flush {
+    notified: HashMap<String, BTreeSet<usize>>,
+    failed: BTreeSet<String>,
+    /// Variables (with probed facts) of each host, for handler `when:` and templates.
+    vars: HashMap<String, Map<String, Value>>,
+    /// Set when a batch of a throttled or health-gated handler failed.
+    halted: Option<String>,
+}
+
+/// How many hosts a handler runs on at once: `throttle` as a number or a
+/// percentage of the hosts it runs on (at least 1); all of them when unset.
+fn batch_size(
+    pb: &Playbook,
+    handler: &Task,
+    vars: &Map<String, Value>,
+    hosts: usize,
+) -> Result<usize, String> {
+    let Some(t) = &handler.throttle else {
+        return Ok(hosts.max(1));
+    };
+    let text = pb.templates.render_text(t, vars)?;
+    let bad = || format!("throttle `{text}` is neither a number of hosts nor a percentage");
+    let n = match text.trim().strip_suffix('%') {
+        Some(pct) => {
+            let pct: f64 = pct.trim().parse().map_err(|_| bad())?;
+            if !(pct > 0.0 && pct <= 100.0) {
+                return Err(bad());
+            }
+            ((hosts as f64) * pct / 100.0).ceil() as usize
+        }
+        None => text.trim().parse::<usize>().map_err(|_| bad())?,
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(n.max(1))
 }
 
 /// Tasks of a play split at `meta: flush_handlers` (the meta tasks themselves dropped).

@@ -44,6 +44,16 @@ impl Settings {
         for e in &a.extra_vars {
             extra_vars.extend(parse_extra_vars(e)?);
         }
+        if let Some(batch) = &a.agent_batch {
+            let n = batch.trim().trim_end_matches('%');
+            if n.parse::<u32>().map_or(true, |n| n == 0) {
+                return Err(InputError::new(format!("--agent-batch `{batch}`: expected a number of agents or a percentage, e.g. 2 or 25%")).into());
+            }
+            // -e wins over the flag, as extra vars win over everything.
+            extra_vars
+                .entry("k3s_agent_batch")
+                .or_insert(Value::String(batch.clone()));
+        }
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_default();
@@ -77,6 +87,38 @@ impl Settings {
     }
 }
 
+/// Splits on whitespace, honouring single and double quotes as a shell does.
+fn split_words(s: &str) -> Result<Vec<String>> {
+    let (mut words, mut cur, mut quote, mut started) = (Vec::new(), String::new(), None, false);
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                started = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if started {
+                    words.push(std::mem::take(&mut cur));
+                    started = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                started = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(InputError::new(format!("-e `{s}`: unterminated quote")).into());
+    }
+    if started {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
 /// `-e key=value`, `-e '{"a": 1}'` / `-e 'a: 1'`, or `-e @file.yaml`.
 pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>> {
     if let Some(path) = arg.strip_prefix('@') {
@@ -90,7 +132,8 @@ pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>> {
         return Ok(vars.0);
     }
     let mut out = Map::new();
-    for pair in arg.split_whitespace() {
+    for pair in split_words(arg)? {
+        let pair = pair.as_str();
         let (k, v) = pair.split_once('=').ok_or_else(|| {
             InputError::new(format!(
                 "-e `{pair}`: expected key=value, a YAML mapping, or @file"
@@ -114,5 +157,10 @@ mod tests {
         assert_eq!(parse_extra_vars("{\"n\": 3}").unwrap()["n"], 3);
         assert_eq!(parse_extra_vars("n: 3").unwrap()["n"], 3);
         assert!(parse_extra_vars("novalue").is_err());
+        assert_eq!(
+            parse_extra_vars("m='kind: [x' n=\"a b\"").unwrap()["m"],
+            "kind: [x"
+        );
+        assert_eq!(parse_extra_vars("n=\"a b\"").unwrap()["n"], "a b");
     }
 }

@@ -145,6 +145,21 @@ impl<'de> Deserialize<'de> for Vars {
     }
 }
 
+/// A scalar (string, number or bool) taken as its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::String(s) => Ok(Scalar(s)),
+            serde_yaml::Value::Number(n) => Ok(Scalar(n.to_string())),
+            serde_yaml::Value::Bool(b) => Ok(Scalar(b.to_string())),
+            _ => Err(de::Error::custom("expected a string or a number")),
+        }
+    }
+}
+
 /// A string, or a list of strings (`notify: x` or `notify: [x, y]`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OneOrMany(pub Vec<String>);

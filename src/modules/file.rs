@@ -117,14 +117,21 @@ impl Desired {
     }
 
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
-        write_diff(
+        let mut change = write_diff(
             &self.dest,
             &self.content,
             &self.perms,
             self.secret,
             self.backup,
             state,
-        )
+        )?;
+        if self.mask_k3s_secrets
+            && let Some(d) = change.as_mut().and_then(|c| c.content.as_mut())
+        {
+            d.after = crate::validate::mask_k3s_secrets(&d.after);
+            d.before = d.before.as_deref().map(crate::validate::mask_k3s_secrets);
+        }
+        Ok(change)
     }
 }
 

@@ -1,0 +1,294 @@
+//! Safe rollout: servers restart one at a time behind a health gate, agents
+//! after every server in batches, a server that does not come back stops
+//! the rollout, and invalid content is refused before anything is written.
+
+mod common;
+
+use common::Fleet;
+
+const V: &str = "v1.30.6+k3s1";
+
+/// Unix time of the first field of a shim log line.
+fn at(line: &str) -> f64 {
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// When the host's restart began (the one restart expected).
+fn restart_time(fleet: &Fleet, host: &str) -> f64 {
+    let r = fleet.restarts(host);
+    assert_eq!(r.len(), 1, "{host} restarts: {r:?}");
+    at(&r[0])
+}
+
+/// The first health answer "ok" after `t` (readyz for servers, the kubelet healthz for agents).
+fn healthy_after(fleet: &Fleet, host: &str, t: f64) -> f64 {
+    fleet
+        .log(host, "k3s.log")
+        .lines()
+        .filter(|l| (l.contains("/readyz") || l.contains("10248/healthz")) && l.ends_with("=> ok"))
+        .map(at)
+        .find(|x| *x > t)
+        .unwrap_or_else(|| {
+            panic!(
+                "{host} never answered ok after its restart:\n{}",
+                fleet.log(host, "k3s.log")
+            )
+        })
+}
+
+fn fleet() -> Option<Fleet> {
+    let specs: Vec<String> = [
+        "s1:server",
+        "s2:server",
+        "s3:server",
+        "a1:agent",
+        "a2:agent",
+        "a3:agent",
+    ]
+    .iter()
+    .map(|s| format!("{s}:{V}"))
+    .collect();
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    Fleet::up_with(&specs, &["--restart-down", "1.5"])
+}
+
+#[test]
+fn servers_one_at_a_time_then_agents_in_batches() {
+    let Some(fleet) = fleet() else { return };
+    let run = fleet.apply(&["--agent-batch", "2", "-e", "k3s_health_interval=0.2"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    let mut last_healthy = 0.0;
+    for s in ["s1", "s2", "s3"] {
+        let restart = restart_time(&fleet, s);
+        assert!(
+            restart > last_healthy,
+            "{s} restarted at {restart} before the previous server was healthy ({last_healthy})"
+        );
+        let healthy = healthy_after(&fleet, s, restart);
+        assert!(
+            healthy - restart >= 1.4,
+            "{s} reported healthy while still down"
+        );
+        last_healthy = healthy;
+    }
+    let servers_done = last_healthy;
+    let mut agents: Vec<(f64, &str)> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|a| (restart_time(&fleet, a), *a))
+        .collect();
+    agents.sort_by(|x, y| x.0.total_cmp(&y.0));
+    assert!(
+        agents[0].0 > servers_done,
+        "an agent restarted before every server was healthy"
+    );
+    // Batches of two: the first two together, the third after both were healthy again.
+    let batch_one_healthy = healthy_after(&fleet, agents[0].1, agents[0].0).max(healthy_after(
+        &fleet,
+        agents[1].1,
+        agents[1].0,
+    ));
+    assert!(
+        agents[1].0 < batch_one_healthy,
+        "the first batch should restart together"
+    );
+    assert!(
+        agents[2].0 > batch_one_healthy,
+        "the second batch started before the first was healthy"
+    );
+
+    // sysctl was live before every restart.
+    for host in ["s1", "s2", "s3", "a1", "a2", "a3"] {
+        let live = std::fs::metadata(fleet.path(host, "/proc/sys/vm/overcommit_memory"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let live = live
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            live <= restart_time(&fleet, host),
+            "{host}: kernel parameters applied after the restart"
+        );
+    }
+
+    // Nothing changed: nothing restarts.
+    let again = fleet.apply(&["-e", "k3s_health_interval=0.2"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    for host in ["s1", "s2", "s3", "a1", "a2", "a3"] {
+        assert_eq!(
+            fleet.restarts(host).len(),
+            1,
+            "{host} restarted on a run that changed nothing"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_never_comes_back_stops_the_rollout() {
+    let Some(fleet) = fleet() else { return };
+    std::fs::write(fleet.host_dir("s2").join("state/never_ready"), "").unwrap();
+    let run = fleet.apply(&["-e", "k3s_health_interval=0.2 k3s_health_timeout=3"]);
+    assert_eq!(
+        run.code,
+        3,
+        "a failed rollout exits with the failure code: {}",
+        run.all()
+    );
+    assert_eq!(fleet.restarts("s1").len(), 1);
+    assert_eq!(
+        fleet.restarts("s2").len(),
+        1,
+        "s2 was restarted (and never came back)"
+    );
+    assert!(
+        run.stdout
+            .contains("failed: [s2] handler restart k3s => not healthy within 3s"),
+        "{}",
+        run.all()
+    );
+    for host in ["s3", "a1", "a2", "a3"] {
+        assert!(
+            fleet.restarts(host).is_empty(),
+            "{host} was restarted after s2 failed"
+        );
+        assert!(
+            run.stdout.contains(&format!("failed: [{host}] handler"))
+                && run.stdout.contains("the rollout stopped because"),
+            "{host} must say why it was not restarted: {}",
+            run.all()
+        );
+    }
+}
+
+#[test]
+fn invalid_content_is_refused_before_anything_is_written_and_backups_stay_out_of_manifests() {
+    let Some(fleet) = Fleet::up(&[&format!("s1:server:{V}"), &format!("a1:agent:{V}")]) else {
+        return;
+    };
+    let dir = fleet.dir.join("play");
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    // An agent config with a server-only key: k3s agent would exit on it.
+    std::fs::write(
+        dir.join("templates/agent.yaml.hbs"),
+        "protect-kernel-defaults: true\nkube-apiserver-arg:\n  - 'a=b'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("site.yaml"),
+        r#"
+- hosts: all
+  tasks:
+    - name: agent config
+      when: k3s_role == 'agent'
+      file: { dest: /etc/rancher/k3s/config.yaml, template: agent.yaml.hbs, mode: "0600", validate: k3s_config }
+    - name: manifest v1
+      when: k3s_role == 'server'
+      file: { dest: /var/lib/rancher/k3s/server/manifests/x.yaml, content: "{{manifest}}", backup: true, validate: manifest }
+"#,
+    )
+    .unwrap();
+    let play = dir.join("site.yaml");
+    let inv = fleet.inventory();
+    let kh = fleet.known_hosts();
+    let base = [
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        play.to_str().unwrap(),
+    ];
+    let manifest = |name: &str| {
+        format!(
+            "{{\"manifest\": \"apiVersion: v1\\nkind: ConfigMap\\nmetadata:\\n  name: {name}\\n\"}}"
+        )
+    };
+    let mut args = base.to_vec();
+    let m1 = manifest("one");
+    args.extend(["-e", &m1]);
+    // Content is rendered and validated before any host is contacted: the run is refused as invalid input.
+    let run = fleet.khard(&args);
+    assert_eq!(run.code, 5, "{}", run.all());
+    assert!(
+        run.stderr.contains("agent config") && run.stderr.contains("not a `k3s agent` flag"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        fleet
+            .log("a1", "sshd.log")
+            .matches("Accepted publickey")
+            .count(),
+        0,
+        "a host was contacted"
+    );
+    assert!(
+        fleet.read("a1", "/etc/rancher/k3s/config.yaml").is_none(),
+        "an invalid config was written"
+    );
+    assert!(
+        fleet
+            .snapshot("a1")
+            .iter()
+            .all(|(p, _, _)| !p.contains(".khard")),
+        "temp files left behind"
+    );
+    let mut first = base.to_vec();
+    first.extend(["--limit", "s1", "-e", &m1]);
+    let wrote = fleet.khard(&first);
+    assert_eq!(wrote.code, 0, "{}", wrote.all());
+
+    // A broken manifest is refused; a good one replaces the old, whose backup is outside the manifests folder.
+    let mut bad = base.to_vec();
+    bad.extend(["--limit", "s1", "-e", "manifest='kind: [broken'"]);
+    let refused = fleet.khard(&bad);
+    assert_eq!(refused.code, 5, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("refusing to write invalid content"),
+        "{}",
+        refused.all()
+    );
+    assert!(
+        fleet
+            .read("s1", "/var/lib/rancher/k3s/server/manifests/x.yaml")
+            .unwrap()
+            .contains("name: one")
+    );
+    let mut good = base.to_vec();
+    let m2 = manifest("two");
+    good.extend(["--limit", "s1", "-e", &m2]);
+    let replaced = fleet.khard(&good);
+    assert_eq!(replaced.code, 0, "{}", replaced.all());
+    assert!(
+        fleet
+            .read("s1", "/var/lib/rancher/k3s/server/manifests/x.yaml")
+            .unwrap()
+            .contains("name: two")
+    );
+    let manifests: Vec<String> =
+        std::fs::read_dir(fleet.path("s1", "/var/lib/rancher/k3s/server/manifests"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    assert_eq!(
+        manifests,
+        ["x.yaml"],
+        "backups or temp files in the manifests folder"
+    );
+    let backups = fleet.path(
+        "s1",
+        "/var/backups/khard/var/lib/rancher/k3s/server/manifests",
+    );
+    let kept: Vec<_> = std::fs::read_dir(&backups)
+        .expect("backup folder")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        std::fs::read_to_string(&kept[0])
+            .unwrap()
+            .contains("name: one")
+    );
+}
