@@ -35,6 +35,8 @@ pub enum Command {
         "  khard apply -i inventory.yaml                               # harden every node\n",
         "  khard apply -i inventory.yaml --check --diff --junit r.xml  # CI drift check\n",
         "  khard apply -i inventory.yaml site.yaml --limit 'server:!s3' --forks 50\n\n",
+        "Exit codes: 0 ok (no drift), 2 drift (--check), 3 a task failed, 4 unreachable or host key refused,\n",
+        "5 invalid input (nothing contacted), 130 interrupted",
     ))]
     Apply(ApplyArgs),
 }

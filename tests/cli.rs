@@ -1,0 +1,104 @@
+//! The command line without a fleet: help, shipped inventories and
+//! playbooks, and the safe demo against this machine.
+
+use std::process::Command;
+
+fn khard(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_khard"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let (code, out, _) = khard(&["--help"]);
+    assert_eq!(code, 0);
+    for needle in [
+        "0 ",
+        "2 ",
+        "3 ",
+        "4 ",
+        "5 ",
+        "drift",
+        "unreachable",
+        "invalid input",
+    ] {
+        assert!(out.contains(needle), "--help lacks {needle}: {out}");
+    }
+    let (code, out, _) = khard(&["apply", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("--check") && out.contains("Exit codes"),
+        "{out}"
+    );
+    let (code, out, _) = khard(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("khard "), "{out}");
+}
+
+#[test]
+fn shipped_inventories_and_playbook_load() {
+    for (inv, hosts) in [
+        (
+            "inventories/example.yaml",
+            vec![
+                "192.0.2.11 (server)",
+                "192.0.2.12 (agent)",
+                "192.0.2.13 (agent)",
+            ],
+        ),
+        (
+            "inventories/vagrant.yaml",
+            vec![
+                "192.168.56.10 (server)",
+                "192.168.56.11 (agent)",
+                "192.168.56.12 (agent)",
+            ],
+        ),
+        ("inventories/localhost.yaml", vec!["localhost (server)"]),
+    ] {
+        let (code, out, err) = khard(&["apply", "-i", inv, "--list-hosts"]);
+        assert_eq!(code, 0, "{inv}: {err}");
+        for h in hosts {
+            assert!(out.contains(h), "{inv}: {h} missing in {out}");
+        }
+        let (code, out, err) = khard(&["apply", "-i", inv, "--syntax-check"]);
+        assert_eq!(code, 0, "{inv}: {err}");
+        assert!(out.contains("no issues found"), "{out}");
+    }
+    let (code, out, err) = khard(&[
+        "apply",
+        "-i",
+        "inventories/example.yaml",
+        "playbooks/cis-hardening.yaml",
+        "--list-tasks",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Kernel parameters") && out.contains("[CIS 4.2.6]"),
+        "{out}"
+    );
+}
+
+/// The README's main job: check mode against this machine changes nothing
+/// and answers "drift" (2) or "in sync" (0), never an error.
+#[test]
+fn the_safe_demo_runs_in_check_mode() {
+    let (code, out, err) = khard(&["apply", "--check", "-i", "inventories/localhost.yaml"]);
+    assert!(code == 0 || code == 2, "exit {code}: {out}\n{err}");
+    assert!(
+        out.contains("PLAY RECAP") && out.contains("localhost"),
+        "{out}"
+    );
+    assert!(
+        out.contains("failed=0") && out.contains("unreachable=0"),
+        "{out}\n{err}"
+    );
+}
