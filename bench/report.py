@@ -2,8 +2,9 @@
 """bench/report.py WORK: the markdown results table of one bench/run.sh run.
 
 Reads WORK/meta.tsv (key TAB value) and WORK/manifest.tsv (run TAB step TAB
-prefix). For a step, PREFIX.time holds "wall_us exit_code" (fan-out:
-"wall_us failures"), PREFIX.rusage the /usr/bin/time line "user sys maxrss_kib"
+prefix). For a step, PREFIX.time holds "wall_us exit_code busy_ticks
+clk_tck" (fan-out: "wall_us failures busy_ticks clk_tck"; busy = CPU time of
+the whole machine during the step), PREFIX.rusage the /usr/bin/time line "user sys maxrss_kib"
 (last line; GNU time puts "Command exited with non-zero status" above it),
 PREFIX.out khard's --format json document, PREFIX.err its stderr.
 Medians are over runs; ratios to (a) are the median of the per-run ratios
@@ -48,6 +49,7 @@ def load_step(step, prefix, n_hosts):
     m = {"step": step, "prefix": prefix, "errors": []}
     t = last_line(prefix + ".time").split()
     m["wall"] = int(t[0]) / 1e6 if t else None
+    m["busy"] = int(t[2]) / int(t[3]) if len(t) > 3 else None
     ru = last_line(prefix + ".rusage").split()
     try:
         m["cpu"] = float(ru[0]) + float(ru[1])
@@ -149,8 +151,8 @@ def main():
           f"{meta.get('proxy_banner_direct_ms')} ms direct → {meta.get('proxy_banner_proxied_ms')} ms proxied "
           f"(expect ≈ {rtt}); one `ssh true` {meta.get('proxy_ssh_direct_ms')} ms → {meta.get('proxy_ssh_proxied_ms')} ms")
     P()
-    P("| step | wall s | × a | CPU s (user+sys) | peak RSS MiB | exit | hosts ok | changed | channels/host (max) | khard-reported ms |")
-    P("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    P("| step | wall s | × a | CPU s (user+sys) | machine CPU s | peak RSS MiB | exit | hosts ok | changed | channels/host (max) | khard-reported ms |")
+    P("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for s in steps:
         rc = vals(s, "rc")
         rcs = "–" if s == "a" else " ".join(str(x) for x in rc)
@@ -164,11 +166,14 @@ def main():
         chan = vals(s, "channels")
         chan_max = max((x for x in chan if x is not None), default=None)
         P(f"| {STEPS[s]} | {fmt(med(vals(s, 'wall')))} | {'1' if s == 'a' else fmt(ratio(s), '{:.2f}')} | "
-          f"{fmt(med(vals(s, 'cpu')), '{:.2f}')} | {fmt(med(vals(s, 'rss')), '{:.1f}')} | {rcs} | "
+          f"{fmt(med(vals(s, 'cpu')), '{:.2f}')} | {fmt(med(vals(s, 'busy')), '{:.2f}')} | "
+          f"{fmt(med(vals(s, 'rss')), '{:.1f}')} | {rcs} | "
           f"{ok}/{n} | {chs} | {fmt(chan_max, '{:g}')} | {fmt(med(vals(s, 'kms')), '{:g}')} |")
     P()
     P("Wall: from just before the command starts to its end, inside the netns. CPU and RSS: GNU time "
-      "(a: the CPU of all N `ssh` clients together; b–d: khard's). hosts ok: hosts with failed = 0 and "
+      "(a: the CPU of all N `ssh` clients together; b–d: khard's). Machine CPU: all processes of the "
+      f"machine during the step (/proc/stat: sshds, the hosts' shells, ssh or khard{', the proxy' if rtt else ''}; "
+      f"at most {meta['nproc']} × wall). hosts ok: hosts with failed = 0 and "
       "unreachable = 0 (worst run). changed: tasks changed, summed over hosts. × a: median of the per-run ratios.")
     P()
     P("Per run (wall s):")

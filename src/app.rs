@@ -10,6 +10,7 @@ use crate::error::Exit;
 use crate::inventory::Inventory;
 use crate::plan::{PlayPlan, plan};
 use crate::playbook::Playbook;
+use crate::report::compliance::Compliance;
 use crate::report::{Report, Sink, human::Human, json::Json, junit::Junit};
 use crate::run::Runner;
 use crate::secrets::Redactor;
@@ -17,6 +18,16 @@ use crate::settings::Settings;
 
 /// `khard apply`: load, check everything, then run. Returns the exit code.
 pub fn apply(s: Settings) -> Result<Exit> {
+    run(s, false)
+}
+
+/// `khard report`: a check-mode run whose output is the compliance per node.
+pub fn report(mut s: Settings) -> Result<Exit> {
+    s.check = true;
+    run(s, true)
+}
+
+fn run(s: Settings, compliance: bool) -> Result<Exit> {
     let started = Instant::now();
     let inventory = Inventory::load(&s.inventory)?;
     let playbook = Playbook::load(s.playbook.as_deref())?;
@@ -35,30 +46,30 @@ pub fn apply(s: Settings) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     let mut redactor = Redactor::default();
-    for p in &plans {
-        for h in &p.hosts {
-            redactor.learn(&h.vars);
-        }
+    for h in plans.iter().flat_map(|p| &p.hosts) {
+        redactor.learn(&h.vars);
     }
+    let stdout = || Box::new(std::io::stdout());
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    match s.format {
-        Format::Human => sinks.push(Box::new(Human {
+    match (compliance, s.format) {
+        (true, format) => sinks.push(Box::new(Compliance {
+            json: format == Format::Json,
+            manual: manual_controls(&plans),
+            out: stdout(),
+        })),
+        (false, Format::Human) => sinks.push(Box::new(Human {
             verbose: s.verbose > 0,
             diff: s.diff,
             quiet: s.quiet,
-            out: Box::new(std::io::stdout()),
+            out: stdout(),
         })),
-        Format::Json => sinks.push(Box::new(Json {
-            out: Box::new(std::io::stdout()),
-        })),
+        (false, Format::Json) => sinks.push(Box::new(Json { out: stdout() })),
     }
     if let Some(path) = &s.junit {
         sinks.push(Box::new(Junit { path: path.clone() }));
     }
     let report = Report::new(redactor, s.check, s.diff, sinks);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let runner = Runner::new(s, playbook, report)?;
     let channels = runtime.block_on(runner.run(&plans));
     let summary = runner.report.finish(channels, started.elapsed(), false);
@@ -69,6 +80,21 @@ pub fn apply(s: Settings) -> Result<Exit> {
         4 => Exit::Unreachable,
         _ => Exit::Interrupted,
     })
+}
+
+/// Controls the playbook's roles list as manual (`cis_manual_controls: {ID: why}`).
+fn manual_controls(plans: &[PlayPlan]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for h in plans.iter().flat_map(|p| &p.hosts) {
+        if let Some(serde_json::Value::Object(m)) = h.vars.get("cis_manual_controls") {
+            for (id, why) in m {
+                if !out.iter().any(|(i, _)| i == id) {
+                    out.push((id.clone(), why.as_str().unwrap_or_default().to_owned()));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {

@@ -39,6 +39,10 @@ pub enum Command {
         "5 invalid input (nothing contacted), 130 interrupted",
     ))]
     Apply(ApplyArgs),
+
+    /// CIS compliance per node: each control khard manages, pass or fail, from the probed state (changes nothing)
+    #[command(after_help = "Exit codes: 0 every managed control passes, 2 a control fails, 3/4/5 as for apply")]
+    Report(ApplyArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,7 +7,7 @@ use crate::inventory::Host;
 
 /// Names of the facts that come from the probe; a path or guard may not use them,
 /// since they are only known after probing.
-pub const PROBED: &[&str] = &["k3s_version", "k3s_minor", "k3s_era"];
+pub const PROBED: &[&str] = &["k3s_version", "k3s_minor", "k3s_era", "cis_benchmark"];
 
 /// `server` or `agent` from the groups or the `k3s_role` var, as k3s-ansible lays them out.
 pub fn k3s_role(host: &Host) -> &'static str {
@@ -60,6 +60,19 @@ pub fn era(minor: u64) -> &'static str {
     }
 }
 
+/// The kube-bench profile for a k3s minor, as kube-bench picks it for k3s
+/// (cis-1.6-k3s is the seed guide's benchmark, for k3s ≤ 1.21).
+pub fn benchmark(minor: u64) -> &'static str {
+    match minor {
+        0..=21 => "cis-1.6",
+        22..=23 => "k3s-cis-1.23",
+        24 => "k3s-cis-1.24",
+        25 => "k3s-cis-1.7",
+        26 => "k3s-cis-1.8",
+        _ => "k3s-cis-1.9",
+    }
+}
+
 /// Adds k3s_version, k3s_minor and k3s_era from `version`; Err explains a version we cannot read.
 pub fn add_version_facts(vars: &mut Map<String, Value>, version: &str) -> Result<(), String> {
     let m = minor(version).ok_or_else(|| {
@@ -68,6 +81,7 @@ pub fn add_version_facts(vars: &mut Map<String, Value>, version: &str) -> Result
     vars.insert("k3s_version".into(), Value::from(version));
     vars.insert("k3s_minor".into(), Value::from(m));
     vars.insert("k3s_era".into(), Value::from(era(m)));
+    vars.insert("cis_benchmark".into(), Value::from(benchmark(m)));
     Ok(())
 }
 

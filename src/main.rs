@@ -20,6 +20,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Apply(args) => Settings::from_args(&args).and_then(khard::app::apply),
+        Command::Report(args) => Settings::from_args(&args).and_then(khard::app::report),
     };
     let code = match result {
         Ok(exit) => exit,

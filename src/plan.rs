@@ -108,7 +108,7 @@ pub fn selected(task: &Task, tags: &[String], skip: &[String]) -> bool {
     let labels: Vec<&str> = task
         .tags
         .iter()
-        .chain(&task.cis)
+        .chain(task.all_cis())
         .map(String::as_str)
         .collect();
     let hit = |want: &String| labels.iter().any(|l| glob(want, l));
@@ -211,7 +211,7 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
                 .plays
                 .iter()
                 .flat_map(|p| &p.tasks)
-                .any(|task| task.tags.iter().chain(&task.cis).any(|l| glob(t, l)));
+                .any(|task| task.tags.iter().chain(task.all_cis()).any(|l| glob(t, l)));
             if !known {
                 return Err(InputError::new(format!(
                     "{flag}: no task has the tag or CIS control `{t}`"

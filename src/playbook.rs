@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{InputError, did_you_mean};
 use crate::expr::Expr;
-use crate::modules::{Module, command, directory, file, permissions, service, sysctl};
+use crate::modules::{Module, command, directory, file, k3s_unit, permissions, service, sysctl};
 use crate::source::{self, Dir};
 use crate::template::{Templates, Text};
 use crate::yaml::{self, OneOrMany, Vars};
@@ -44,7 +44,10 @@ pub struct Task {
     pub when: Vec<Expr>,
     pub notify: Vec<String>,
     pub tags: Vec<String>,
+    /// CIS control IDs in the numbering of the seed guide (CIS 1.6).
     pub cis: Vec<String>,
+    /// The same controls in other benchmarks' numbering, where it differs.
+    pub cis_by_benchmark: BTreeMap<String, Vec<String>>,
     pub r#become: Option<bool>,
     pub timeout: Option<u64>,
     pub run_once: bool,
@@ -166,6 +169,47 @@ enum RoleRef {
     },
 }
 
+/// `cis:` is a list of control IDs, or a mapping of benchmark name to IDs
+/// (`{cis-1.6: [1.2.22], k3s-cis-1.9: [1.2.16]}`), whose `cis-1.6` entry (or
+/// `default`) is the list shown when a node's benchmark has no entry.
+#[derive(Debug, Clone, Default)]
+pub struct Cis {
+    pub default: Vec<String>,
+    pub by_benchmark: BTreeMap<String, Vec<String>>,
+}
+
+impl<'de> Deserialize<'de> for Cis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml::Value::deserialize(d)?;
+        if let serde_yaml::Value::Mapping(map) = v {
+            let mut cis = Cis::default();
+            for (k, v) in map {
+                let k = k.as_str().ok_or_else(|| serde::de::Error::custom("benchmark names are strings"))?.to_owned();
+                let ids: OneOrMany = serde_yaml::from_value(v).map_err(serde::de::Error::custom)?;
+                if k == "cis-1.6" || k == "default" {
+                    cis.default = ids.0.clone();
+                }
+                cis.by_benchmark.insert(k, ids.0);
+            }
+            return Ok(cis);
+        }
+        let ids: OneOrMany = serde_yaml::from_value(v).map_err(serde::de::Error::custom)?;
+        Ok(Cis { default: ids.0, by_benchmark: BTreeMap::new() })
+    }
+}
+
+impl Task {
+    /// The control IDs of this task in a node's benchmark.
+    pub fn cis_for(&self, benchmark: Option<&str>) -> &[String] {
+        benchmark.and_then(|b| self.cis_by_benchmark.get(b)).unwrap_or(&self.cis)
+    }
+
+    /// Every ID in every numbering, for --tags.
+    pub fn all_cis(&self) -> impl Iterator<Item = &String> {
+        self.cis.iter().chain(self.cis_by_benchmark.values().flatten())
+    }
+}
+
 /// A health gate: `command` must exit 0 (and print `expect`, when given)
 /// within `timeout` seconds, tried every `interval` seconds.
 #[derive(Debug, Clone, Deserialize)]
@@ -193,7 +237,7 @@ struct TaskFields {
     when: Option<OneOrMany>,
     notify: Option<OneOrMany>,
     tags: Option<OneOrMany>,
-    cis: Option<OneOrMany>,
+    cis: Option<Cis>,
     #[serde(rename = "become")]
     r#become: Option<bool>,
     timeout: Option<u64>,
@@ -206,6 +250,7 @@ struct TaskFields {
     command: Option<command::Args>,
     service: Option<service::Args>,
     permissions: Option<permissions::Args>,
+    k3s_unit: Option<k3s_unit::Args>,
     meta: Option<String>,
 }
 
@@ -216,6 +261,7 @@ pub const MODULE_NAMES: &[&str] = &[
     "command",
     "service",
     "permissions",
+    "k3s_unit",
     "meta",
 ];
 
@@ -242,6 +288,9 @@ impl TryFrom<TaskFields> for TaskYaml {
         }
         if let Some(a) = f.permissions {
             modules.push(Module::Permissions(a));
+        }
+        if let Some(a) = f.k3s_unit {
+            modules.push(Module::K3sUnit(a));
         }
         if let Some(m) = f.meta {
             if m != "flush_handlers" {
@@ -275,7 +324,8 @@ impl TryFrom<TaskFields> for TaskYaml {
             when,
             notify: f.notify.unwrap_or_default().0,
             tags: f.tags.unwrap_or_default().0,
-            cis: f.cis.unwrap_or_default().0,
+            cis: f.cis.clone().unwrap_or_default().default,
+            cis_by_benchmark: f.cis.unwrap_or_default().by_benchmark,
             r#become: f.r#become,
             timeout: f.timeout,
             run_once: f.run_once.unwrap_or(false),

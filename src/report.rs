@@ -2,6 +2,7 @@
 //! the exit code. Everything passes the [`Redactor`] on the way in, so no
 //! sink can leak a secret. Sinks: the terminal (`human`), JSON, JUnit.
 
+pub mod compliance;
 pub mod human;
 pub mod json;
 pub mod junit;
@@ -47,10 +48,16 @@ pub struct Event {
     pub play: String,
     pub task: String,
     pub handler: bool,
+    /// A check that can fail controls but never satisfies one by itself (k3s_unit).
+    pub guard: bool,
     pub status: Status,
     /// True in check mode: `changed` means "would change".
     pub check: bool,
+    /// The task's CIS control IDs, in the numbering of the host's benchmark.
     pub cis: Vec<String>,
+    /// The kube-bench profile that fits the host's k3s version, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<String>,
     pub tags: Vec<String>,
     pub details: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +104,8 @@ pub struct Report {
 }
 
 struct Inner {
+    /// The benchmark of each host whose k3s version is known.
+    benchmarks: BTreeMap<String, String>,
     events: Vec<Event>,
     recap: BTreeMap<String, Counts>,
     sinks: Vec<Box<dyn Sink>>,
@@ -109,6 +118,7 @@ impl Report {
             check,
             diff,
             inner: Mutex::new(Inner {
+                benchmarks: BTreeMap::new(),
                 events: Vec::new(),
                 recap: BTreeMap::new(),
                 sinks,
@@ -118,6 +128,11 @@ impl Report {
 
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
+    }
+
+    /// Records the benchmark of a host, which selects the numbering of its control IDs.
+    pub fn benchmark(&self, host: &str, benchmark: &str) {
+        self.inner.lock().expect("report").benchmarks.insert(host.to_owned(), benchmark.to_owned());
     }
 
     /// Makes sure a host appears in the recap even if nothing ran on it.
@@ -151,14 +166,17 @@ impl Report {
         duration: Duration,
     ) {
         let scrub = |s: &str| self.redactor.scrub(s);
+        let benchmark = self.inner.lock().expect("report").benchmarks.get(host).cloned();
         let event = Event {
             host: host.to_owned(),
             play: scrub(play),
             task: scrub(&task.name),
             handler,
+            guard: matches!(task.module, crate::modules::Module::K3sUnit(_)),
             status,
             check: self.check,
-            cis: task.cis.clone(),
+            cis: task.cis_for(benchmark.as_deref()).to_vec(),
+            benchmark,
             tags: task.tags.clone(),
             details: change
                 .map(|c| c.details.iter().map(|d| scrub(d)).collect())
@@ -180,9 +198,11 @@ impl Report {
             play: self.redactor.scrub(play),
             task: "connect".into(),
             handler: false,
+            guard: false,
             status: Status::Unreachable,
             check: self.check,
             cis: Vec::new(),
+            benchmark: None,
             tags: Vec::new(),
             details: Vec::new(),
             diff: None,

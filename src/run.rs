@@ -50,6 +50,8 @@ struct Step {
     message: Option<String>,
     /// Run-once tasks are decided across hosts once every host was probed.
     run_once: bool,
+    /// The k3s config this task writes, for the cross-server consistency check.
+    k3s_config: Option<String>,
 }
 
 /// One host's part of a play segment after the local diff.
@@ -174,7 +176,8 @@ impl Runner {
             let probes = hosts
                 .into_iter()
                 .map(|h| self.probe_and_diff(play, plan, h, segment.clone()));
-            let diffs = self.decide_run_once(join_all(probes).await);
+            let mut diffs = self.decide_run_once(join_all(probes).await);
+            check_critical_flags(&mut diffs);
             for d in diffs.iter().flatten() {
                 flush.vars.insert(d.plan.name.clone(), d.vars.clone());
             }
@@ -284,6 +287,9 @@ impl Runner {
             })?
         };
         let vars = host_vars_with_facts(&h.vars, &state);
+        if let Some(b) = vars.get("cis_benchmark").and_then(Value::as_str) {
+            self.report.benchmark(&h.name, b);
+        }
         let mut steps = Vec::new();
         for &i in &tasks {
             let task = &play.tasks[i];
@@ -344,6 +350,11 @@ impl Runner {
                 return (host, true, Vec::new());
             }
         };
+        let mut d = d;
+        // A host stops at its first failed task (a cross-host check may have failed one late).
+        if let Some(i) = d.steps.iter().position(|s| s.status == Status::Failed) {
+            d.steps.truncate(i + 1);
+        }
         let name = d.plan.name.clone();
         let pending: Vec<&Step> = d
             .steps
@@ -861,6 +872,7 @@ fn diff_task(
         change,
         message,
         run_once: task.run_once,
+        k3s_config: None,
     };
     for w in &task.when {
         match w.eval(vars) {
@@ -889,10 +901,74 @@ fn diff_task(
     if !probed.covers(&needs) {
         return step(Status::Failed, None, Some("a path or guard of this task depends on facts probed from the host (k3s_version, k3s_era, ...); paths and guards may use only inventory and play variables".into()));
     }
-    match action.diff(state) {
+    let mut done = match action.diff(state) {
         Ok(None) => step(Status::Ok, None, None),
         Ok(Some(change)) => step(Status::Changed, Some(change), None),
         Err(e) => step(Status::Failed, None, Some(e)),
+    };
+    if let Action::File(f) = &action
+        && f.mask_k3s_secrets
+    {
+        done.k3s_config = Some(String::from_utf8_lossy(&f.content).into_owned());
+    }
+    done
+}
+
+/// Flags that must be identical on every server of a cluster, or k3s refuses
+/// to start ("critical configuration value mismatch").
+const CRITICAL_FLAGS: &[&str] = &[
+    "secrets-encryption",
+    "secrets-encryption-provider",
+    "cluster-cidr",
+    "service-cidr",
+    "cluster-dns",
+    "cluster-domain",
+    "disable-network-policy",
+    "flannel-backend",
+    "egress-selector-mode",
+    "service-node-port-range",
+];
+
+/// The servers of a play must agree on critical flags. When their configs
+/// disagree, every server's config task fails before anything is written,
+/// naming the flag and each server's value.
+fn check_critical_flags(diffs: &mut [Result<HostDiff, (String, String)>]) {
+    let mut values: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    for d in diffs.iter().flatten() {
+        if d.vars.get("k3s_role").and_then(Value::as_str) != Some("server") {
+            continue;
+        }
+        for text in d.steps.iter().filter_map(|s| s.k3s_config.as_deref()) {
+            let Ok(serde_yaml::Value::Mapping(map)) = serde_yaml::from_str::<serde_yaml::Value>(text) else { continue };
+            for flag in CRITICAL_FLAGS {
+                let v = map.get(*flag).map(|v| serde_yaml::to_string(v).unwrap_or_default().trim().to_owned());
+                values.entry(flag).or_default().insert(d.plan.name.clone(), v.unwrap_or_else(|| "(unset)".into()));
+            }
+        }
+    }
+    let mismatches: Vec<String> = values
+        .iter()
+        .filter(|(_, per_host)| per_host.values().collect::<BTreeSet<_>>().len() > 1)
+        .map(|(flag, per_host)| {
+            let list: Vec<String> = per_host.iter().map(|(h, v)| format!("{h}={v}")).collect();
+            format!("{flag}: {}", list.join(", "))
+        })
+        .collect();
+    if mismatches.is_empty() {
+        return;
+    }
+    let message = format!(
+        "the servers disagree on flags that must be identical on every server of a cluster (k3s refuses to start otherwise): {}",
+        mismatches.join("; ")
+    );
+    for d in diffs.iter_mut().flatten() {
+        for s in d.steps.iter_mut().filter(|s| s.k3s_config.is_some()) {
+            if d.vars.get("k3s_role").and_then(Value::as_str) == Some("server") {
+                s.status = Status::Failed;
+                s.change = None;
+                s.message = Some(message.clone());
+            }
+        }
     }
 }
 

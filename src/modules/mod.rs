@@ -5,6 +5,7 @@
 pub mod command;
 pub mod directory;
 pub mod file;
+pub mod k3s_unit;
 pub mod permissions;
 pub mod service;
 pub mod sysctl;
@@ -24,6 +25,7 @@ pub enum Module {
     Command(command::Args),
     Service(service::Args),
     Permissions(permissions::Args),
+    K3sUnit(k3s_unit::Args),
     FlushHandlers,
 }
 
@@ -36,6 +38,7 @@ pub enum Action {
     Command(command::Desired),
     Service(service::Desired),
     Permissions(permissions::Desired),
+    K3sUnit(k3s_unit::Desired),
 }
 
 /// What would change, or changed, on a host.
@@ -88,6 +91,7 @@ impl Action {
             Action::Command(d) => d.probe(probe),
             Action::Service(_) => {}
             Action::Permissions(d) => d.probe(probe),
+            Action::K3sUnit(d) => d.probe(probe),
         }
     }
 
@@ -100,6 +104,7 @@ impl Action {
             Action::Command(d) => Ok(d.diff(state)),
             Action::Service(d) => Ok(Some(d.change())),
             Action::Permissions(d) => Ok(d.diff(state)),
+            Action::K3sUnit(d) => d.diff(state),
         }
     }
 }
@@ -119,6 +124,7 @@ impl Module {
             Module::Command(a) => a.texts(&mut texts),
             Module::Service(a) => a.texts(&mut texts),
             Module::Permissions(a) => a.texts(&mut texts),
+            Module::K3sUnit(a) => a.texts(&mut texts),
             Module::FlushHandlers => {}
         }
         for text in texts {
@@ -136,6 +142,7 @@ impl Module {
             Module::Command(a) => Action::Command(a.render(r)?),
             Module::Service(a) => Action::Service(a.render(r)?),
             Module::Permissions(a) => Action::Permissions(a.render(r)?),
+            Module::K3sUnit(a) => Action::K3sUnit(a.render(r)?),
             Module::FlushHandlers => return Err("meta tasks have no action".into()),
         })
     }
