@@ -1,0 +1,306 @@
+//! CIS content for every k3s era, chosen per node from `k3s --version`, and
+//! the compliance report by control ID before and after hardening.
+
+mod common;
+
+use common::Fleet;
+
+const V124: &str = "v1.24.17+k3s1";
+const V130: &str = "v1.30.6+k3s1";
+const V126: &str = "v1.26.15+k3s1";
+
+fn fleet() -> Option<Fleet> {
+    Fleet::up(&[
+        &format!("old:server:{V124}"),
+        &format!("new:server:{V130}"),
+        &format!("mid:server:{V126}"),
+        &format!("a-old:agent:{V124}"),
+        &format!("a-new:agent:{V130}"),
+    ])
+}
+
+fn args(cfg: &serde_yaml::Value, key: &str) -> Vec<String> {
+    cfg[key]
+        .as_sequence()
+        .map(|s| s.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Every YAML document of a file parses; returns them.
+fn docs(text: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("valid YAML"))
+        .collect()
+}
+
+#[test]
+fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
+    let Some(fleet) = fleet() else { return };
+
+    let before = fleet.khard(&[
+        "report",
+        "-i",
+        fleet.inventory().to_str().unwrap(),
+        "--known-hosts",
+        fleet.known_hosts().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        before.code,
+        2,
+        "an unhardened fleet fails controls: {}",
+        before.all()
+    );
+    let doc: serde_json::Value = serde_json::from_str(&before.stdout).expect("report JSON");
+    for host in ["old", "new", "mid", "a-old", "a-new"] {
+        assert!(
+            doc["hosts"][host]["fail"].as_u64().unwrap() > 0,
+            "{host}: {}",
+            doc["hosts"][host]
+        );
+    }
+    assert_eq!(doc["hosts"]["new"]["benchmark"], "k3s-cis-1.9");
+    assert_eq!(doc["hosts"]["old"]["benchmark"], "k3s-cis-1.24");
+
+    let run = fleet.apply(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    // PSP era (1.24): the guide's policy.yaml and PSP admission; no psa.yaml.
+    let old = docs(&fleet.read("old", "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
+    let api = args(&old, "kube-apiserver-arg");
+    assert!(
+        api.iter().any(|a| a.contains("PodSecurityPolicy")),
+        "{api:?}"
+    );
+    assert!(
+        fleet
+            .read("old", "/var/lib/rancher/k3s/server/manifests/policy.yaml")
+            .is_some()
+    );
+    assert!(
+        fleet
+            .read("old", "/var/lib/rancher/k3s/server/psa.yaml")
+            .is_none(),
+        "psa.yaml on a 1.24 node"
+    );
+
+    // PSA eras: psa.yaml with a non-empty EventRateLimit, no PodSecurityPolicy anywhere.
+    for host in ["new", "mid"] {
+        let cfg = docs(&fleet.read(host, "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
+        let api = args(&cfg, "kube-apiserver-arg");
+        assert!(
+            api.contains(
+                &"admission-control-config-file=/var/lib/rancher/k3s/server/psa.yaml".to_owned()
+            ),
+            "{host}: {api:?}"
+        );
+        assert!(api.iter().any(|a| a.starts_with("enable-admission-plugins=") && a.contains("EventRateLimit")));
+        let psa = docs(
+            &fleet
+                .read(host, "/var/lib/rancher/k3s/server/psa.yaml")
+                .unwrap(),
+        )
+        .remove(0);
+        let plugins = psa["plugins"].as_sequence().unwrap();
+        let erl = plugins
+            .iter()
+            .find(|p| p["name"] == "EventRateLimit")
+            .expect("EventRateLimit config");
+        assert!(
+            !erl["configuration"]["limits"]
+                .as_sequence()
+                .unwrap()
+                .is_empty(),
+            "empty limits stop the apiserver"
+        );
+        assert!(
+            fleet
+                .read(host, "/var/lib/rancher/k3s/server/manifests/policy.yaml")
+                .is_none()
+        );
+        for file in fleet.snapshot(host) {
+            assert!(
+                !String::from_utf8_lossy(&file.1).contains("kind: PodSecurityPolicy"),
+                "{host}: PSP in {}",
+                file.0
+            );
+        }
+        let netpol = fleet
+            .read(
+                host,
+                "/var/lib/rancher/k3s/server/manifests/cis-network-policies.yaml",
+            )
+            .unwrap();
+        assert!(
+            netpol.contains("kubernetes.io/metadata.name") && netpol.contains("k8s-app: kube-dns")
+        );
+        // Every *-arg lists each flag once.
+        for key in [
+            "kube-apiserver-arg",
+            "kube-controller-manager-arg",
+            "kubelet-arg",
+        ] {
+            let names: Vec<String> = args(&cfg, key)
+                .iter()
+                .map(|a| a.split('=').next().unwrap().to_owned())
+                .collect();
+            let mut dedup = names.clone();
+            dedup.sort();
+            dedup.dedup();
+            assert_eq!(names.len(), dedup.len(), "{host} {key}: {names:?}");
+        }
+    }
+    let new = docs(&fleet.read("new", "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
+    assert!(
+        args(&new, "kube-apiserver-arg")
+            .contains(&"service-account-extend-token-expiration=false".to_owned()),
+        "≥1.29 arg"
+    );
+    let mid = docs(&fleet.read("mid", "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
+    assert!(
+        !args(&mid, "kube-apiserver-arg")
+            .iter()
+            .any(|a| a.starts_with("service-account-extend-token-expiration"))
+    );
+
+    // Agents: agent keys only, their era's kubelet args.
+    for host in ["a-old", "a-new"] {
+        let cfg = docs(&fleet.read(host, "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
+        assert!(
+            cfg.get("kube-apiserver-arg").is_none() && cfg.get("secrets-encryption").is_none(),
+            "{host}"
+        );
+    }
+    assert!(
+        args(
+            &docs(&fleet.read("a-old", "/etc/rancher/k3s/config.yaml").unwrap())[0],
+            "kubelet-arg"
+        )
+        .contains(&"make-iptables-util-chains=true".to_owned())
+    );
+
+    // Default service accounts patched once, from one server.
+    for ns in ["default", "kube-public", "kube-node-lease"] {
+        let patched: Vec<&str> = ["old", "new", "mid"]
+            .into_iter()
+            .filter(|h| {
+                fleet
+                    .host_dir(h)
+                    .join(format!("state/sa.{ns}.default"))
+                    .exists()
+            })
+            .collect();
+        assert_eq!(patched.len(), 1, "{ns} patched on {patched:?}");
+    }
+
+    // A second run changes nothing; the report now passes every managed control.
+    let again = fleet.apply(&[]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    for host in ["old", "new", "mid", "a-old", "a-new"] {
+        assert_eq!(again.count(host, "changed"), 0, "{}", again.all());
+    }
+    let after = fleet.khard(&[
+        "report",
+        "-i",
+        fleet.inventory().to_str().unwrap(),
+        "--known-hosts",
+        fleet.known_hosts().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(after.code, 0, "{}", after.all());
+    let doc: serde_json::Value = serde_json::from_str(&after.stdout).unwrap();
+    for host in ["old", "new", "mid", "a-old", "a-new"] {
+        let r = &doc["hosts"][host];
+        assert_eq!(r["fail"], 0, "{host}: {r}");
+        assert!(r["pass"].as_u64().unwrap() >= 5, "{host}: {r}");
+        assert!(r["manual"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn a_unit_that_overrides_the_config_fails_the_node_and_its_controls() {
+    let Some(fleet) = Fleet::up(&[&format!("s1:server:{V130}"), &format!("s2:server:{V130}")])
+    else {
+        return;
+    };
+    let unit = fleet.path("s1", "/etc/systemd/system/k3s.service");
+    std::fs::write(
+        &unit,
+        "[Service]\nExecStart=/usr/local/bin/k3s \\\n    server \\\n\t'--kube-apiserver-arg=audit-log-path=/tmp/a' \\\n",
+    )
+    .unwrap();
+    let run = fleet.apply(&[]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stdout.contains("overrides config.yaml")
+            && run
+                .stdout
+                .contains("--kube-apiserver-arg=audit-log-path=/tmp/a"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        fleet.restarts("s1").is_empty(),
+        "s1 restarted with an overriding unit"
+    );
+    assert!(fleet.read("s2", "/etc/rancher/k3s/config.yaml").is_some());
+    let report = fleet.khard(&[
+        "report",
+        "-i",
+        fleet.inventory().to_str().unwrap(),
+        "--known-hosts",
+        fleet.known_hosts().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    let controls = doc["hosts"]["s1"]["controls"].as_array().unwrap();
+    let audit = controls
+        .iter()
+        .find(|c| c["id"] == "1.2.16")
+        .expect("audit-log-path control in k3s-cis-1.9 numbering");
+    assert_eq!(audit["status"], "fail", "{audit}");
+}
+
+#[test]
+fn servers_that_disagree_on_critical_flags_are_refused_and_unknown_versions_explained() {
+    let Some(fleet) = Fleet::up(&[
+        &format!("s1:server:{V130}"),
+        &format!("s2:server:{V130}"),
+        "bare:agent",
+    ]) else {
+        return;
+    };
+    let hv = fleet.dir.join("host_vars");
+    std::fs::create_dir_all(&hv).unwrap();
+    std::fs::write(hv.join("s2.yaml"), "cis_secrets_encryption: false\n").unwrap();
+    let run = fleet.apply(&[]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stdout.contains("disagree")
+            && run.stdout.contains("secrets-encryption: s1=true, s2=false"),
+        "{}",
+        run.all()
+    );
+    for s in ["s1", "s2"] {
+        assert!(
+            fleet.read(s, "/etc/rancher/k3s/config.yaml").is_none(),
+            "{s} got a config"
+        );
+    }
+    // The agent without k3s and without k3s_version: tasks that need the version fail and say why.
+    assert!(
+        run.stdout.contains("k3s version of this host is unknown"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        fleet
+            .read("bare", "/etc/sysctl.d/90-kubelet.conf")
+            .is_some(),
+        "version-independent tasks still run"
+    );
+}
