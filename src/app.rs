@@ -69,7 +69,9 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         sinks.push(Box::new(Junit { path: path.clone() }));
     }
     let report = Report::new(redactor, s.check, s.diff, sinks);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let runner = Runner::new(s, playbook, report)?;
     let channels = runtime.block_on(runner.run(&plans));
     let summary = runner.report.finish(channels, started.elapsed(), false);

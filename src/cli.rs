@@ -41,7 +41,9 @@ pub enum Command {
     Apply(ApplyArgs),
 
     /// CIS compliance per node: each control khard manages, pass or fail, from the probed state (changes nothing)
-    #[command(after_help = "Exit codes: 0 every managed control passes, 2 a control fails, 3/4/5 as for apply")]
+    #[command(
+        after_help = "Exit codes: 0 every managed control passes, 2 a control fails, 3/4/5 as for apply"
+    )]
     Report(ApplyArgs),
 }
 

@@ -184,7 +184,10 @@ impl<'de> Deserialize<'de> for Cis {
         if let serde_yaml::Value::Mapping(map) = v {
             let mut cis = Cis::default();
             for (k, v) in map {
-                let k = k.as_str().ok_or_else(|| serde::de::Error::custom("benchmark names are strings"))?.to_owned();
+                let k = k
+                    .as_str()
+                    .ok_or_else(|| serde::de::Error::custom("benchmark names are strings"))?
+                    .to_owned();
                 let ids: OneOrMany = serde_yaml::from_value(v).map_err(serde::de::Error::custom)?;
                 if k == "cis-1.6" || k == "default" {
                     cis.default = ids.0.clone();
@@ -194,19 +197,26 @@ impl<'de> Deserialize<'de> for Cis {
             return Ok(cis);
         }
         let ids: OneOrMany = serde_yaml::from_value(v).map_err(serde::de::Error::custom)?;
-        Ok(Cis { default: ids.0, by_benchmark: BTreeMap::new() })
+        Ok(Cis {
+            default: ids.0,
+            by_benchmark: BTreeMap::new(),
+        })
     }
 }
 
 impl Task {
     /// The control IDs of this task in a node's benchmark.
     pub fn cis_for(&self, benchmark: Option<&str>) -> &[String] {
-        benchmark.and_then(|b| self.cis_by_benchmark.get(b)).unwrap_or(&self.cis)
+        benchmark
+            .and_then(|b| self.cis_by_benchmark.get(b))
+            .unwrap_or(&self.cis)
     }
 
     /// Every ID in every numbering, for --tags.
     pub fn all_cis(&self) -> impl Iterator<Item = &String> {
-        self.cis.iter().chain(self.cis_by_benchmark.values().flatten())
+        self.cis
+            .iter()
+            .chain(self.cis_by_benchmark.values().flatten())
     }
 }
 

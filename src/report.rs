@@ -132,7 +132,11 @@ impl Report {
 
     /// Records the benchmark of a host, which selects the numbering of its control IDs.
     pub fn benchmark(&self, host: &str, benchmark: &str) {
-        self.inner.lock().expect("report").benchmarks.insert(host.to_owned(), benchmark.to_owned());
+        self.inner
+            .lock()
+            .expect("report")
+            .benchmarks
+            .insert(host.to_owned(), benchmark.to_owned());
     }
 
     /// Makes sure a host appears in the recap even if nothing ran on it.
@@ -166,7 +170,13 @@ impl Report {
         duration: Duration,
     ) {
         let scrub = |s: &str| self.redactor.scrub(s);
-        let benchmark = self.inner.lock().expect("report").benchmarks.get(host).cloned();
+        let benchmark = self
+            .inner
+            .lock()
+            .expect("report")
+            .benchmarks
+            .get(host)
+            .cloned();
         let event = Event {
             host: host.to_owned(),
             play: scrub(play),

@@ -939,10 +939,22 @@ fn check_critical_flags(diffs: &mut [Result<HostDiff, (String, String)>]) {
             continue;
         }
         for text in d.steps.iter().filter_map(|s| s.k3s_config.as_deref()) {
-            let Ok(serde_yaml::Value::Mapping(map)) = serde_yaml::from_str::<serde_yaml::Value>(text) else { continue };
+            let Ok(serde_yaml::Value::Mapping(map)) =
+                serde_yaml::from_str::<serde_yaml::Value>(text)
+            else {
+                continue;
+            };
             for flag in CRITICAL_FLAGS {
-                let v = map.get(*flag).map(|v| serde_yaml::to_string(v).unwrap_or_default().trim().to_owned());
-                values.entry(flag).or_default().insert(d.plan.name.clone(), v.unwrap_or_else(|| "(unset)".into()));
+                let v = map.get(*flag).map(|v| {
+                    serde_yaml::to_string(v)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned()
+                });
+                values
+                    .entry(flag)
+                    .or_default()
+                    .insert(d.plan.name.clone(), v.unwrap_or_else(|| "(unset)".into()));
             }
         }
     }

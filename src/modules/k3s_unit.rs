@@ -43,7 +43,11 @@ impl Args {
 
     pub fn render(&self, r: &Render) -> Result<Desired, String> {
         let unit = r.text(&self.unit)?;
-        if unit.is_empty() || !unit.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if unit.is_empty()
+            || !unit
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(format!("`{unit}` is not a unit name"));
         }
         Ok(Desired { unit })
@@ -69,7 +73,9 @@ impl Desired {
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
         let mut found = Vec::new();
         for file in self.files() {
-            let Some(text) = state.content.get(&file) else { continue };
+            let Some(text) = state.content.get(&file) else {
+                continue;
+            };
             for flag in overriding_flags(&String::from_utf8_lossy(text)) {
                 found.push(format!("{file}: {flag}"));
             }
@@ -92,10 +98,18 @@ pub fn overriding_flags(text: &str) -> Vec<String> {
     // Join systemd's backslash continuations so one ExecStart is one line.
     let joined = text.replace("\\\n", " ");
     let mut out = Vec::new();
-    for line in joined.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.starts_with(';')) {
+    for line in joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with(';'))
+    {
         for word in line.split_whitespace() {
-            let word = word.trim_start_matches("ExecStart=").trim_matches(['\'', '"']);
-            let Some(flag) = word.strip_prefix("--") else { continue };
+            let word = word
+                .trim_start_matches("ExecStart=")
+                .trim_matches(['\'', '"']);
+            let Some(flag) = word.strip_prefix("--") else {
+                continue;
+            };
             let name = flag.split('=').next().unwrap_or(flag);
             if LIST_FLAGS.contains(&name) || UNDOING_FLAGS.contains(&flag) {
                 out.push(format!("--{flag}"));
@@ -112,10 +126,25 @@ mod tests {
     #[test]
     fn finds_flags_that_replace_config_lists() {
         let unit = "[Service]\nExecStart=/usr/local/bin/k3s \\\n    server \\\n\t'--kube-apiserver-arg=audit-log-path=/x' \\\n    '--node-ip=10.0.0.1' \\\n    --protect-kernel-defaults=false\n";
-        assert_eq!(overriding_flags(unit), ["--kube-apiserver-arg=audit-log-path=/x", "--protect-kernel-defaults=false"]);
-        assert!(overriding_flags("ExecStart=/usr/local/bin/k3s server --node-ip 10.0.0.1\n").is_empty());
-        assert_eq!(overriding_flags("K3S_ARGS=\"--kubelet-arg=max-pods=50\"\n").len(), 0, "only flags as words");
-        assert_eq!(overriding_flags("EXTRA=--kubelet-arg=max-pods=50\n").len(), 0);
+        assert_eq!(
+            overriding_flags(unit),
+            [
+                "--kube-apiserver-arg=audit-log-path=/x",
+                "--protect-kernel-defaults=false"
+            ]
+        );
+        assert!(
+            overriding_flags("ExecStart=/usr/local/bin/k3s server --node-ip 10.0.0.1\n").is_empty()
+        );
+        assert_eq!(
+            overriding_flags("K3S_ARGS=\"--kubelet-arg=max-pods=50\"\n").len(),
+            0,
+            "only flags as words"
+        );
+        assert_eq!(
+            overriding_flags("EXTRA=--kubelet-arg=max-pods=50\n").len(),
+            0
+        );
         assert_eq!(overriding_flags("# --kubelet-arg=x\n").len(), 0);
     }
 }

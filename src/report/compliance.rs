@@ -32,14 +32,20 @@ pub struct NodeReport {
 
 /// Orders control IDs numerically: 1.2.9 before 1.2.10.
 fn id_key(id: &str) -> Vec<u64> {
-    id.split('.').map(|p| p.parse().unwrap_or(u64::MAX)).collect()
+    id.split('.')
+        .map(|p| p.parse().unwrap_or(u64::MAX))
+        .collect()
 }
 
 /// The compliance of every host of a check-mode run.
 pub fn compliance(s: &Summary, manual: &[(String, String)]) -> BTreeMap<String, NodeReport> {
     let mut out = BTreeMap::new();
     for host in s.recap.keys() {
-        let events: Vec<_> = s.events.iter().filter(|e| &e.host == host && !e.handler).collect();
+        let events: Vec<_> = s
+            .events
+            .iter()
+            .filter(|e| &e.host == host && !e.handler)
+            .collect();
         let mut by_id: BTreeMap<String, (bool, bool, Vec<String>)> = BTreeMap::new();
         for e in &events {
             for id in &e.cis {
@@ -57,10 +63,18 @@ pub fn compliance(s: &Summary, manual: &[(String, String)]) -> BTreeMap<String, 
         let mut controls: Vec<Control> = by_id
             .into_iter()
             .filter(|(_, (pass, fail, _))| *pass || *fail)
-            .map(|(id, (_, fail, tasks))| Control { id, status: if fail { "fail" } else { "pass" }.into(), tasks })
+            .map(|(id, (_, fail, tasks))| Control {
+                id,
+                status: if fail { "fail" } else { "pass" }.into(),
+                tasks,
+            })
             .collect();
-        controls.extend(manual.iter().map(|(id, what)| Control { id: id.clone(), status: "manual".into(), tasks: vec![what.clone()] }));
-        controls.sort_by(|a, b| id_key(&a.id).cmp(&id_key(&b.id)));
+        controls.extend(manual.iter().map(|(id, what)| Control {
+            id: id.clone(),
+            status: "manual".into(),
+            tasks: vec![what.clone()],
+        }));
+        controls.sort_by_key(|c| id_key(&c.id));
         let count = |st: &str| controls.iter().filter(|c| c.status == st).count();
         out.insert(
             host.clone(),
@@ -93,7 +107,11 @@ impl Sink for Compliance {
         }
         for (host, r) in &report {
             let bench = r.benchmark.as_deref().unwrap_or("unknown benchmark");
-            let _ = writeln!(self.out, "\n{host} ({bench}): {} pass, {} fail, {} manual", r.pass, r.fail, r.manual);
+            let _ = writeln!(
+                self.out,
+                "\n{host} ({bench}): {} pass, {} fail, {} manual",
+                r.pass, r.fail, r.manual
+            );
             for c in &r.controls {
                 let first = c.tasks.first().map(String::as_str).unwrap_or("");
                 let _ = writeln!(self.out, "  {:<6} {:<8} {first}", c.status, c.id);
