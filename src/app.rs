@@ -31,7 +31,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     let started = Instant::now();
     let inventory = Inventory::load(&s.inventory)?;
     let playbook = Playbook::load(s.playbook.as_deref())?;
-    let plans = plan(&inventory, &playbook, &s)?;
+    let mut plans = plan(&inventory, &playbook, &s)?;
     if s.syntax_check {
         println!(
             "{}: no issues found ({} play(s), {} host(s) checked)",
@@ -45,7 +45,16 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         list(&playbook, &plans, &s);
         return Ok(Exit::Ok);
     }
+    let mut s = s;
     let mut redactor = Redactor::default();
+    if s.ask_become_pass {
+        let password = std::sync::Arc::new(ask_password()?);
+        redactor.add(&password);
+        for h in plans.iter_mut().flat_map(|p| &mut p.hosts) {
+            h.r#become.password = Some(password.clone());
+        }
+        s.become_password = Some(password);
+    }
     for h in plans.iter().flat_map(|p| &p.hosts) {
         redactor.learn(&h.vars);
     }
@@ -82,6 +91,24 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         4 => Exit::Unreachable,
         _ => Exit::Interrupted,
     })
+}
+
+/// The sudo password: from the terminal without echo, or one line of stdin
+/// when there is no terminal (CI, tests).
+fn ask_password() -> Result<String> {
+    let from_tty = rpassword::prompt_password("BECOME password: ");
+    let password = match from_tty {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\n', '\r']).to_owned()
+        }
+    };
+    if password.is_empty() {
+        return Err(crate::error::InputError::new("-K: empty sudo password").into());
+    }
+    Ok(password)
 }
 
 /// Controls the playbook's roles list as manual (`cis_manual_controls: {ID: why}`).

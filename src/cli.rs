@@ -97,6 +97,10 @@ pub struct ApplyArgs {
     #[arg(short, long = "become")]
     pub r#become: bool,
 
+    /// Ask for the sudo password once (implies --become); it is sent on stdin only
+    #[arg(short = 'K', long)]
+    pub ask_become_pass: bool,
+
     /// Seconds to wait for a host to accept the connection and authenticate
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,

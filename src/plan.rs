@@ -220,6 +220,9 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             }
         }
     }
+    let nonce = crate::script::new_marker()
+        .trim_start_matches("@@khard-")
+        .to_owned();
     let mut plans = Vec::new();
     for (index, play) in pb.plays.iter().enumerate() {
         let mut names = crate::pattern::select(inv, &play.hosts).map_err(|e| {
@@ -244,6 +247,8 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
                         || become_var
                         || play.tasks.iter().any(|t| t.r#become == Some(true)),
                     user: vars.get("ansible_become_user").map(text),
+                    password: s.become_password.clone(),
+                    nonce: nonce.clone(),
                 },
                 vars,
             };

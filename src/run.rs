@@ -367,7 +367,12 @@ impl Runner {
         if !self.settings.check && !pending.is_empty() {
             let mut script = ApplyScript::new(&self.marker);
             for s in &pending {
-                script.task(s.task, &s.change.as_ref().expect("pending").script);
+                let timeout = play.tasks[s.task].timeout;
+                script.task_with_timeout(
+                    s.task,
+                    &s.change.as_ref().expect("pending").script,
+                    timeout,
+                );
             }
             let started = Instant::now();
             let conn = self.conn(&name).await;

@@ -85,9 +85,22 @@ impl ApplyScript {
     /// Adds task number `index`; `body` is shell that fails with a non-zero status.
     /// Its output (stdout and stderr) is captured as the task's output.
     pub fn task(&mut self, index: usize, body: &str) {
+        self.task_with_timeout(index, body, None);
+    }
+
+    /// Like [`ApplyScript::task`]; with a timeout the body runs under
+    /// coreutils `timeout`, read from fd 3 so that stdin stays /dev/null and
+    /// no payload ever appears on a command line.
+    pub fn task_with_timeout(&mut self, index: usize, body: &str, timeout: Option<u64>) {
+        let run = match timeout {
+            None => format!("(\nset -e\n{body}\n) </dev/null 2>&1\nr=$?\n"),
+            Some(secs) => format!(
+                "timeout -k 5 {secs} /bin/sh -c 'set -e; . /dev/fd/3' 3<<'KHARD_TASK_EOF' </dev/null 2>&1\n{FUNCTIONS}{body}\nKHARD_TASK_EOF\nr=$?\n[ $r -ne 124 ] || echo \"timed out after {secs}s\"\n"
+            ),
+        };
         let _ = write!(
             self.text,
-            "echo \"$M begin {index}\"\n(\nset -e\n{body}\n) </dev/null 2>&1\nr=$?\nif [ $r -ne 0 ]; then echo \"$M fail {index} $r\"; exit 1; fi\necho \"$M ok {index}\"\n"
+            "echo \"$M begin {index}\"\n{run}if [ $r -ne 0 ]; then echo \"$M fail {index} $r\"; exit 1; fi\necho \"$M ok {index}\"\n"
         );
     }
 
@@ -201,6 +214,18 @@ mod tests {
         s.task(0, &with_payload(&write, b"hello 'world'\n"));
         s.task(1, "echo doing; false");
         s.task(2, "echo never");
+        let mut t = ApplyScript::new(&marker);
+        t.task_with_timeout(0, "echo started; sleep 5", Some(1));
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(String::from_utf8(t.finish()).unwrap())
+            .output()
+            .unwrap();
+        let (runs, _) = parse_apply(&marker, &String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !runs[0].ok && runs[0].output.contains("timed out after 1s"),
+            "{runs:?}"
+        );
         let out = std::process::Command::new("/bin/sh")
             .arg("-s")
             .stdin(std::process::Stdio::piped())

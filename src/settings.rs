@@ -23,6 +23,9 @@ pub struct Settings {
     pub known_hosts: PathBuf,
     pub accept_new_host_keys: bool,
     pub r#become: bool,
+    /// The sudo password, asked once with -K; sent only on stdin after sudo's prompt.
+    pub become_password: Option<std::sync::Arc<String>>,
+    pub ask_become_pass: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub force_handlers: bool,
@@ -72,7 +75,9 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| home.join(".ssh/known_hosts")),
             accept_new_host_keys: a.accept_new_host_keys,
-            r#become: a.r#become,
+            r#become: a.r#become || a.ask_become_pass,
+            become_password: None,
+            ask_become_pass: a.ask_become_pass,
             connect_timeout: Duration::from_secs(a.connect_timeout.max(1)),
             timeout: Duration::from_secs(a.timeout.max(1)),
             force_handlers: a.force_handlers,

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use super::sudo::Step;
 use super::{Become, ExecOutput, command_line};
 
 pub struct Local {
@@ -36,27 +37,55 @@ impl Local {
             .kill_on_drop(true)
             .spawn()
             .context("starting /bin/sh")?;
-        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdin = Some(child.stdin.take().expect("piped"));
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
-        let script = script.to_vec();
+        let mut escalation = r#become.escalation(&self.user);
         let work = async move {
-            let writer = async move {
-                // A script that exits early closes its stdin; that is not our error.
-                let _ = stdin.write_all(&script).await;
-                drop(stdin);
-            };
+            let mut writer = None;
+            if escalation.is_none() {
+                writer = Some(send(stdin.take().expect("stdin"), script.to_vec()));
+            }
             let mut out = ExecOutput::default();
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            let (_, ra, rb) = tokio::join!(
-                writer,
-                stdout.read_to_end(&mut a),
-                stderr.read_to_end(&mut b)
-            );
-            ra?;
-            rb?;
-            out.push(&a, false);
-            out.push(&b, true);
+            let (mut obuf, mut ebuf) = ([0u8; 8192], [0u8; 8192]);
+            let (mut o_open, mut e_open) = (true, true);
+            while o_open || e_open {
+                let (data, to_stderr) = tokio::select! {
+                    n = stdout.read(&mut obuf), if o_open => match n? { 0 => { o_open = false; continue } n => (obuf[..n].to_vec(), false) },
+                    n = stderr.read(&mut ebuf), if e_open => match n? { 0 => { e_open = false; continue } n => (ebuf[..n].to_vec(), true) },
+                };
+                let Some((esc, password)) = escalation.as_mut() else {
+                    out.push(&data, to_stderr);
+                    continue;
+                };
+                match if to_stderr {
+                    esc.on_stderr(&data)
+                } else {
+                    esc.on_stdout(&data)
+                } {
+                    Step::Wait => {}
+                    Step::SendPassword => {
+                        if let Some(w) = stdin.as_mut() {
+                            w.write_all(format!("{password}\n").as_bytes()).await?;
+                        }
+                    }
+                    Step::Escalated { output } => {
+                        out.push(&output, false);
+                        escalation = None;
+                        writer = stdin.take().map(|w| send(w, script.to_vec()));
+                    }
+                    Step::Fail(why) => {
+                        let _ = child.kill().await;
+                        anyhow::bail!(why);
+                    }
+                }
+            }
+            if escalation.is_some() {
+                anyhow::bail!("sudo did not start the shell: {}", out.stderr_text());
+            }
+            if let Some(w) = writer {
+                let _ = w.await;
+            }
             let status = child.wait().await?;
             out.status = status.code().map(|c| c as u32);
             Ok::<_, anyhow::Error>(out)
@@ -65,6 +94,14 @@ impl Local {
             .await
             .map_err(|_| anyhow::anyhow!("timed out after {}s", timeout.as_secs()))?
     }
+}
+
+/// Writes the script to the shell's stdin, then closes it.
+fn send(mut stdin: tokio::process::ChildStdin, script: Vec<u8>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // A script that exits early closes its stdin; that is not our error.
+        let _ = stdin.write_all(&script).await;
+    })
 }
 
 impl Default for Local {

@@ -5,6 +5,7 @@
 
 pub mod local;
 pub mod ssh;
+pub mod sudo;
 
 use std::time::Duration;
 
@@ -50,18 +51,43 @@ pub struct Become {
     pub enabled: bool,
     /// Defaults to root.
     pub user: Option<String>,
+    /// The sudo password (-K), sent on stdin after sudo's prompt, never in argv or env.
+    pub password: Option<std::sync::Arc<String>>,
+    /// Random per run, for sudo's prompt and the escalation marker.
+    pub nonce: String,
+}
+
+impl Become {
+    fn target(&self) -> &str {
+        self.user.as_deref().unwrap_or("root")
+    }
+
+    fn needed(&self, login_user: &str) -> bool {
+        self.enabled && login_user != self.target()
+    }
+
+    /// The password protocol, when escalating with a password.
+    pub fn escalation(
+        &self,
+        login_user: &str,
+    ) -> Option<(sudo::Escalation, std::sync::Arc<String>)> {
+        let password = self.password.clone().filter(|_| self.needed(login_user))?;
+        Some((sudo::Escalation::new(&self.nonce), password))
+    }
 }
 
 /// The command line of every exec: a constant, so nothing we generate is
 /// parsed by the login shell.
 pub fn command_line(r#become: &Become, login_user: &str) -> String {
-    let target = r#become.user.as_deref().unwrap_or("root");
-    if !r#become.enabled || login_user == target {
+    if !r#become.needed(login_user) {
         return "/bin/sh -s".into();
+    }
+    if let Some((e, _)) = r#become.escalation(login_user) {
+        return e.command(r#become.target());
     }
     format!(
         "sudo -n -H -u {} -- /bin/sh -s",
-        crate::script::quote(target)
+        crate::script::quote(r#become.target())
     )
 }
 

@@ -13,6 +13,7 @@ use russh::client::{self, Handle};
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, Preferred};
 
+use super::sudo::Step;
 use super::{Become, ExecOutput, command_line};
 use crate::known_hosts::{KnownHosts, Verdict, host_key_name};
 
@@ -318,29 +319,65 @@ impl Session {
                 .exec(true, command_line(r#become, &self.user))
                 .await?;
             let (mut read, write) = channel.split();
-            let script = script.to_vec();
-            let sender = tokio::spawn(async move {
-                // The script may exit before reading all its input; that is not a failure.
-                let _ = write.data_bytes(script).await;
-                let _ = write.eof().await;
-                write
-            });
+            let write = Arc::new(write);
+            let send_script = |write: Arc<russh::ChannelWriteHalf<client::Msg>>| {
+                let script = script.to_vec();
+                tokio::spawn(async move {
+                    // The script may exit before reading all its input; that is not a failure.
+                    let _ = write.data_bytes(script).await;
+                    let _ = write.eof().await;
+                })
+            };
+            let mut escalation = r#become.escalation(&self.user);
+            let mut sender = escalation.is_none().then(|| send_script(write.clone()));
             let mut out = ExecOutput::default();
             while let Some(msg) = read.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => out.push(&data, false),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => out.push(&data, true),
-                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        out.push(
-                            format!("killed by signal {signal_name:?}\n").as_bytes(),
-                            true,
-                        );
+                let (data, to_stderr) = match msg {
+                    ChannelMsg::Data { data } => (data.to_vec(), false),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => (data.to_vec(), true),
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        out.status = Some(exit_status);
+                        continue;
                     }
-                    _ => {}
+                    ChannelMsg::ExitSignal { signal_name, .. } => (
+                        format!("killed by signal {signal_name:?}\n").into_bytes(),
+                        true,
+                    ),
+                    _ => continue,
+                };
+                let Some((esc, password)) = escalation.as_mut() else {
+                    out.push(&data, to_stderr);
+                    continue;
+                };
+                match if to_stderr {
+                    esc.on_stderr(&data)
+                } else {
+                    esc.on_stdout(&data)
+                } {
+                    Step::Wait => {}
+                    Step::SendPassword => {
+                        write
+                            .data_bytes(format!("{password}\n").into_bytes())
+                            .await?
+                    }
+                    Step::Escalated { output } => {
+                        out.push(&output, false);
+                        escalation = None;
+                        sender = Some(send_script(write.clone()));
+                    }
+                    Step::Fail(why) => {
+                        let _ = write.eof().await;
+                        let _ = write.close().await;
+                        bail!(why);
+                    }
                 }
             }
-            let write = sender.await?;
+            if escalation.is_some() {
+                bail!("sudo did not start the shell: {}", out.stderr_text());
+            }
+            if let Some(s) = sender {
+                let _ = s.await;
+            }
             let _ = write.close().await;
             Ok::<_, anyhow::Error>(out)
         };

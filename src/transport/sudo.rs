@@ -1,0 +1,120 @@
+//! sudo with a password, Ansible's way: a random prompt and a random marker
+//! per run; the password goes on stdin only after sudo printed our prompt,
+//! and the script only after the marker proved we are root. A second prompt
+//! means a wrong password: we stop at once (no retries, no lockouts).
+
+/// What the exec loop must do after a chunk of output.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    Wait,
+    SendPassword,
+    /// Escalated: send the script; `output` is what followed the marker.
+    Escalated {
+        output: Vec<u8>,
+    },
+    Fail(String),
+}
+
+pub struct Escalation {
+    pub prompt: String,
+    pub marker: String,
+    sent_password: bool,
+    done: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Escalation {
+    pub fn new(nonce: &str) -> Escalation {
+        Escalation {
+            prompt: format!("[khard-sudo-{nonce}] password:"),
+            marker: format!("KHARD-BECOME-{nonce}"),
+            sent_password: false,
+            done: false,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// The command line: sudo reads the password from stdin (-S), then the
+    /// shell prints the marker and reads the script from the same stdin.
+    pub fn command(&self, user: &str) -> String {
+        use crate::script::quote;
+        format!(
+            "sudo -S -H -p {} -u {} -- /bin/sh -c {}",
+            quote(&self.prompt),
+            quote(user),
+            quote(&format!("echo {}; exec /bin/sh -s", self.marker))
+        )
+    }
+
+    pub fn escalated(&self) -> bool {
+        self.done
+    }
+
+    pub fn on_stdout(&mut self, data: &[u8]) -> Step {
+        self.stdout.extend_from_slice(data);
+        let text = String::from_utf8_lossy(&self.stdout);
+        match text.find(&self.marker) {
+            Some(at) => {
+                self.done = true;
+                let rest = text[at + self.marker.len()..]
+                    .trim_start_matches('\n')
+                    .as_bytes()
+                    .to_vec();
+                Step::Escalated { output: rest }
+            }
+            None => Step::Wait,
+        }
+    }
+
+    pub fn on_stderr(&mut self, data: &[u8]) -> Step {
+        self.stderr.extend_from_slice(data);
+        let text = String::from_utf8_lossy(&self.stderr).into_owned();
+        let prompts = text.matches(&self.prompt).count();
+        if prompts == 0 {
+            return Step::Wait;
+        }
+        if prompts > 1 || self.sent_password {
+            return Step::Fail("sudo: the become password (-K) was rejected".into());
+        }
+        self.sent_password = true;
+        self.stderr.clear();
+        Step::SendPassword
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_once_then_script_after_the_marker() {
+        let mut e = Escalation::new("n1");
+        assert_eq!(e.on_stderr(b"[khard-sudo-n1] pass"), Step::Wait);
+        assert_eq!(e.on_stderr(b"word:"), Step::SendPassword);
+        assert_eq!(e.on_stdout(b"KHARD-BECO"), Step::Wait);
+        assert_eq!(
+            e.on_stdout(b"ME-n1\n@@out\n"),
+            Step::Escalated {
+                output: b"@@out\n".to_vec()
+            }
+        );
+        assert!(e.escalated());
+    }
+
+    #[test]
+    fn a_second_prompt_is_a_wrong_password() {
+        let mut e = Escalation::new("n2");
+        assert_eq!(
+            e.on_stderr(b"[khard-sudo-n2] password:"),
+            Step::SendPassword
+        );
+        assert!(matches!(
+            e.on_stderr(b"Sorry, try again.\n[khard-sudo-n2] password:"),
+            Step::Fail(_)
+        ));
+        let cmd = e.command("root");
+        assert!(cmd.contains("sudo -S") && !cmd.contains("hunter"));
+    }
+}
