@@ -134,7 +134,7 @@ mod tests {
     fn sudo_only_when_needed() {
         let b = Become {
             enabled: true,
-            user: None,
+            ..Become::default()
         };
         assert_eq!(command_line(&b, "root"), "/bin/sh -s");
         assert_eq!(
