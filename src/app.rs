@@ -82,8 +82,20 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         .enable_all()
         .build()?;
     let runner = Runner::new(s, playbook, report)?;
+    let interrupted = runner.interrupted.clone();
+    // Ctrl-C: start nothing new, let what runs finish (remote writes are atomic), print the recap.
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("khard: interrupted: finishing what runs, starting nothing new (Ctrl-C again to stop at once)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(Exit::Interrupted.code());
+            }
+        }
+    });
     let channels = runtime.block_on(runner.run(&plans));
-    let summary = runner.report.finish(channels, started.elapsed(), false);
+    let stopped = runner.interrupted.load(std::sync::atomic::Ordering::Relaxed);
+    let summary = runner.report.finish(channels, started.elapsed(), stopped);
     Ok(match summary.exit_code {
         0 => Exit::Ok,
         2 => Exit::Drift,

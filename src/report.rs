@@ -203,13 +203,18 @@ impl Report {
 
     /// A host that could not be reached: one event, counted once.
     pub fn unreachable(&self, host: &str, play: &str, message: &str) {
+        self.host_event(host, play, "connect", Status::Unreachable, message);
+    }
+
+    /// An event about a host that is not one of the playbook's tasks (connect, sudo check).
+    pub fn host_event(&self, host: &str, play: &str, what: &str, status: Status, message: &str) {
         let event = Event {
             host: host.to_owned(),
             play: self.redactor.scrub(play),
-            task: "connect".into(),
+            task: what.into(),
             handler: false,
             guard: false,
-            status: Status::Unreachable,
+            status,
             check: self.check,
             cis: Vec::new(),
             benchmark: None,

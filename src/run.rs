@@ -40,6 +40,8 @@ pub struct Runner {
     marker: String,
     hosts: Mutex<HashMap<String, Arc<HostState>>>,
     forks: Arc<Semaphore>,
+    /// Set by Ctrl-C: no new work starts; what runs finishes (writes stay atomic).
+    pub interrupted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The outcome of one task on one host, before it is reported.
@@ -80,6 +82,7 @@ impl Runner {
             marker: crate::script::new_marker(),
             hosts: Mutex::new(HashMap::new()),
             forks,
+            interrupted: Arc::default(),
             settings,
         })
     }
@@ -100,9 +103,48 @@ impl Runner {
                 self.report.host(&h.name);
             }
         }
+        if !self.sudo_password_works(plans).await {
+            return self.close_all().await;
+        }
         for plan in plans {
+            if self.stopped() {
+                break;
+            }
             self.play(plan).await;
         }
+        self.close_all().await
+    }
+
+    fn stopped(&self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// With -K, the password is tried on one host before any other host is
+    /// contacted: a wrong password then costs one failed sudo, not one per host.
+    async fn sudo_password_works(&self, plans: &[PlayPlan]) -> bool {
+        if self.settings.become_password.is_none() {
+            return true;
+        }
+        let Some((plan, h)) = plans.iter().find_map(|p| p.hosts.first().map(|h| (p, h))) else { return true };
+        let play = &self.playbook.plays[plan.index].name;
+        let Ok(conn) = self.connect(h).await else { return true }; // reported as unreachable by the play
+        match conn.run(b"true\n", &h.r#become, self.settings.connect_timeout * 3).await {
+            Ok(out) if out.status == Some(0) => true,
+            Ok(out) => {
+                let msg = format!("sudo check failed ({}); no other host was tried", out.stderr_text());
+                self.report.host_event(&h.name, play, "become", Status::Failed, &msg);
+                false
+            }
+            Err(e) => {
+                let msg = format!("{e:#}; no other host was tried");
+                self.report.host_event(&h.name, play, "become", Status::Failed, &msg);
+                false
+            }
+        }
+    }
+
+    /// Closes every connection; returns the SSH channels opened per host.
+    async fn close_all(&self) -> BTreeMap<String, usize> {
         let mut channels = BTreeMap::new();
         let states: Vec<(String, Arc<HostState>)> = self
             .hosts
@@ -165,7 +207,7 @@ impl Runner {
         let total = alive.len();
         let mut flush = Flush::default();
         for segment in segments(play) {
-            if self.abort(play, total, flush.failed.len()) {
+            if self.stopped() || self.abort(play, total, flush.failed.len()) {
                 break;
             }
             let hosts: Vec<HostPlan> = alive
@@ -238,7 +280,10 @@ impl Runner {
     ) -> Result<HostDiff, (String, String)> {
         let started = Instant::now();
         let pb = &self.playbook;
-        let tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
+        let mut tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
+        if self.stopped() {
+            tasks.clear();
+        }
         // What to ask: paths and guards rendered with what we know before probing.
         let mut probe = Probe::default();
         for &i in &tasks {
@@ -293,7 +338,7 @@ impl Runner {
         let mut steps = Vec::new();
         for &i in &tasks {
             let task = &play.tasks[i];
-            let step = diff_task(pb, task, &vars, &state, &probe, i);
+            let step = diff_task(pb, task, &vars, &state, &probe, i, self.report.redactor());
             let failed = step.status == Status::Failed;
             steps.push(step);
             if failed {
@@ -364,7 +409,7 @@ impl Runner {
         let mut results: HashMap<usize, (bool, String)> = HashMap::new();
         let mut lost: Option<String> = None;
         let mut apply_time = Duration::ZERO;
-        if !self.settings.check && !pending.is_empty() {
+        if !self.settings.check && !pending.is_empty() && !self.stopped() {
             let mut script = ApplyScript::new(&self.marker);
             for s in &pending {
                 let timeout = play.tasks[s.task].timeout;
@@ -462,6 +507,9 @@ impl Runner {
     /// halts the rollout, and every host still waiting reports why it was not
     /// restarted. Check mode reports the handlers that would run and runs none.
     async fn flush_handlers(&self, play: &Play, alive: &[HostPlan], flush: &mut Flush) {
+        if self.stopped() {
+            return;
+        }
         for (hi, handler) in play.handlers.iter().enumerate() {
             let mut ready: Vec<(&HostPlan, Change, Map<String, Value>)> = Vec::new();
             for h in alive {
@@ -870,6 +918,7 @@ fn diff_task(
     state: &RemoteState,
     probed: &Probe,
     index: usize,
+    redactor: &crate::secrets::Redactor,
 ) -> Step {
     let step = |status, change, message: Option<String>| Step {
         task: index,
@@ -897,10 +946,16 @@ fn diff_task(
         vars,
         files: &task.files,
     };
-    let action = match task.module.render(&r) {
+    let mut action = match task.module.render(&r) {
         Ok(a) => a,
         Err(e) => return step(Status::Failed, None, Some(explain(task, pb, vars, e))),
     };
+    // A file that holds a secret is readable by its owner only, whatever the task says.
+    if let Action::File(f) = &mut action
+        && redactor.contains_secret(&String::from_utf8_lossy(&f.content))
+    {
+        f.perms.mode &= 0o700;
+    }
     let mut needs = Probe::default();
     action.probe(&mut needs, false);
     if !probed.covers(&needs) {
