@@ -94,7 +94,9 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         }
     });
     let channels = runtime.block_on(runner.run(&plans));
-    let stopped = runner.interrupted.load(std::sync::atomic::Ordering::Relaxed);
+    let stopped = runner
+        .interrupted
+        .load(std::sync::atomic::Ordering::Relaxed);
     let summary = runner.report.finish(channels, started.elapsed(), stopped);
     Ok(match summary.exit_code {
         0 => Exit::Ok,

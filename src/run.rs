@@ -125,19 +125,31 @@ impl Runner {
         if self.settings.become_password.is_none() {
             return true;
         }
-        let Some((plan, h)) = plans.iter().find_map(|p| p.hosts.first().map(|h| (p, h))) else { return true };
+        let Some((plan, h)) = plans.iter().find_map(|p| p.hosts.first().map(|h| (p, h))) else {
+            return true;
+        };
         let play = &self.playbook.plays[plan.index].name;
-        let Ok(conn) = self.connect(h).await else { return true }; // reported as unreachable by the play
-        match conn.run(b"true\n", &h.r#become, self.settings.connect_timeout * 3).await {
+        let Ok(conn) = self.connect(h).await else {
+            return true;
+        }; // reported as unreachable by the play
+        match conn
+            .run(b"true\n", &h.r#become, self.settings.connect_timeout * 3)
+            .await
+        {
             Ok(out) if out.status == Some(0) => true,
             Ok(out) => {
-                let msg = format!("sudo check failed ({}); no other host was tried", out.stderr_text());
-                self.report.host_event(&h.name, play, "become", Status::Failed, &msg);
+                let msg = format!(
+                    "sudo check failed ({}); no other host was tried",
+                    out.stderr_text()
+                );
+                self.report
+                    .host_event(&h.name, play, "become", Status::Failed, &msg);
                 false
             }
             Err(e) => {
                 let msg = format!("{e:#}; no other host was tried");
-                self.report.host_event(&h.name, play, "become", Status::Failed, &msg);
+                self.report
+                    .host_event(&h.name, play, "become", Status::Failed, &msg);
                 false
             }
         }
@@ -407,7 +419,8 @@ impl Runner {
             .filter(|s| s.change.is_some() && s.status == Status::Changed)
             .collect();
         let mut results: HashMap<usize, (bool, String)> = HashMap::new();
-        let mut lost: Option<String> = None;
+        // Why the apply stopped before reporting every task: (status of the task cut short, why).
+        let mut lost: Option<(Status, String)> = None;
         let mut apply_time = Duration::ZERO;
         if !self.settings.check && !pending.is_empty() && !self.stopped() {
             let mut script = ApplyScript::new(&self.marker);
@@ -437,14 +450,16 @@ impl Runner {
                         results.insert(r.index, (r.ok, r.output));
                     }
                     if !finished && results.values().all(|(ok, _)| *ok) {
-                        lost = Some(format!(
+                        let why = format!(
                             "apply stopped early (exit {:?}): {}",
                             out.status,
                             out.stderr_text()
-                        ));
+                        );
+                        lost = Some((Status::Failed, why));
                     }
                 }
-                Err(e) => lost = Some(format!("apply: {e:#}")),
+                // The exec itself failed: the connection is gone, the host unreachable.
+                Err(e) => lost = Some((Status::Unreachable, format!("apply: {e:#}"))),
             }
         }
         let mut failed = false;
@@ -458,17 +473,20 @@ impl Runner {
                 }
                 (Status::Changed, None) if !self.settings.check => {
                     // Not run: an earlier task failed, or the connection was lost.
-                    if let Some(msg) = lost.take() {
+                    if let Some((status, msg)) = lost.take() {
                         self.report.task(
                             &name,
                             &play.name,
                             task,
                             false,
-                            Status::Failed,
+                            status,
                             step.change.as_ref(),
                             Some(msg),
                             apply_time,
                         );
+                        if status == Status::Unreachable {
+                            self.kill(&name);
+                        }
                         failed = true;
                     }
                     continue;
@@ -493,7 +511,7 @@ impl Runner {
                 elapsed,
             );
         }
-        if let Some(msg) = lost {
+        if let Some((_, msg)) = lost {
             self.report.unreachable(&name, &play.name, &msg);
             self.kill(&name);
             failed = true;
@@ -588,6 +606,22 @@ impl Runner {
                 }
             };
             for batch in ready.chunks(size) {
+                if self.stopped() {
+                    for (h, _, _) in batch {
+                        let msg = Some("not run: interrupted".to_owned());
+                        self.report.task(
+                            &h.name,
+                            &play.name,
+                            handler,
+                            true,
+                            Status::Skipped,
+                            None,
+                            msg,
+                            Duration::ZERO,
+                        );
+                    }
+                    continue;
+                }
                 if let Some(why) = &flush.halted {
                     for (h, _, _) in batch {
                         let msg = format!("not run: the rollout stopped because {why}");
