@@ -192,6 +192,11 @@ fn reports_parse_and_secrets_never_appear() {
             .unwrap()
             .contains(password)
     );
+    assert_eq!(
+        fleet.mode("a1", "/etc/rancher/app.conf"),
+        0o600,
+        "a file holding a secret is owner-only"
+    );
     let junit_text = std::fs::read_to_string(&junit).unwrap();
     for (what, text) in [
         ("json stdout", json.stdout.as_str()),
