@@ -65,6 +65,17 @@ impl Probe {
         self.guards.len() - 1
     }
 
+    /// Adds everything `other` asks.
+    pub fn merge(&mut self, other: Probe) {
+        self.stat.extend(other.stat);
+        self.sha256.extend(other.sha256);
+        self.content.extend(other.content);
+        self.sysctl.extend(other.sysctl);
+        for g in other.guards {
+            self.add_guard(&g);
+        }
+    }
+
     /// Whether everything `other` needs was asked by this probe (content aside,
     /// which only feeds diffs).
     pub fn covers(&self, other: &Probe) -> bool {

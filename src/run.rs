@@ -17,7 +17,7 @@ use crate::plan::{HostPlan, PlayPlan, Reach};
 use crate::playbook::{Play, Playbook, Task};
 use crate::probe::{self, Probe, RemoteState};
 use crate::report::{Report, Status};
-use crate::script::{ApplyScript, parse_apply};
+use crate::script::{ApplyScript, parse_apply, quote};
 use crate::settings::Settings;
 use crate::template::Text;
 use crate::transport::Connection;
@@ -62,6 +62,18 @@ struct HostDiff {
     vars: Map<String, Value>,
     steps: Vec<Step>,
     elapsed: Duration,
+    /// The probe this diff used, reusable for later segments if nothing changes in between.
+    probed: Option<(Probe, RemoteState)>,
+}
+
+/// What applying one host's segment left behind.
+struct Applied {
+    host: String,
+    failed: bool,
+    /// Handlers notified, by index.
+    notified: Vec<usize>,
+    /// The probe, still valid for later tasks when nothing was changed.
+    still_valid: Option<(Probe, RemoteState)>,
 }
 
 impl Runner {
@@ -218,32 +230,42 @@ impl Runner {
         alive.retain(|h| !self.is_dead(&h.name));
         let total = alive.len();
         let mut flush = Flush::default();
-        for segment in segments(play) {
+        let segments = segments(play);
+        for (k, segment) in segments.iter().enumerate() {
             if self.stopped() || self.abort(play, total, flush.failed.len()) {
                 break;
             }
+            let rest: Vec<usize> = segments[k + 1..].iter().flatten().copied().collect();
             let hosts: Vec<HostPlan> = alive
                 .iter()
                 .filter(|h| !flush.failed.contains(&h.name))
                 .cloned()
                 .collect();
-            let probes = hosts
-                .into_iter()
-                .map(|h| self.probe_and_diff(play, plan, h, segment.clone()));
+            let probes = hosts.into_iter().map(|h| {
+                let cached = flush.states.remove(&h.name);
+                self.probe_and_diff(play, plan, h, segment.clone(), rest.clone(), cached)
+            });
             let mut diffs = self.decide_run_once(join_all(probes).await);
             check_critical_flags(&mut diffs);
             for d in diffs.iter().flatten() {
                 flush.vars.insert(d.plan.name.clone(), d.vars.clone());
             }
-            let outcomes = join_all(diffs.into_iter().map(|d| self.apply(play, d))).await;
-            for (host, host_failed, notes) in outcomes {
-                if host_failed {
-                    flush.failed.insert(host.clone());
+            for done in join_all(diffs.into_iter().map(|d| self.apply(play, d))).await {
+                if done.failed {
+                    flush.failed.insert(done.host.clone());
                 }
-                flush.notified.entry(host).or_default().extend(notes);
+                if let Some(state) = done.still_valid {
+                    flush.states.insert(done.host.clone(), state);
+                }
+                flush
+                    .notified
+                    .entry(done.host)
+                    .or_default()
+                    .extend(done.notified);
             }
             if !self.abort(play, total, flush.failed.len()) {
-                self.flush_handlers(play, &alive, &mut flush).await;
+                self.flush_handlers(play, plan, &alive, &mut flush, &rest)
+                    .await;
             }
         }
         for name in flush.failed {
@@ -283,12 +305,44 @@ impl Runner {
     }
 
     /// One probe exec, then the local diff of every task of the segment.
+    /// What the given tasks need to know about a host, rendered with what is
+    /// known before probing (a task whose content needs probed facts is
+    /// rendered with sample facts: its paths do not depend on them).
+    fn probe_for(&self, play: &Play, plan: &PlayPlan, h: &HostPlan, tasks: &[usize]) -> Probe {
+        let mut probe = Probe::default();
+        for &i in tasks.iter().filter(|i| plan.selected[**i]) {
+            let task = &play.tasks[i];
+            if matches!(task.module, Module::FlushHandlers) || when_known_false(task, &h.vars) {
+                continue;
+            }
+            let r = Render {
+                templates: &self.playbook.templates,
+                vars: &h.vars,
+                files: &task.files,
+            };
+            if let Some(action) = task
+                .module
+                .render(&r)
+                .ok()
+                .or_else(|| render_for_probe(task, &r))
+            {
+                action.probe(&mut probe, self.settings.diff);
+            }
+        }
+        probe
+    }
+
+    /// The local diff of every task of a segment, from a probe still valid
+    /// for it (`cached`), or from ONE probe exec that also covers the play's
+    /// later tasks (`rest`), so that later segments need no probe of their own.
     async fn probe_and_diff(
         &self,
         play: &Play,
         plan: &PlayPlan,
         h: HostPlan,
         segment: Vec<usize>,
+        rest: Vec<usize>,
+        cached: Option<(Probe, RemoteState)>,
     ) -> Result<HostDiff, (String, String)> {
         let started = Instant::now();
         let pb = &self.playbook;
@@ -296,52 +350,44 @@ impl Runner {
         if self.stopped() {
             tasks.clear();
         }
-        // What to ask: paths and guards rendered with what we know before probing.
-        let mut probe = Probe::default();
-        for &i in &tasks {
-            let task = &play.tasks[i];
-            if when_known_false(task, &h.vars) {
-                continue;
+        let needs = self.probe_for(play, plan, &h, &tasks);
+        let (probe, state) = match cached.filter(|(p, _)| p.covers(&needs)) {
+            Some(valid) => valid,
+            None => {
+                let mut probe = needs;
+                let later = self.probe_for(play, plan, &h, &rest);
+                probe.merge(later);
+                let conn = self
+                    .conn(&h.name)
+                    .await
+                    .ok_or_else(|| (h.name.clone(), "not connected".to_owned()))?;
+                let _permit = self.forks.acquire().await.expect("semaphore");
+                let out = conn
+                    .run(
+                        &probe.script(&self.marker),
+                        &h.r#become,
+                        self.settings.timeout,
+                    )
+                    .await
+                    .map_err(|e| (h.name.clone(), format!("probe: {e:#}")))?;
+                if out.truncated {
+                    return Err((h.name.clone(), "probe output exceeded the limit".into()));
+                }
+                let state =
+                    probe::parse(&self.marker, &out.stdout_text(), &probe).ok_or_else(|| {
+                        let err = out.stderr_text();
+                        let err = if err.is_empty() {
+                            "no output".to_owned()
+                        } else {
+                            err
+                        };
+                        (
+                            h.name.clone(),
+                            format!("probe failed (exit {:?}): {err}", out.status),
+                        )
+                    })?;
+                (probe, state)
             }
-            let r = Render {
-                templates: &pb.templates,
-                vars: &h.vars,
-                files: &task.files,
-            };
-            if let Ok(action) = task.module.render(&r) {
-                action.probe(&mut probe, self.settings.diff);
-            } else if let Some(action) = render_for_probe(task, &r) {
-                action.probe(&mut probe, self.settings.diff);
-            }
-        }
-        let conn = self
-            .conn(&h.name)
-            .await
-            .ok_or_else(|| (h.name.clone(), "not connected".to_owned()))?;
-        let state = {
-            let _permit = self.forks.acquire().await.expect("semaphore");
-            let out = conn
-                .run(
-                    &probe.script(&self.marker),
-                    &h.r#become,
-                    self.settings.timeout,
-                )
-                .await
-                .map_err(|e| (h.name.clone(), format!("probe: {e:#}")))?;
-            if out.truncated {
-                return Err((h.name.clone(), "probe output exceeded the limit".into()));
-            }
-            probe::parse(&self.marker, &out.stdout_text(), &probe).ok_or_else(|| {
-                let err = out.stderr_text();
-                (
-                    h.name.clone(),
-                    format!(
-                        "probe failed (exit {:?}): {}",
-                        out.status,
-                        if err.is_empty() { "no output" } else { &err }
-                    ),
-                )
-            })?
         };
         let vars = host_vars_with_facts(&h.vars, &state);
         if let Some(b) = vars.get("cis_benchmark").and_then(Value::as_str) {
@@ -349,8 +395,15 @@ impl Runner {
         }
         let mut steps = Vec::new();
         for &i in &tasks {
-            let task = &play.tasks[i];
-            let step = diff_task(pb, task, &vars, &state, &probe, i, self.report.redactor());
+            let step = diff_task(
+                pb,
+                &play.tasks[i],
+                &vars,
+                &state,
+                &probe,
+                i,
+                self.report.redactor(),
+            );
             let failed = step.status == Status::Failed;
             steps.push(step);
             if failed {
@@ -362,6 +415,7 @@ impl Runner {
             vars,
             steps,
             elapsed: started.elapsed(),
+            probed: Some((probe, state)),
         })
     }
 
@@ -394,17 +448,18 @@ impl Runner {
 
     /// Applies the changes of one host in one exec and reports every task.
     /// Returns the host, whether it failed, and the handlers it notified.
-    async fn apply(
-        &self,
-        play: &Play,
-        d: Result<HostDiff, (String, String)>,
-    ) -> (String, bool, Vec<usize>) {
+    async fn apply(&self, play: &Play, d: Result<HostDiff, (String, String)>) -> Applied {
         let d = match d {
             Ok(d) => d,
             Err((host, msg)) => {
                 self.report.unreachable(&host, &play.name, &msg);
                 self.kill(&host);
-                return (host, true, Vec::new());
+                return Applied {
+                    host,
+                    failed: true,
+                    notified: Vec::new(),
+                    still_valid: None,
+                };
             }
         };
         let mut d = d;
@@ -516,20 +571,39 @@ impl Runner {
             self.kill(&name);
             failed = true;
         }
-        (name, failed, notify)
+        // Nothing changed on the host: its probe still describes it for later segments.
+        let still_valid = (pending.is_empty() || self.settings.check)
+            .then_some(d.probed)
+            .flatten();
+        Applied {
+            host: name,
+            failed,
+            notified: notify,
+            still_valid,
+        }
     }
 
     /// Runs notified handlers once each, in definition order. A handler with
     /// `throttle` runs on that many hosts at a time, and with `health` waits
-    /// for each batch to be healthy before the next: a batch that fails
-    /// halts the rollout, and every host still waiting reports why it was not
-    /// restarted. Check mode reports the handlers that would run and runs none.
-    async fn flush_handlers(&self, play: &Play, alive: &[HostPlan], flush: &mut Flush) {
+    /// (inside the same exec) until the host is healthy before the next batch:
+    /// a batch that fails halts the rollout, and every host still waiting
+    /// reports why it was not restarted. Check mode reports the handlers that
+    /// would run and runs none. A host's last handler exec also probes the
+    /// play's remaining tasks (`next`), so the restart costs no extra round trip.
+    async fn flush_handlers(
+        &self,
+        play: &Play,
+        plan: &PlayPlan,
+        alive: &[HostPlan],
+        flush: &mut Flush,
+        next: &[usize],
+    ) {
         if self.stopped() {
             return;
         }
+        // Which handlers run on which host, decided before any runs.
+        let mut todo: Vec<Vec<HandlerRun>> = vec![Vec::new(); play.handlers.len()];
         for (hi, handler) in play.handlers.iter().enumerate() {
-            let mut ready: Vec<(&HostPlan, Change, Map<String, Value>)> = Vec::new();
             for h in alive {
                 let notified = flush.notified.get(&h.name).is_some_and(|n| n.contains(&hi));
                 let allowed = self.settings.force_handlers || !flush.failed.contains(&h.name);
@@ -542,7 +616,7 @@ impl Runner {
                     .cloned()
                     .unwrap_or_else(|| h.vars.clone());
                 match self.handler_change(handler, &vars) {
-                    Ok(Some(change)) => ready.push((h, change, vars)),
+                    Ok(Some(change)) => todo[hi].push((h, change, vars)),
                     Ok(None) => self.report.task(
                         &h.name,
                         &play.name,
@@ -568,11 +642,20 @@ impl Runner {
                     }
                 }
             }
+        }
+        flush.notified.clear();
+        let last_handler: HashMap<&str, usize> = todo
+            .iter()
+            .enumerate()
+            .flat_map(|(hi, v)| v.iter().map(move |(h, _, _)| (h.name.as_str(), hi)))
+            .collect();
+        for (hi, ready) in todo.iter().enumerate() {
+            let handler = &play.handlers[hi];
             if ready.is_empty() {
                 continue;
             }
             if self.settings.check {
-                for (h, change, _) in &ready {
+                for (h, change, _) in ready {
                     self.report.task(
                         &h.name,
                         &play.name,
@@ -589,7 +672,7 @@ impl Runner {
             let size = match batch_size(&self.playbook, handler, &ready[0].2, ready.len()) {
                 Ok(n) => n,
                 Err(e) => {
-                    for (h, _, _) in &ready {
+                    for (h, _, _) in ready {
                         self.report.task(
                             &h.name,
                             &play.name,
@@ -606,59 +689,59 @@ impl Runner {
                 }
             };
             for batch in ready.chunks(size) {
-                if self.stopped() {
-                    for (h, _, _) in batch {
-                        let msg = Some("not run: interrupted".to_owned());
-                        self.report.task(
-                            &h.name,
-                            &play.name,
-                            handler,
-                            true,
-                            Status::Skipped,
-                            None,
-                            msg,
-                            Duration::ZERO,
-                        );
-                    }
-                    continue;
-                }
-                if let Some(why) = &flush.halted {
-                    for (h, _, _) in batch {
-                        let msg = format!("not run: the rollout stopped because {why}");
-                        self.report.task(
-                            &h.name,
-                            &play.name,
-                            handler,
-                            true,
+                let not_run = if self.stopped() {
+                    Some((Status::Skipped, "not run: interrupted".to_owned()))
+                } else {
+                    flush.halted.as_ref().map(|why| {
+                        (
                             Status::Failed,
+                            format!("not run: the rollout stopped because {why}"),
+                        )
+                    })
+                };
+                if let Some((status, msg)) = not_run {
+                    for (h, _, _) in batch {
+                        self.report.task(
+                            &h.name,
+                            &play.name,
+                            handler,
+                            true,
+                            status,
                             None,
-                            Some(msg),
+                            Some(msg.clone()),
                             Duration::ZERO,
                         );
-                        flush.failed.insert(h.name.clone());
+                        if status == Status::Failed {
+                            flush.failed.insert(h.name.clone());
+                        }
                     }
                     continue;
                 }
-                let runs = join_all(
-                    batch
-                        .iter()
-                        .map(|(h, change, vars)| self.run_handler(play, handler, h, change, vars)),
-                )
+                let runs = join_all(batch.iter().map(|(h, change, vars)| {
+                    let tail = (last_handler.get(h.name.as_str()) == Some(&hi) && !next.is_empty())
+                        .then(|| self.probe_for(play, plan, h, next));
+                    self.run_handler(play, handler, h, change, vars, tail)
+                }))
                 .await;
                 for ((h, _, _), result) in batch.iter().zip(runs) {
-                    if let Err(e) = result {
-                        flush.failed.insert(h.name.clone());
-                        if flush.halted.is_none()
-                            && (handler.throttle.is_some() || handler.health.is_some())
-                        {
-                            flush.halted =
-                                Some(format!("`{}` failed on {}: {e}", handler.name, h.name));
+                    match result {
+                        Ok(Some(state)) => {
+                            flush.states.insert(h.name.clone(), state);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            flush.failed.insert(h.name.clone());
+                            if flush.halted.is_none()
+                                && (handler.throttle.is_some() || handler.health.is_some())
+                            {
+                                flush.halted =
+                                    Some(format!("`{}` failed on {}: {e}", handler.name, h.name));
+                            }
                         }
                     }
                 }
             }
         }
-        flush.notified.clear();
     }
 
     /// What a handler would do on a host, or None when its `when:` is false.
@@ -680,7 +763,8 @@ impl Runner {
         handler.module.render(&r)?.diff(&RemoteState::default())
     }
 
-    /// Runs a handler on one host and waits for its health gate; reports the outcome.
+    /// Runs a handler on one host, waits for its health gate in the same
+    /// exec, and (with `tail`) probes the next tasks after it; reports the outcome.
     async fn run_handler(
         &self,
         play: &Play,
@@ -688,29 +772,50 @@ impl Runner {
         h: &HostPlan,
         change: &Change,
         vars: &Map<String, Value>,
-    ) -> Result<(), String> {
+        tail: Option<Probe>,
+    ) -> Result<Option<(Probe, RemoteState)>, String> {
         let started = Instant::now();
         let result = async {
-            let out = self
-                .exec_one(h, &change.script, self.settings.timeout)
-                .await?;
-            if !out.0 {
-                return Err(out.1.trim().to_owned());
+            let mut body = change.script.clone();
+            if let Some(health) = &handler.health {
+                body.push('\n');
+                body.push_str(&self.health_call(health, vars)?);
             }
-            match &handler.health {
-                Some(health) => self.wait_healthy(h, health, vars).await.map(Some),
-                None => Ok(None),
+            let mut script = ApplyScript::new(&self.marker);
+            script.task(0, &body);
+            let mut bytes = script.finish();
+            if let Some(p) = &tail {
+                bytes.extend_from_slice(&p.script(&self.marker));
             }
+            let conn = self.conn(&h.name).await.ok_or("not connected")?;
+            let out = {
+                let _permit = self.forks.acquire().await.expect("semaphore");
+                conn.run(&bytes, &h.r#become, self.settings.timeout)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?
+            };
+            let stdout = out.stdout_text();
+            let (runs, _) = parse_apply(&self.marker, &stdout);
+            let run = runs
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("did not run: {}", out.stderr_text()))?;
+            if !run.ok {
+                return Err(run.output.trim().to_owned());
+            }
+            let state = tail.and_then(|p| probe::parse(&self.marker, &stdout, &p).map(|s| (p, s)));
+            Ok((run.output, state))
         }
         .await;
         let mut shown = change.clone();
         match result {
-            Ok(healthy) => {
-                if let Some(after) = healthy {
-                    shown
-                        .details
-                        .push(format!("healthy after {:.1}s", after.as_secs_f64()));
-                }
+            Ok((output, state)) => {
+                shown.details.extend(
+                    output
+                        .lines()
+                        .map(str::to_owned)
+                        .filter(|l| l.starts_with("healthy after")),
+                );
                 self.report.task(
                     &h.name,
                     &play.name,
@@ -721,7 +826,7 @@ impl Runner {
                     None,
                     started.elapsed(),
                 );
-                Ok(())
+                Ok(state)
             }
             Err(e) => {
                 self.report.task(
@@ -739,81 +844,44 @@ impl Runner {
         }
     }
 
-    /// Runs one shell snippet on a host; (succeeded, its output).
-    async fn exec_one(
+    /// The shell line that waits until the health command succeeds (see `khard_health`).
+    fn health_call(
         &self,
-        h: &HostPlan,
-        body: &str,
-        timeout: Duration,
-    ) -> Result<(bool, String), String> {
-        let conn = self.conn(&h.name).await.ok_or("not connected")?;
-        let mut script = ApplyScript::new(&self.marker);
-        script.task(0, body);
-        let _permit = self.forks.acquire().await.expect("semaphore");
-        let out = conn
-            .run(&script.finish(), &h.r#become, timeout)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        let (runs, _) = parse_apply(&self.marker, &out.stdout_text());
-        match runs.into_iter().next() {
-            Some(r) => Ok((r.ok, r.output)),
-            None => Err(format!("did not run: {}", out.stderr_text())),
-        }
-    }
-
-    /// Polls the health command until it succeeds or the timeout passes.
-    async fn wait_healthy(
-        &self,
-        h: &HostPlan,
         health: &crate::playbook::Health,
         vars: &Map<String, Value>,
-    ) -> Result<Duration, String> {
+    ) -> Result<String, String> {
         let t = &self.playbook.templates;
         let command = t.render_text(&health.command, vars)?;
         let expect = health
             .expect
             .as_ref()
             .map(|e| t.render_text(e, vars))
-            .transpose()?;
-        let seconds = |text: &Option<Text>, default: f64| -> Result<Duration, String> {
-            match text {
-                None => Ok(Duration::from_secs_f64(default)),
-                Some(x) => {
-                    let v = t.render_text(x, vars)?;
-                    v.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| *s > 0.0)
-                        .map(Duration::from_secs_f64)
-                        .ok_or(format!("health: `{v}` is not a number of seconds"))
-                }
+            .transpose()?
+            .unwrap_or_default();
+        let seconds = |text: &Option<Text>, default: &str| -> Result<String, String> {
+            let v = match text {
+                None => default.to_owned(),
+                Some(x) => t.render_text(x, vars)?.trim().to_owned(),
+            };
+            match v.parse::<f64>() {
+                Ok(s) if s > 0.0 => Ok(v),
+                _ => Err(format!("health: `{v}` is not a number of seconds")),
             }
         };
-        let interval = seconds(&health.interval, 2.0)?;
-        let timeout = seconds(&health.timeout, 300.0)?;
-        let started = Instant::now();
-        let mut last;
-        loop {
-            match self
-                .exec_one(h, &command, interval.max(Duration::from_secs(10)))
-                .await
-            {
-                Ok((true, out)) if expect.as_deref().is_none_or(|e| out.trim() == e) => {
-                    return Ok(started.elapsed());
-                }
-                Ok((_, out)) => last = out.trim().to_owned(),
-                Err(e) => last = e,
-            }
-            if started.elapsed() + interval > timeout {
-                return Err(format!(
-                    "not healthy within {}s (last answer: {last})",
-                    timeout.as_secs()
-                ));
-            }
-            tokio::time::sleep(interval).await;
-        }
+        let interval = seconds(&health.interval, "2")?;
+        let timeout = seconds(&health.timeout, "300")?;
+        Ok(format!(
+            "khard_health {} {} {} {}",
+            quote(&timeout),
+            quote(&interval),
+            quote(&command),
+            quote(&expect)
+        ))
     }
 }
+
+/// A handler to run on a host: the host, the change, the host's variables.
+type HandlerRun<'a> = (&'a HostPlan, Change, Map<String, Value>);
 
 /// Handler state of a play: who notified what, who failed, and whether the rollout stopped.
 #[derive(Default)]
@@ -824,6 +892,8 @@ struct Flush {
     vars: HashMap<String, Map<String, Value>>,
     /// Set when a batch of a throttled or health-gated handler failed.
     halted: Option<String>,
+    /// Per host, a probe still valid for the play's remaining tasks.
+    states: HashMap<String, (Probe, RemoteState)>,
 }
 
 /// How many hosts a handler runs on at once: `throttle` as a number or a

@@ -53,6 +53,19 @@ pub const FUNCTIONS: &str = r#"khard_write() {
   trap - EXIT HUP INT TERM
   sync "$dir"
 }
+khard_health() {
+  # TIMEOUT INTERVAL COMMAND [EXPECT]: wait until COMMAND succeeds (and prints EXPECT).
+  start=$(date +%s); out=""
+  while :; do
+    if out=$( (eval "$3") </dev/null 2>&1 ) && { [ -z "$4" ] || [ "$out" = "$4" ]; }; then
+      echo "healthy after $(( $(date +%s) - start ))s"; return 0
+    fi
+    if [ $(( $(date +%s) - start )) -ge "${1%%.*}" ]; then
+      echo "not healthy within ${1}s (last answer: $out)"; return 1
+    fi
+    sleep "$2"
+  done
+}
 khard_backup() {
   b="/var/backups/khard$1.$(date +%Y%m%dT%H%M%S)"
   mkdir -p "${b%/*}" && cp -p "$1" "$b" && echo "backup: $b"

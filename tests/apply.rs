@@ -195,10 +195,17 @@ fn apply_converges_then_changes_nothing_then_repairs_only_the_edited_host() {
     }
 
     // Second apply: nothing changes, nothing restarts; check mode agrees.
-    let second = fleet.apply(&[]);
+    // A no-change run costs one SSH channel per host: the probe.
+    let second = fleet.apply(&["--format", "json"]);
     assert_eq!(second.code, 0, "{}", second.all());
+    let doc: serde_json::Value = serde_json::from_str(&second.stdout).expect("JSON report");
     for host in ["s1", "a1", "a2"] {
-        assert_eq!(second.count(host, "changed"), 0, "{}", second.all());
+        assert_eq!(doc["recap"][host]["changed"], 0, "{}", second.all());
+        assert_eq!(
+            doc["channels"][host], 1,
+            "channels on a no-change run: {}",
+            doc["channels"]
+        );
         assert_eq!(fleet.restarts(host).len(), 1, "{host} restarted again");
     }
     let check = fleet.apply(&["--check"]);
@@ -235,4 +242,79 @@ fn apply_converges_then_changes_nothing_then_repairs_only_the_edited_host() {
     assert_eq!(fleet.restarts("a2").len(), 2);
     assert_eq!(fleet.restarts("a1").len(), 1);
     assert_eq!(fleet.restarts("s1").len(), 1);
+}
+
+/// Round trips per host do not grow with the number of tasks: a fresh apply
+/// opens at most 4 SSH channels per host (probe, apply, restart with its
+/// health gate and the next probe, apply), the same with every task twice.
+#[test]
+fn channels_per_host_are_fixed_whatever_the_number_of_tasks() {
+    let Some(fleet) = Fleet::up(&[
+        "s1:server:v1.30.6+k3s1",
+        "a1:agent:v1.30.6+k3s1",
+        "s2:server:v1.30.6+k3s1",
+    ]) else {
+        return;
+    };
+    let channels = |run: &common::Run, host: &str| -> u64 {
+        assert_eq!(run.code, 0, "{}", run.all());
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON report");
+        doc["channels"][host]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no channels for {host}: {}", doc["channels"]))
+    };
+    let once = fleet.apply(&["--format", "json", "--limit", "s1:a1"]);
+    let (server, agent) = (channels(&once, "s1"), channels(&once, "a1"));
+    assert!(
+        server <= 4 && agent <= 4,
+        "fresh apply: server {server}, agent {agent}"
+    );
+    // A copy of the role with every task (but the handler flush) twice.
+    let role = fleet.dir.join("roles/twice");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("roles/cis_k3s");
+    for sub in ["defaults", "handlers", "templates", "files", "tasks"] {
+        std::fs::create_dir_all(role.join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), role.join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    let tasks: Vec<serde_yaml::Value> =
+        serde_yaml::from_str(&std::fs::read_to_string(src.join("tasks/main.yaml")).unwrap())
+            .unwrap();
+    let mut doubled = Vec::new();
+    for t in tasks {
+        if t.get("meta").is_none() {
+            let mut copy = t.clone();
+            copy["name"] = format!("{} (again)", t["name"].as_str().unwrap()).into();
+            doubled.push(copy);
+        }
+        doubled.push(t);
+    }
+    std::fs::write(
+        role.join("tasks/main.yaml"),
+        serde_yaml::to_string(&doubled).unwrap(),
+    )
+    .unwrap();
+    let twice_play = fleet.dir.join("twice.yaml");
+    std::fs::write(&twice_play, "- hosts: all\n  roles: [twice]\n").unwrap();
+    let inv = fleet.inventory();
+    let kh = fleet.known_hosts();
+    let twice = fleet.khard(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        twice_play.to_str().unwrap(),
+        "--format",
+        "json",
+        "--limit",
+        "s2",
+    ]);
+    assert_eq!(
+        channels(&twice, "s2"),
+        server,
+        "every task twice on a fresh server"
+    );
 }
