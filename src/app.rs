@@ -66,12 +66,25 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
             manual: manual_controls(&plans),
             out: stdout(),
         })),
-        (false, Format::Human) => sinks.push(Box::new(Human {
-            verbose: s.verbose > 0,
-            diff: s.diff,
-            quiet: s.quiet,
-            out: stdout(),
-        })),
+        (false, Format::Human) => {
+            use std::io::IsTerminal;
+            let tty = std::io::stdout().is_terminal();
+            let color = match s.color {
+                crate::cli::Color::Always => true,
+                crate::cli::Color::Never => false,
+                crate::cli::Color::Auto => {
+                    tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                }
+            };
+            sinks.push(Box::new(Human {
+                verbose: s.verbose,
+                diff: s.diff,
+                quiet: s.quiet,
+                color,
+                out: stdout(),
+                progress: (tty && !s.quiet).then(crate::report::human::Progress::new),
+            }))
+        }
         (false, Format::Json) => sinks.push(Box::new(Json { out: stdout() })),
     }
     if let Some(path) = &s.junit {

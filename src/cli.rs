@@ -45,6 +45,12 @@ pub enum Command {
         after_help = "Exit codes: 0 every managed control passes, 2 a control fails, 3/4/5 as for apply"
     )]
     Report(ApplyArgs),
+
+    /// Print a shell completion script: khard completions bash > /etc/bash_completion.d/khard
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -84,6 +90,10 @@ pub struct ApplyArgs {
     /// Extra variables, highest precedence: key=value, a YAML/JSON mapping, or @file.yaml
     #[arg(short, long = "extra-vars", value_name = "VARS")]
     pub extra_vars: Vec<String>,
+
+    /// OpenSSH client config to read instead of ~/.ssh/config
+    #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
 
     /// known_hosts file to check host keys against
     #[arg(long, value_name = "FILE")]
@@ -129,6 +139,10 @@ pub struct ApplyArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Colours: auto (a terminal, and NO_COLOR unset), always, never
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+
     /// Print only the recap
     #[arg(short, long)]
     pub quiet: bool,
@@ -144,6 +158,13 @@ pub struct ApplyArgs {
     /// Check inventory, playbook, roles and templates without connecting, then exit
     #[arg(long)]
     pub syntax_check: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]

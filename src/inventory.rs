@@ -111,9 +111,36 @@ impl Inventory {
     pub fn load(path: &Path) -> Result<Inventory> {
         let file = path.display().to_string();
         let text = read_utf8(path)?;
-        let top: Ordered<Option<GroupYaml>> = yaml::parse(&file, &text)?;
         let mut b = Builder::default();
         b.group("all");
+        if crate::inventory_ini::looks_like_ini(&text) {
+            let ini = crate::inventory_ini::parse(&file, &text)?;
+            let err = |e: String| InputError::in_file(&file, e);
+            for (group, pattern, vars) in ini.hosts {
+                // Hosts before any section sit directly in `all` (Ansible's "ungrouped").
+                let group = if group == "ungrouped" {
+                    "all".to_owned()
+                } else {
+                    group
+                };
+                if group != "all" {
+                    b.add_child("all", &group);
+                }
+                b.add_host(&group, &pattern, vars).map_err(err)?;
+            }
+            for (parent, child) in ini.children {
+                if parent != "all" {
+                    b.add_child("all", &parent);
+                }
+                b.add_child(&parent, &child);
+            }
+            for (group, vars) in ini.vars {
+                b.group(&group).vars.extend(vars);
+            }
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            return Inventory::build(b, &file, &dir);
+        }
+        let top: Ordered<Option<GroupYaml>> = yaml::parse(&file, &text)?;
         for (name, raw) in top.0 {
             if name != "all" {
                 b.add_child("all", &name);

@@ -8,6 +8,7 @@ pub mod error;
 pub mod expr;
 pub mod facts;
 pub mod inventory;
+pub mod inventory_ini;
 pub mod known_hosts;
 pub mod modules;
 pub mod pattern;
@@ -20,6 +21,7 @@ pub mod script;
 pub mod secrets;
 pub mod settings;
 pub mod source;
+pub mod ssh_config;
 pub mod template;
 #[cfg(test)]
 pub mod testutil;

@@ -13,6 +13,7 @@ use crate::inventory::{Host, Inventory};
 use crate::modules::{Module, Render};
 use crate::playbook::{Play, Playbook, Task};
 use crate::settings::Settings;
+use crate::ssh_config::SshConfig;
 use crate::transport::Become;
 use crate::transport::ssh::Target;
 
@@ -60,8 +61,10 @@ fn expand_home(p: &str) -> PathBuf {
     }
 }
 
-/// How to reach a host, from `ansible_*` (or `khard_*`) connection variables.
-pub fn reach(host: &Host, vars: &Map<String, Value>) -> Result<Reach, String> {
+/// How to reach a host: `ansible_*` (or `khard_*`) connection variables
+/// first, then the OpenSSH client config for the host's alias (as ssh
+/// itself would resolve `ansible_host`), then defaults.
+pub fn reach(host: &Host, vars: &Map<String, Value>, ssh: &SshConfig) -> Result<Reach, String> {
     let connection = var(vars, &["khard_connection", "ansible_connection"])
         .map(text)
         .unwrap_or_else(|| "ssh".into());
@@ -75,31 +78,79 @@ pub fn reach(host: &Host, vars: &Map<String, Value>) -> Result<Reach, String> {
         }
     }
     let port = match var(vars, &["khard_port", "ansible_port", "ansible_ssh_port"]) {
-        None => 22,
-        Some(v) => text(v)
-            .parse::<u16>()
-            .map_err(|_| format!("ansible_port `{}` is not a port number", text(v)))?,
+        None => None,
+        Some(v) => Some(
+            text(v)
+                .parse::<u16>()
+                .map_err(|_| format!("ansible_port `{}` is not a port number", text(v)))?,
+        ),
     };
-    Ok(Reach::Ssh(Target {
-        name: host.name.clone(),
-        address: var(vars, &["khard_host", "ansible_host", "ansible_ssh_host"])
-            .map(text)
-            .unwrap_or_else(|| host.name.clone()),
-        port,
-        user: var(vars, &["khard_user", "ansible_user", "ansible_ssh_user"])
-            .map(text)
+    let alias = var(vars, &["khard_host", "ansible_host", "ansible_ssh_host"])
+        .map(text)
+        .unwrap_or_else(|| host.name.clone());
+    let user = var(vars, &["khard_user", "ansible_user", "ansible_ssh_user"]).map(text);
+    let keys: Vec<PathBuf> = var(
+        vars,
+        &[
+            "khard_private_key_file",
+            "ansible_ssh_private_key_file",
+            "ansible_private_key_file",
+        ],
+    )
+    .map(|v| vec![expand_home(&text(v))])
+    .unwrap_or_default();
+    let mut target = ssh_target(&host.name, &alias, port, user, keys, ssh);
+    let jump = var(vars, &["khard_proxy_jump"])
+        .map(text)
+        .or_else(|| {
+            var(vars, &["ansible_ssh_common_args", "ansible_ssh_extra_args"])
+                .and_then(|a| crate::ssh_config::jump_from_ssh_args(&text(a)))
+        })
+        .or_else(|| ssh.host(&alias).proxy_jump);
+    if let Some(spec) = jump.filter(|j| !j.eq_ignore_ascii_case("none")) {
+        target.jumps = crate::ssh_config::parse_jumps(&spec)?
+            .into_iter()
+            .map(|j| ssh_target(&j.host, &j.host, j.port, j.user, Vec::new(), ssh))
+            .collect();
+    }
+    Ok(Reach::Ssh(target))
+}
+
+/// A target from an alias: explicit values win over the ssh config's.
+fn ssh_target(
+    name: &str,
+    alias: &str,
+    port: Option<u16>,
+    user: Option<String>,
+    keys: Vec<PathBuf>,
+    ssh: &SshConfig,
+) -> Target {
+    let c = ssh.host(alias);
+    Target {
+        name: name.to_owned(),
+        address: c.hostname.clone().unwrap_or_else(|| alias.to_owned()),
+        port: port.or(c.port).unwrap_or(22),
+        user: user
+            .or(c.user.clone())
             .unwrap_or_else(crate::transport::local::current_user),
-        key_files: var(
-            vars,
-            &[
-                "khard_private_key_file",
-                "ansible_ssh_private_key_file",
-                "ansible_private_key_file",
-            ],
-        )
-        .map(|v| vec![expand_home(&text(v))])
-        .unwrap_or_default(),
-    }))
+        key_files: if keys.is_empty() {
+            c.identity_files
+                .into_iter()
+                .filter(|p| p.exists())
+                .collect()
+        } else {
+            keys
+        },
+        identities_only: c.identities_only,
+        jumps: Vec::new(),
+        known_hosts: c.known_hosts,
+        accept_new: matches!(
+            c.strict_host_key_checking.as_deref(),
+            Some("accept-new" | "no" | "off")
+        ),
+        connect_timeout: c.connect_timeout.map(std::time::Duration::from_secs),
+        keepalive: c.server_alive_interval.map(std::time::Duration::from_secs),
+    }
 }
 
 /// Whether `--tags`/`--skip-tags` select a task. Tags match the task's tags
@@ -196,6 +247,10 @@ fn preflight(pb: &Playbook, play: &Play, host: &HostPlan) -> Result<(), String> 
 
 /// Builds the plans of every play, refusing bad input with a clear message.
 pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan>> {
+    let ssh = match &s.ssh_config {
+        Some(path) => SshConfig::load(path)?,
+        None => SshConfig::default_file()?,
+    };
     let limit = match &s.limit {
         Some(l) => Some(
             crate::pattern::select(inv, l).map_err(|e| InputError::new(format!("--limit: {e}")))?,
@@ -235,8 +290,8 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
         for name in names {
             let host = inv.host(&name).expect("selected from the inventory");
             let vars = static_vars(play, host, &s.extra_vars);
-            let reach =
-                reach(host, &vars).map_err(|e| InputError::new(format!("host {name}: {e}")))?;
+            let reach = reach(host, &vars, &ssh)
+                .map_err(|e| InputError::new(format!("host {name}: {e}")))?;
             let become_var = vars.get("ansible_become").is_some_and(crate::expr::truthy);
             let hp = HostPlan {
                 name: name.clone(),

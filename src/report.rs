@@ -62,6 +62,9 @@ pub struct Event {
     pub details: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// What the task printed on the host (shown with -vv).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub duration_ms: u128,
@@ -79,7 +82,11 @@ pub struct Counts {
 
 /// Sinks that want events as they happen.
 pub trait Sink: Send {
+    /// The run starts on this many hosts.
+    fn start(&mut self, _hosts: usize) {}
     fn play(&mut self, _name: &str, _check: bool) {}
+    /// What a host is doing now ("probing", "applying 3 changes", ... "done").
+    fn phase(&mut self, _host: &str, _what: &str) {}
     fn event(&mut self, _e: &Event) {}
     fn finish(&mut self, _report: &Summary) {}
 }
@@ -139,6 +146,20 @@ impl Report {
             .insert(host.to_owned(), benchmark.to_owned());
     }
 
+    /// The run starts on this many hosts.
+    pub fn start(&self, hosts: usize) {
+        for s in &mut self.inner.lock().expect("report").sinks {
+            s.start(hosts);
+        }
+    }
+
+    /// What a host is doing now, for progress displays.
+    pub fn phase(&self, host: &str, what: &str) {
+        for s in &mut self.inner.lock().expect("report").sinks {
+            s.phase(host, what);
+        }
+    }
+
     /// Makes sure a host appears in the recap even if nothing ran on it.
     pub fn host(&self, name: &str) {
         self.inner
@@ -169,6 +190,25 @@ impl Report {
         message: Option<String>,
         duration: Duration,
     ) {
+        self.task_output(
+            host, play, task, handler, status, change, message, None, duration,
+        );
+    }
+
+    /// Like [`Report::task`], with what the task printed on the host (shown with -vv).
+    #[allow(clippy::too_many_arguments)]
+    pub fn task_output(
+        &self,
+        host: &str,
+        play: &str,
+        task: &crate::playbook::Task,
+        handler: bool,
+        status: Status,
+        change: Option<&Change>,
+        message: Option<String>,
+        output: Option<&str>,
+        duration: Duration,
+    ) {
         let scrub = |s: &str| self.redactor.scrub(s);
         let benchmark = self
             .inner
@@ -195,6 +235,7 @@ impl Report {
                 .and_then(|c| c.content.as_ref())
                 .filter(|_| self.diff)
                 .map(|d| self.unified(d)),
+            output: output.map(scrub),
             message: message.map(|m| scrub(&m)),
             duration_ms: duration.as_millis(),
         };
@@ -221,6 +262,7 @@ impl Report {
             tags: Vec::new(),
             details: Vec::new(),
             diff: None,
+            output: None,
             message: Some(self.redactor.scrub(message)),
             duration_ms: 0,
         };

@@ -78,14 +78,11 @@ struct Applied {
 
 impl Runner {
     pub fn new(settings: Settings, playbook: Playbook, report: Report) -> Result<Runner> {
-        let known = crate::known_hosts::KnownHosts::load(&settings.known_hosts).map_err(|e| {
-            crate::error::InputError::new(format!("{}: {e}", settings.known_hosts.display()))
-        })?;
         let ssh = SshContext::new(
-            known,
+            settings.known_hosts.clone(),
             settings.accept_new_host_keys,
             settings.connect_timeout,
-        );
+        )?;
         let forks = Arc::new(Semaphore::new(settings.forks));
         Ok(Runner {
             playbook: Arc::new(playbook),
@@ -362,6 +359,7 @@ impl Runner {
                     .await
                     .ok_or_else(|| (h.name.clone(), "not connected".to_owned()))?;
                 let _permit = self.forks.acquire().await.expect("semaphore");
+                self.report.phase(&h.name, "probing");
                 let out = conn
                     .run(
                         &probe.script(&self.marker),
@@ -492,6 +490,8 @@ impl Runner {
             let run = match conn {
                 Some(c) => {
                     let _permit = self.forks.acquire().await.expect("semaphore");
+                    self.report
+                        .phase(&name, &format!("applying {} change(s)", pending.len()));
                     c.run(&script.finish(), &d.plan.r#become, self.settings.timeout)
                         .await
                 }
@@ -555,15 +555,10 @@ impl Runner {
                 notify.extend(handler_indices(play, task));
             }
             failed |= status == Status::Failed;
-            self.report.task(
-                &name,
-                &play.name,
-                task,
-                false,
-                status,
-                step.change.as_ref(),
-                message,
-                elapsed,
+            let output = results.get(&step.task).map(|(_, o)| o.as_str());
+            let change = step.change.as_ref();
+            self.report.task_output(
+                &name, &play.name, task, false, status, change, message, output, elapsed,
             );
         }
         if let Some((_, msg)) = lost {
@@ -790,6 +785,13 @@ impl Runner {
             let conn = self.conn(&h.name).await.ok_or("not connected")?;
             let out = {
                 let _permit = self.forks.acquire().await.expect("semaphore");
+                let waiting = if handler.health.is_some() {
+                    ", waiting until healthy"
+                } else {
+                    ""
+                };
+                self.report
+                    .phase(&h.name, &format!("{}{waiting}", handler.name));
                 conn.run(&bytes, &h.r#become, self.settings.timeout)
                     .await
                     .map_err(|e| format!("{e:#}"))?

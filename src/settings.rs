@@ -20,7 +20,10 @@ pub struct Settings {
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
     pub extra_vars: Map<String, Value>,
-    pub known_hosts: PathBuf,
+    /// --known-hosts: one file for every host; otherwise ssh config's or ~/.ssh/known_hosts.
+    pub known_hosts: Option<PathBuf>,
+    /// -F: the OpenSSH client config to read instead of ~/.ssh/config.
+    pub ssh_config: Option<PathBuf>,
     pub accept_new_host_keys: bool,
     pub r#become: bool,
     /// The sudo password, asked once with -K; sent only on stdin after sudo's prompt.
@@ -33,6 +36,7 @@ pub struct Settings {
     pub junit: Option<PathBuf>,
     pub verbose: u8,
     pub quiet: bool,
+    pub color: crate::cli::Color,
     pub list_hosts: bool,
     pub list_tasks: bool,
     pub syntax_check: bool,
@@ -57,9 +61,6 @@ impl Settings {
                 .entry("k3s_agent_batch")
                 .or_insert(Value::String(batch.clone()));
         }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default();
         Ok(Settings {
             inventory: a.inventory.clone(),
             playbook: a.playbook.clone(),
@@ -70,10 +71,8 @@ impl Settings {
             tags: a.tags.clone(),
             skip_tags: a.skip_tags.clone(),
             extra_vars,
-            known_hosts: a
-                .known_hosts
-                .clone()
-                .unwrap_or_else(|| home.join(".ssh/known_hosts")),
+            known_hosts: a.known_hosts.clone(),
+            ssh_config: a.ssh_config.clone(),
             accept_new_host_keys: a.accept_new_host_keys,
             r#become: a.r#become || a.ask_become_pass,
             become_password: None,
@@ -85,6 +84,7 @@ impl Settings {
             junit: a.junit.clone(),
             verbose: a.verbose,
             quiet: a.quiet,
+            color: a.color,
             list_hosts: a.list_hosts,
             list_tasks: a.list_tasks,
             syntax_check: a.syntax_check,

@@ -1,21 +1,98 @@
 //! The terminal report: a line per task and host as it finishes, then a
-//! recap in Ansible's format.
+//! recap in Ansible's format. In a terminal, indicatif shows one line per
+//! active host with what it is doing and an overall bar with the counts;
+//! without one (CI logs), plain lines only, no escape codes.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::time::Duration;
 
-use super::{Event, Sink, Status, Summary};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Counts, Event, Sink, Status, Summary};
 
 pub struct Human {
-    /// Show change details and remote output (-v).
-    pub verbose: bool,
+    /// 1: change details; 2: also remote output (-v, -vv).
+    pub verbose: u8,
     /// Show unified diffs (--diff).
     pub diff: bool,
     /// Print only the recap (-q).
     pub quiet: bool,
+    pub color: bool,
     pub out: Box<dyn Write + Send>,
+    /// Progress bars, when stdout is a terminal.
+    pub progress: Option<Progress>,
+}
+
+pub struct Progress {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    hosts: HashMap<String, ProgressBar>,
+    counts: Counts,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} hosts  {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        overall.enable_steady_tick(Duration::from_millis(200));
+        Progress {
+            multi,
+            overall,
+            hosts: HashMap::new(),
+            counts: Counts::default(),
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+fn paint(color: bool, code: &str, text: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn status_color(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "32",
+        Status::Changed | Status::Unknown => "33",
+        Status::Skipped => "36",
+        Status::Failed | Status::Unreachable => "31",
+    }
+}
+
+impl Human {
+    fn line(&mut self, text: &str) {
+        match &self.progress {
+            Some(p) => {
+                let _ = p.multi.println(text);
+            }
+            None => {
+                let _ = writeln!(self.out, "{text}");
+            }
+        }
+    }
 }
 
 impl Sink for Human {
+    fn start(&mut self, hosts: usize) {
+        if let Some(p) = &self.progress {
+            p.overall.set_length(hosts as u64);
+        }
+    }
+
     fn play(&mut self, name: &str, check: bool) {
         if !self.quiet {
             let mode = if check {
@@ -23,11 +100,50 @@ impl Sink for Human {
             } else {
                 ""
             };
-            let _ = writeln!(self.out, "\nPLAY [{name}]{mode}");
+            self.line(&format!("\nPLAY [{name}]{mode}"));
         }
     }
 
+    fn phase(&mut self, host: &str, what: &str) {
+        let Some(p) = self.progress.as_mut() else {
+            return;
+        };
+        if what == "done" {
+            if let Some(bar) = p.hosts.remove(host) {
+                bar.finish_and_clear();
+                p.overall.inc(1);
+            }
+            return;
+        }
+        let bar = p.hosts.entry(host.to_owned()).or_insert_with(|| {
+            let bar = p.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}")
+                    .expect("valid template"),
+            );
+            bar.set_prefix(host.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        bar.set_message(what.to_owned());
+    }
+
     fn event(&mut self, e: &Event) {
+        if let Some(p) = self.progress.as_mut() {
+            let c = &mut p.counts;
+            match e.status {
+                Status::Ok => c.ok += 1,
+                Status::Changed | Status::Unknown => c.changed += 1,
+                Status::Failed => c.failed += 1,
+                Status::Unreachable => c.unreachable += 1,
+                Status::Skipped => c.skipped += 1,
+            }
+            let msg = format!(
+                "ok={} changed={} failed={} unreachable={}",
+                c.ok, c.changed, c.failed, c.unreachable
+            );
+            p.overall.set_message(msg);
+        }
         if self.quiet {
             return;
         }
@@ -36,28 +152,62 @@ impl Sink for Human {
             (s, _) => s.as_str(),
         };
         let kind = if e.handler { "handler " } else { "" };
-        let mut line = format!("{label}: [{}] {kind}{}", e.host, e.task);
+        let mut line = format!(
+            "{}: [{}] {kind}{}",
+            paint(self.color, status_color(e.status), label),
+            e.host,
+            e.task
+        );
         if let Some(m) = &e.message {
             line.push_str(&format!(" => {m}"));
         }
-        let _ = writeln!(self.out, "{line}");
-        if self.verbose || self.diff {
-            for d in &e.details {
-                let _ = writeln!(self.out, "    {d}");
-            }
+        let mut text = vec![line];
+        if self.verbose > 0 || self.diff {
+            text.extend(e.details.iter().map(|d| format!("    {d}")));
         }
         if let Some(diff) = e.diff.as_ref().filter(|_| self.diff) {
             for l in diff.lines() {
-                let _ = writeln!(self.out, "    {l}");
+                let code = if l.starts_with('+') {
+                    "32"
+                } else if l.starts_with('-') {
+                    "31"
+                } else {
+                    "0"
+                };
+                text.push(format!("    {}", paint(self.color && code != "0", code, l)));
             }
+        }
+        if let Some(out) = e
+            .output
+            .as_ref()
+            .filter(|o| self.verbose > 1 && !o.trim().is_empty())
+        {
+            text.extend(out.lines().map(|l| format!("    | {l}")));
+        }
+        for l in text {
+            self.line(&l);
         }
     }
 
     fn finish(&mut self, s: &Summary) {
+        if let Some(p) = self.progress.take() {
+            for bar in p.hosts.values() {
+                bar.finish_and_clear();
+            }
+            p.overall.finish_and_clear();
+            let _ = p.multi.clear();
+        }
         let _ = writeln!(self.out, "\nPLAY RECAP");
         for (host, c) in &s.recap {
+            let name = if c.failed + c.unreachable > 0 {
+                paint(self.color, "31", &format!("{host:<26}"))
+            } else if c.changed > 0 {
+                paint(self.color, "33", &format!("{host:<26}"))
+            } else {
+                paint(self.color, "32", &format!("{host:<26}"))
+            };
             let mut line = format!(
-                "{host:<26} : ok={:<4} changed={:<4} unreachable={:<4} failed={:<4} skipped={:<4}",
+                "{name} : ok={:<4} changed={:<4} unreachable={:<4} failed={:<4} skipped={:<4}",
                 c.ok, c.changed, c.unreachable, c.failed, c.skipped
             );
             if s.check {

@@ -1,6 +1,8 @@
 //! The SSH transport, on russh: one connection per host, host keys checked
 //! against known_hosts, auth by ssh-agent and private key files (each key
-//! decrypted once per run), and an exec that streams the script on stdin.
+//! decrypted once per run), jump hosts (ProxyJump) over direct-tcpip with
+//! the target's key checked under the target's own name, and an exec that
+//! streams the script on stdin.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,24 +20,39 @@ use super::{Become, ExecOutput, command_line};
 use crate::known_hosts::{KnownHosts, Verdict, host_key_name};
 
 /// Where and as whom to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Target {
-    /// The inventory name, for messages.
+    /// The inventory name (or the ssh config alias of a jump host), for messages.
     pub name: String,
     pub address: String,
     pub port: u16,
     pub user: String,
-    /// Explicit key files; none means ssh-agent and the usual ~/.ssh/id_* files.
+    /// Key files; none means ssh-agent and the usual ~/.ssh/id_* files.
     pub key_files: Vec<PathBuf>,
+    /// Only the key files, not the agent's other keys (IdentitiesOnly).
+    pub identities_only: bool,
+    /// Jump hosts, first hop first (ProxyJump).
+    pub jumps: Vec<Target>,
+    /// known_hosts of this host (ssh config UserKnownHostsFile), unless --known-hosts is given.
+    pub known_hosts: Option<PathBuf>,
+    /// From ssh config StrictHostKeyChecking: accept-new (or no) learns unknown keys.
+    pub accept_new: bool,
+    pub connect_timeout: Option<Duration>,
+    pub keepalive: Option<Duration>,
 }
 
 /// What every connection of a run shares.
 pub struct SshContext {
-    pub known_hosts: Arc<KnownHosts>,
+    /// --known-hosts: used for every host when given.
+    forced_known_hosts: Option<PathBuf>,
+    default_known_hosts: PathBuf,
+    known_hosts: Mutex<HashMap<PathBuf, Arc<KnownHosts>>>,
     pub accept_new: bool,
     pub connect_timeout: Duration,
     /// Keys are decrypted once per run, not once per host.
     keys: Mutex<HashMap<PathBuf, Arc<PrivateKey>>>,
+    /// Jump host connections, shared by every target behind them.
+    jumps: tokio::sync::Mutex<HashMap<String, Arc<Handle<Checker>>>>,
 }
 
 /// Why a host could not be reached; all of these count as "unreachable".
@@ -51,29 +68,68 @@ impl std::fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {}
 
 impl SshContext {
-    pub fn new(known_hosts: KnownHosts, accept_new: bool, connect_timeout: Duration) -> SshContext {
-        SshContext {
-            known_hosts: Arc::new(known_hosts),
+    pub fn new(
+        forced_known_hosts: Option<PathBuf>,
+        accept_new: bool,
+        connect_timeout: Duration,
+    ) -> Result<SshContext> {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let ctx = SshContext {
+            forced_known_hosts,
+            default_known_hosts: home.join(".ssh/known_hosts"),
+            known_hosts: Mutex::new(HashMap::new()),
             accept_new,
             connect_timeout,
             keys: Mutex::new(HashMap::new()),
+            jumps: tokio::sync::Mutex::new(HashMap::new()),
+        };
+        if let Some(p) = &ctx.forced_known_hosts {
+            ctx.known_hosts_file(p)
+                .map_err(|e| crate::error::InputError::new(format!("{}: {e}", p.display())))?;
         }
+        Ok(ctx)
+    }
+
+    /// Each known_hosts file is parsed once per run.
+    fn known_hosts_file(&self, path: &Path) -> std::io::Result<Arc<KnownHosts>> {
+        let mut files = self.known_hosts.lock().expect("known_hosts files");
+        if let Some(k) = files.get(path) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(KnownHosts::load(path)?);
+        files.insert(path.to_owned(), k.clone());
+        Ok(k)
+    }
+
+    fn known_hosts_for(&self, target: &Target) -> Result<Arc<KnownHosts>, String> {
+        let path = self
+            .forced_known_hosts
+            .clone()
+            .or_else(|| target.known_hosts.clone())
+            .unwrap_or_else(|| self.default_known_hosts.clone());
+        self.known_hosts_file(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     fn key(&self, path: &Path) -> Result<Arc<PrivateKey>> {
         if let Some(k) = self.keys.lock().expect("key cache").get(path) {
             return Ok(k.clone());
         }
-        let key = russh::keys::load_secret_key(path, None).map_err(|e| match e {
-            russh::keys::Error::KeyIsEncrypted => {
-                anyhow!(
-                    "{} is encrypted: load it into ssh-agent (ssh-add {})",
-                    path.display(),
-                    path.display()
-                )
+        let key = match russh::keys::load_secret_key(path, None) {
+            Ok(k) => k,
+            Err(russh::keys::Error::KeyIsEncrypted) => {
+                // Asked once per key file per run, on the terminal; ssh-agent avoids the question.
+                let prompt = format!("Enter passphrase for key {}: ", path.display());
+                let pass = rpassword::prompt_password(prompt).map_err(|_| {
+                    anyhow!("{} is encrypted and there is no terminal to ask its passphrase: load it into ssh-agent (ssh-add {})", path.display(), path.display())
+                })?;
+                russh::keys::load_secret_key(path, Some(&pass))
+                    .map_err(|e| anyhow!("cannot decrypt {}: {e}", path.display()))?
             }
-            other => anyhow!("cannot load private key {}: {other}", path.display()),
-        })?;
+            Err(other) => bail!("cannot load private key {}: {other}", path.display()),
+        };
         let key = Arc::new(key);
         self.keys
             .lock()
@@ -82,56 +138,126 @@ impl SshContext {
         Ok(key)
     }
 
-    pub async fn connect(&self, target: &Target) -> Result<Session, ConnectError> {
-        let fail = |msg: String| ConnectError(format!("{}: {msg}", target.name));
-        let name = host_key_name(&target.address, target.port);
-        let config = Arc::new(client::Config {
+    fn config(&self, target: &Target, known: &KnownHosts, name: &str) -> Arc<client::Config> {
+        Arc::new(client::Config {
             nodelay: true,
-            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_interval: Some(target.keepalive.unwrap_or(Duration::from_secs(15))),
             keepalive_max: 3,
             inactivity_timeout: None,
-            preferred: preferred(&self.known_hosts.known_algorithms(&name)),
+            preferred: preferred(&known.known_algorithms(name)),
             ..client::Config::default()
-        });
-        let verdict = Arc::new(Mutex::new(None));
-        let handler = Checker {
-            name: name.clone(),
-            known_hosts: self.known_hosts.clone(),
-            accept_new: self.accept_new,
-            verdict: verdict.clone(),
+        })
+    }
+
+    /// The key checker for a target, named as known_hosts knows it.
+    fn checker(&self, target: &Target) -> Result<(Checker, Arc<KnownHosts>), String> {
+        let known = self.known_hosts_for(target)?;
+        let checker = Checker {
+            name: host_key_name(&target.address, target.port),
+            known_hosts: known.clone(),
+            accept_new: self.accept_new || target.accept_new,
+            verdict: Arc::new(Mutex::new(None)),
         };
-        let addr = (target.address.as_str(), target.port);
-        let connecting = client::connect(config, addr, handler);
-        let mut handle = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Err(_) => {
-                return Err(fail(format!(
-                    "connect timed out after {}s",
-                    self.connect_timeout.as_secs()
-                )));
-            }
-            Ok(Err(e)) => {
-                let refused = verdict.lock().expect("verdict").take();
-                return Err(fail(refused.unwrap_or_else(|| describe(&e))));
-            }
-            Ok(Ok(h)) => h,
+        Ok((checker, known))
+    }
+
+    pub async fn connect(&self, target: &Target) -> Result<Session, ConnectError> {
+        let fail = |msg: String| ConnectError(format!("{}: {msg}", target.name));
+        let via = match target.jumps.is_empty() {
+            true => None,
+            false => Some(
+                self.jump_chain(&target.jumps)
+                    .await
+                    .map_err(|e| fail(format!("jump host: {e}")))?,
+            ),
         };
-        let auth =
-            tokio::time::timeout(self.connect_timeout, self.authenticate(&mut handle, target));
-        match auth.await {
-            Err(_) => return Err(fail("authentication timed out".into())),
-            Ok(Err(e)) => return Err(fail(format!("{e:#}"))),
-            Ok(Ok(())) => {}
-        }
+        let handle = self.open(target, via.as_deref()).await.map_err(fail)?;
         Ok(Session {
             handle,
+            _via: via,
             user: target.user.clone(),
             channels: AtomicUsize::new(0),
         })
     }
 
+    /// Connects and authenticates to `target`, directly or through `via`.
+    async fn open(
+        &self,
+        target: &Target,
+        via: Option<&Handle<Checker>>,
+    ) -> Result<Handle<Checker>, String> {
+        let (checker, known) = self.checker(target)?;
+        let verdict = checker.verdict.clone();
+        let config = self.config(target, &known, &checker.name);
+        let timeout = target.connect_timeout.unwrap_or(self.connect_timeout);
+        let connected = async {
+            match via {
+                None => {
+                    client::connect(config, (target.address.as_str(), target.port), checker).await
+                }
+                Some(jump) => {
+                    let ch = jump
+                        .channel_open_direct_tcpip(
+                            target.address.clone(),
+                            u32::from(target.port),
+                            "127.0.0.1",
+                            0,
+                        )
+                        .await?;
+                    client::connect_stream(config, ch.into_stream(), checker).await
+                }
+            }
+        };
+        let mut handle = match tokio::time::timeout(timeout, connected).await {
+            Err(_) => return Err(format!("connect timed out after {}s", timeout.as_secs())),
+            Ok(Err(e)) => {
+                return Err(verdict
+                    .lock()
+                    .expect("verdict")
+                    .take()
+                    .unwrap_or_else(|| describe(&e)));
+            }
+            Ok(Ok(h)) => h,
+        };
+        match tokio::time::timeout(timeout, self.authenticate(&mut handle, target)).await {
+            Err(_) => Err("authentication timed out".into()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Ok(Ok(())) => Ok(handle),
+        }
+    }
+
+    /// The last hop of a jump chain, connected through the hops before it;
+    /// shared by every target behind the same chain.
+    async fn jump_chain(&self, hops: &[Target]) -> Result<Arc<Handle<Checker>>, String> {
+        let mut cache = self.jumps.lock().await;
+        let mut via: Option<Arc<Handle<Checker>>> = None;
+        for (i, hop) in hops.iter().enumerate() {
+            let key: Vec<String> = hops[..=i]
+                .iter()
+                .map(|h| format!("{}@{}:{}", h.user, h.address, h.port))
+                .collect();
+            let key = key.join(",");
+            let next = match cache.get(&key).filter(|h| !h.is_closed()) {
+                Some(h) => h.clone(),
+                None => {
+                    let h = Arc::new(
+                        self.open(hop, via.as_deref())
+                            .await
+                            .map_err(|e| format!("{}: {e}", hop.name))?,
+                    );
+                    cache.insert(key, h.clone());
+                    h
+                }
+            };
+            via = Some(next);
+        }
+        via.ok_or_else(|| "empty jump list".into())
+    }
+
     async fn authenticate(&self, handle: &mut Handle<Checker>, target: &Target) -> Result<()> {
         let user = target.user.as_str();
-        if target.key_files.is_empty()
+        let use_agent = target.key_files.is_empty() || !target.identities_only;
+        if use_agent
             && let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await
         {
             for id in agent.request_identities().await.unwrap_or_default() {
@@ -146,14 +272,13 @@ impl SshContext {
                 }
             }
         }
-        let files = if target.key_files.is_empty() {
-            default_key_files()
-        } else {
-            target.key_files.clone()
+        let (files, optional) = match target.key_files.is_empty() {
+            true => (default_key_files(), true),
+            false => (target.key_files.clone(), false),
         };
         let mut tried = Vec::new();
         for path in files {
-            if target.key_files.is_empty() && !path.exists() {
+            if optional && !path.exists() {
                 continue;
             }
             let key = self.key(&path)?;
@@ -293,6 +418,8 @@ impl client::Handler for Checker {
 
 pub struct Session {
     handle: Handle<Checker>,
+    /// The jump host connection this session runs through, kept open while it lives.
+    _via: Option<Arc<Handle<Checker>>>,
     user: String,
     channels: AtomicUsize,
 }

@@ -42,6 +42,9 @@ impl Fleet {
         Fleet::up_with(specs, &[])
     }
 
+    /// Like `up`, with fleet.sh options before the specs, e.g.
+    /// `["--restart-down", "1"]` or `["--bastion", "bastion"]` (a jump host
+    /// topology: see `bastion` and `khard_in_runner`).
     pub fn up_with(specs: &[&str], options: &[&str]) -> Option<Fleet> {
         if let Err(why) = can_run() {
             if std::env::var("CI").as_deref() == Ok("true") {
@@ -100,14 +103,22 @@ impl Fleet {
 
     /// Runs khard inside the fleet's network namespace.
     pub fn khard(&self, args: &[&str]) -> Run {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns, env!("CARGO_BIN_EXE_khard")])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env_remove("SSH_AUTH_SOCK")
-            .output()
-            .expect("running khard");
-        Run::from(out)
+        khard_in(&self.netns, args)
+    }
+
+    /// Runs khard inside the runner network namespace of a `--bastion` fleet,
+    /// from where only the bastion's veth address is reachable.
+    pub fn khard_in_runner(&self, args: &[&str]) -> Run {
+        let ns = std::fs::read_to_string(self.dir.join("runner-netns"))
+            .expect("runner-netns (fleet not brought up with --bastion?)");
+        khard_in(ns.trim(), args)
+    }
+
+    /// (name, veth address) of the bastion of a `--bastion` fleet.
+    pub fn bastion(&self) -> Option<(String, String)> {
+        let s = std::fs::read_to_string(self.dir.join("bastion")).ok()?;
+        let (name, addr) = s.trim_end().split_once('\t')?;
+        Some((name.to_owned(), addr.to_owned()))
     }
 
     /// `khard apply -i <fleet inventory> --known-hosts <fleet known_hosts> ARGS`.
@@ -199,6 +210,18 @@ impl Fleet {
             .map(|h| h.0.clone())
             .collect()
     }
+}
+
+/// Runs khard inside network namespace `netns`.
+fn khard_in(netns: &str, args: &[&str]) -> Run {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_khard")])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("running khard");
+    Run::from(out)
 }
 
 impl Drop for Fleet {

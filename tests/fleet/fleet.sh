@@ -5,7 +5,7 @@
 # iproute2 (ip, ss) and openssh-server/-client.
 #
 # Usage:
-#   fleet.sh up DIR [--netns NAME] [--restart-down SECS] HOST...
+#   fleet.sh up DIR [--netns NAME [--bastion HOST]] [--restart-down SECS] HOST...
 #   fleet.sh down DIR
 #
 # HOST is either
@@ -19,6 +19,13 @@
 #
 #   --netns NAME        create network namespace NAME and run every sshd in it;
 #                       reach the hosts with `ip netns exec NAME ssh ...`
+#   --bastion HOST      (needs --netns) SSH jump host topology: also create the
+#                       "runner" netns NAME-r, joined to NAME by a veth pair
+#                       10.254.a.b+1/30 (NAME-r) <-> +2 (NAME), the /30 picked
+#                       by a hash of NAME; HOST's sshd also listens on +2:22.
+#                       From NAME-r only HOST is reachable, the others (on
+#                       their 127.0.x.y) only through it: `ip netns exec NAME-r
+#                       ssh -J root@10.254.a.b+2 root@127.0.1.i`
 #   --restart-down SECS how long `systemctl restart k3s|k3s-agent` keeps the
 #                       node's /readyz down (default 0; may be fractional);
 #                       per host: write seconds to DIR/hosts/NAME/state/restart_down
@@ -36,10 +43,13 @@
 #
 # Layout of DIR:
 #   id_ed25519{,.pub}  client key (no passphrase); authorized_keys = its .pub
-#   known_hosts        "ADDR ssh-ed25519 AAAA..." per host
+#   known_hosts        "ADDR ssh-ed25519 AAAA..." per host (and for the
+#                      bastion's veth address with --bastion)
 #   hosts.tsv          NAME<TAB>ADDR<TAB>ROLE<TAB>VERSION (empty: no k3s)<TAB>HOSTDIR
 #   inventory.yaml     Ansible inventory: k3s_cluster -> server/agent groups
 #   netns              the netns name (only with --netns, removed by down)
+#   bastion            NAME<TAB>VETH_ADDR of the bastion (only with --bastion)
+#   runner-netns       the runner netns name (only with --bastion, removed by down)
 #   hosts/NAME/        HOSTDIR:
 #     sshd_config ssh_host_ed25519_key{,.pub} sshd.log (sshd -E, LogLevel INFO)
 #     sshd.pid         host-side PID of the sshd (PID 1 of the host's PID namespace)
@@ -150,6 +160,14 @@ cmd_down() {
 		fi
 		rm -f "$dir/netns"
 	fi
+	# The runner netns holds one end of the veth; deleting it deletes both.
+	if [[ -f $dir/runner-netns ]]; then
+		read -r ns <"$dir/runner-netns" || :
+		if [[ -n $ns && -e /run/netns/$ns ]]; then
+			ip netns delete "$ns" || die "down: cannot delete netns $ns"
+		fi
+		rm -f "$dir/runner-netns"
+	fi
 }
 
 # ---------------------------------------------------------------- up
@@ -200,15 +218,16 @@ on_up_exit() {
 
 cmd_up() {
 	[[ $# -ge 1 ]] || usage
-	local dir=$1 netns='' rdown=0 spec n v r
+	local dir=$1 netns='' bastion='' rdown=0 spec n v r
 	shift
 	while (($#)); do
 		case $1 in
-		--netns | --restart-down | --count | --role | --version | --prefix)
+		--netns | --bastion | --restart-down | --count | --role | --version | --prefix)
 			[[ $# -ge 2 ]] || die "$1 needs a value"
 			v=$2
 			case $1 in
 			--netns) netns=$v ;;
+			--bastion) bastion=$v ;;
 			--restart-down) rdown=$v ;;
 			--count) flush_group && G_COUNT=$v ;;
 			--role | --version | --prefix)
@@ -234,6 +253,8 @@ cmd_up() {
 	[[ $rdown =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--restart-down needs seconds, not '$rdown'"
 	[[ -z $netns || $netns =~ ^[A-Za-z0-9._-]+$ ]] || die "bad netns name '$netns'"
 	((${#NAMES[@]} <= 250 * 254)) || die "too many hosts"
+	[[ -z $bastion || -n $netns ]] || die "--bastion needs --netns"
+	[[ -z $bastion || -n ${SEEN[$bastion]-} ]] || die "--bastion $bastion is not one of the hosts"
 
 	local c i
 	for c in "$SSHD" ssh-keygen unshare nsenter mount ip ss; do
@@ -247,6 +268,7 @@ cmd_up() {
 	[[ ! -e $dir/hosts ]] || die "$dir already holds a fleet; run down and use a fresh DIR"
 
 	[[ -z $netns || ! -e /run/netns/$netns ]] || die "netns $netns already exists"
+	[[ -z $bastion || ! -e /run/netns/$netns-r ]] || die "netns $netns-r already exists"
 	if [[ -z $netns ]]; then
 		# Our addresses, or a wildcard, already on port 22 would make sshd
 		# fail or the readiness check lie: say so up front.
@@ -286,6 +308,27 @@ cmd_up() {
 		enter=(nsenter "--net=/run/netns/$netns")
 	fi
 
+	# Bastion: a runner netns and a veth pair to the fleet netns, made inside
+	# the two namespaces (never in the caller's), so their names cannot clash.
+	# The /30 in 10.254.0.0/16 comes from a hash of the netns name; as the
+	# pair joins only this fleet's two namespaces, even a collision is harmless.
+	local baddr='' net o
+	if [[ -n $bastion ]]; then
+		ip netns add "$netns-r"
+		echo "$netns-r" >"$dir/runner-netns"
+		ip -n "$netns-r" link set lo up
+		read -r c _ < <(cksum <<<"$netns")
+		c=$((c % 16384)) # the /30's index; veth ends kfrC (runner) and kffC (fleet)
+		net=10.254.$((c / 64)) o=$((c % 64 * 4))
+		baddr=$net.$((o + 2))
+		ip -n "$netns-r" link add "kfr$c" type veth peer name "kff$c" netns "$netns"
+		ip -n "$netns-r" addr add "$net.$((o + 1))/30" dev "kfr$c"
+		ip -n "$netns" addr add "$baddr/30" dev "kff$c"
+		ip -n "$netns-r" link set "kfr$c" up
+		ip -n "$netns" link set "kff$c" up
+		printf '%s\t%s\n' "$bastion" "$baddr" >"$dir/bastion"
+	fi
+
 	ssh-keygen -q -t ed25519 -N '' -C khard-fleet -f "$dir/id_ed25519" </dev/null
 	cp "$dir/id_ed25519.pub" "$dir/authorized_keys"
 
@@ -323,6 +366,9 @@ cmd_up() {
 			"KbdInteractiveAuthentication no" "UseDNS no" "PrintMotd no" "PrintLastLog no" \
 			"MaxStartups 1000:30:1000" "MaxSessions 10" "LogLevel INFO" \
 			"Subsystem sftp internal-sftp" ${extra:+"$extra"} >"$h/sshd_config"
+		if [[ $name == "$bastion" ]]; then
+			printf '%s\n' "ListenAddress $baddr:22" "AllowTcpForwarding yes" >>"$h/sshd_config"
+		fi
 		tab=''
 		for c in "${PRIVATE[@]}"; do tab+="$h/fs/$c /$c none bind 0 0"$'\n'; done
 		printf '%stmpfs /proc/sys tmpfs mode=0555,size=64k 0 0\n' "$tab" >"$h/mounts.fstab"
@@ -381,11 +427,14 @@ cmd_up() {
 	# Wait until each address is listened on by a child of our own unshare
 	# (ss -p gives the host-side PID of the listener).
 	local -A want=()
-	for i in "${!NAMES[@]}"; do want[${ADDRS[i]}]=$i; done
+	for i in "${!NAMES[@]}"; do
+		want[${ADDRS[i]}]=$i
+		[[ ${NAMES[i]} != "$bastion" ]] || want[$baddr]=$i
+	done
 	local deadline=$((SECONDS + ${FLEET_UP_TIMEOUT:-60})) line pid ppid st
 	while :; do
 		while read -r line; do
-			[[ $line =~ [[:space:]](127\.[0-9.]+):22[[:space:]].*pid=([0-9]+), ]] || continue
+			[[ $line =~ [[:space:]]([0-9.]+):22[[:space:]].*pid=([0-9]+), ]] || continue
 			addr=${BASH_REMATCH[1]} pid=${BASH_REMATCH[2]}
 			[[ -n ${want[$addr]-} ]] || continue
 			i=${want[$addr]}
@@ -418,11 +467,12 @@ cmd_up() {
 	for i in "${!NAMES[@]}"; do
 		read -r t k _ <"${HDIRS[i]}/ssh_host_ed25519_key.pub"
 		kh+="${ADDRS[i]} $t $k"$'\n'
+		[[ ${NAMES[i]} != "$bastion" ]] || kh+="$baddr $t $k"$'\n'
 	done
 	printf '%s' "$kh" >"$dir/known_hosts"
 
 	UP_DONE=1
-	echo "fleet: ${#NAMES[@]} host(s) up in $dir${netns:+ (netns $netns)}"
+	echo "fleet: ${#NAMES[@]} host(s) up in $dir${netns:+ (netns $netns)}${bastion:+, bastion $bastion at $baddr (runner netns $netns-r)}"
 }
 
 case ${1-} in

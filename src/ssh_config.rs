@@ -1,0 +1,369 @@
+//! OpenSSH client configuration (`~/.ssh/config`, or `-F FILE`): Host
+//! blocks with patterns, the options khard uses, first value wins as in
+//! OpenSSH. `Match` blocks are skipped (not supported); `Include` is followed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::error::InputError;
+
+#[derive(Debug, Clone, Default)]
+struct Block {
+    /// Host patterns; `!pattern` negates. Empty for the lines before any Host.
+    patterns: Vec<String>,
+    /// Lower-case keyword and its arguments.
+    options: Vec<(String, Vec<String>)>,
+    /// A `Match` block: never applies.
+    skip: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SshConfig {
+    blocks: Vec<Block>,
+}
+
+/// What the config says about one host alias.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostConfig {
+    pub hostname: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_files: Vec<PathBuf>,
+    pub identities_only: bool,
+    pub proxy_jump: Option<String>,
+    pub known_hosts: Option<PathBuf>,
+    /// `yes`, `accept-new`, `no`/`off`, or `ask` (treated as yes).
+    pub strict_host_key_checking: Option<String>,
+    pub connect_timeout: Option<u64>,
+    pub server_alive_interval: Option<u64>,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// `~` and the tokens OpenSSH expands in file names that khard can know.
+fn expand(path: &str, host: &str) -> PathBuf {
+    let p = path
+        .replace("%d", &home().display().to_string())
+        .replace("%h", host)
+        .replace("%%", "%");
+    match p.strip_prefix("~/") {
+        Some(rest) => home().join(rest),
+        None => PathBuf::from(p),
+    }
+}
+
+/// Splits a config line into words, honouring double quotes.
+fn words(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if (c.is_whitespace() || c == '=') && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn wildcard(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
+        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => wildcard(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+impl Block {
+    fn matches(&self, alias: &str) -> bool {
+        if self.skip {
+            return false;
+        }
+        if self.patterns.is_empty() {
+            return true;
+        }
+        let negated = self.patterns.iter().any(|p| {
+            p.strip_prefix('!')
+                .is_some_and(|p| wildcard(p.as_bytes(), alias.as_bytes()))
+        });
+        !negated
+            && self
+                .patterns
+                .iter()
+                .any(|p| !p.starts_with('!') && wildcard(p.as_bytes(), alias.as_bytes()))
+    }
+}
+
+impl SshConfig {
+    /// The user's `~/.ssh/config`, or nothing when it does not exist.
+    pub fn default_file() -> Result<SshConfig> {
+        let path = home().join(".ssh/config");
+        if path.is_file() {
+            SshConfig::load(&path)
+        } else {
+            Ok(SshConfig::default())
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<SshConfig> {
+        let mut cfg = SshConfig {
+            blocks: vec![Block::default()],
+        };
+        cfg.read(path, 0)?;
+        Ok(cfg)
+    }
+
+    fn read(&mut self, path: &Path, depth: usize) -> Result<()> {
+        let text = crate::inventory::read_utf8(path)?;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut w = words(line);
+            let key = w.remove(0).to_ascii_lowercase();
+            match key.as_str() {
+                "host" => self.blocks.push(Block {
+                    patterns: w,
+                    ..Block::default()
+                }),
+                "match" => self.blocks.push(Block {
+                    skip: true,
+                    ..Block::default()
+                }),
+                "include" if depth < 8 => {
+                    for pattern in w {
+                        let full = expand(&pattern, "");
+                        let full = if full.is_absolute() {
+                            full
+                        } else {
+                            home().join(".ssh").join(full)
+                        };
+                        for file in glob_files(&full) {
+                            self.read(&file, depth + 1)?;
+                        }
+                    }
+                }
+                _ if w.is_empty() => {
+                    return Err(InputError::at(
+                        &path.display().to_string(),
+                        i + 1,
+                        1,
+                        format!("`{key}` needs a value"),
+                    )
+                    .into());
+                }
+                _ => self
+                    .blocks
+                    .last_mut()
+                    .expect("a block")
+                    .options
+                    .push((key, w)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings for `alias`: for each option, the first value found in
+    /// the blocks that match, in file order.
+    pub fn host(&self, alias: &str) -> HostConfig {
+        let mut h = HostConfig::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for block in self.blocks.iter().filter(|b| b.matches(alias)) {
+            for (key, args) in &block.options {
+                // IdentityFile accumulates; everything else keeps its first value.
+                if key != "identityfile" && seen.contains(&key.as_str()) {
+                    continue;
+                }
+                seen.push(key);
+                let first = args[0].clone();
+                match key.as_str() {
+                    "hostname" => h.hostname = Some(first.replace("%h", alias)),
+                    "user" => h.user = Some(first),
+                    "port" => h.port = first.parse().ok(),
+                    "identityfile" => h.identity_files.push(expand(&first, alias)),
+                    "identitiesonly" => h.identities_only = first.eq_ignore_ascii_case("yes"),
+                    "proxyjump" if !first.eq_ignore_ascii_case("none") => {
+                        h.proxy_jump = Some(first)
+                    }
+                    "userknownhostsfile" if !first.eq_ignore_ascii_case("none") => {
+                        h.known_hosts = Some(expand(&first, alias))
+                    }
+                    "stricthostkeychecking" => {
+                        h.strict_host_key_checking = Some(first.to_ascii_lowercase())
+                    }
+                    "connecttimeout" => h.connect_timeout = first.parse().ok(),
+                    "serveraliveinterval" => h.server_alive_interval = first.parse().ok(),
+                    _ => {}
+                }
+            }
+        }
+        h
+    }
+}
+
+/// Files matching a path whose last part may hold `*`.
+fn glob_files(path: &Path) -> Vec<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains('*') {
+        return vec![path.to_path_buf()]
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect();
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && wildcard(
+                    name.as_bytes(),
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .as_bytes(),
+                )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// One hop of a ProxyJump list: `[user@]host[:port]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jump {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// Parses `ProxyJump` / `-J` values: `user@bastion:2222,other`.
+pub fn parse_jumps(spec: &str) -> Result<Vec<Jump>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|hop| {
+            let hop = hop.strip_prefix("ssh://").unwrap_or(hop);
+            let (user, rest) = match hop.rsplit_once('@') {
+                Some((u, r)) => (Some(u.to_owned()), r),
+                None => (None, hop),
+            };
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (
+                    h,
+                    Some(
+                        p.parse::<u16>()
+                            .map_err(|_| format!("bad port in jump host `{hop}`"))?,
+                    ),
+                ),
+                _ => (rest, None),
+            };
+            if host.is_empty() {
+                return Err(format!("bad jump host `{hop}`"));
+            }
+            Ok(Jump {
+                user,
+                host: host.trim_matches(['[', ']']).to_owned(),
+                port,
+            })
+        })
+        .collect()
+}
+
+/// The ProxyJump in Ansible's `ansible_ssh_common_args` (`-o ProxyJump=...`, `-J ...`).
+pub fn jump_from_ssh_args(args: &str) -> Option<String> {
+    let w = words(args);
+    let mut it = w.iter().peekable();
+    while let Some(a) = it.next() {
+        if a == "-J" {
+            return it.next().cloned();
+        }
+        if let Some(j) = a.strip_prefix("-J") {
+            return Some(j.to_owned());
+        }
+        if a == "-o" {
+            // words() split "ProxyJump=x" into two words.
+            if it
+                .peek()
+                .is_some_and(|k| k.eq_ignore_ascii_case("ProxyJump"))
+            {
+                it.next();
+                return it.next().cloned();
+            }
+        } else if a.starts_with("-oProxyJump") {
+            return it.next().cloned();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_value_wins_and_patterns_match() {
+        let dir = crate::testutil::TempDir::new();
+        let p = dir.file(
+            "config",
+            "Host web-*\n  User deploy\n  IdentityFile ~/.ssh/web\nHost web-1 !web-2\n  HostName 10.0.0.1\n  Port 2222\n  User ignored\nHost *\n  User fallback\n  IdentityFile ~/.ssh/id_ed25519\n  StrictHostKeyChecking accept-new\n  ProxyJump admin@bastion:2200\nMatch host x\n  User never\n",
+        );
+        let cfg = SshConfig::load(&p).unwrap();
+        let h = cfg.host("web-1");
+        assert_eq!(h.user.as_deref(), Some("deploy"));
+        assert_eq!(h.hostname.as_deref(), Some("10.0.0.1"));
+        assert_eq!(h.port, Some(2222));
+        assert_eq!(h.identity_files.len(), 2);
+        assert_eq!(h.strict_host_key_checking.as_deref(), Some("accept-new"));
+        let h2 = cfg.host("web-2");
+        assert_eq!(h2.hostname, None);
+        assert_eq!(cfg.host("db").user.as_deref(), Some("fallback"));
+    }
+
+    #[test]
+    fn jump_specs() {
+        assert_eq!(
+            parse_jumps("admin@bastion:2200,gw").unwrap(),
+            vec![
+                Jump {
+                    user: Some("admin".into()),
+                    host: "bastion".into(),
+                    port: Some(2200)
+                },
+                Jump {
+                    user: None,
+                    host: "gw".into(),
+                    port: None
+                }
+            ]
+        );
+        assert_eq!(
+            jump_from_ssh_args("-o ProxyJump=ops@jump.example -o Foo=bar").as_deref(),
+            Some("ops@jump.example")
+        );
+        assert_eq!(
+            jump_from_ssh_args("-J ops@jump").as_deref(),
+            Some("ops@jump")
+        );
+        assert_eq!(jump_from_ssh_args("-o StrictHostKeyChecking=no"), None);
+    }
+}
