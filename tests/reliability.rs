@@ -12,10 +12,7 @@ const V: &str = "v1.30.6+k3s1";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn accepted(fleet: &Fleet, host: &str) -> usize {
-    fleet
-        .log(host, "sshd.log")
-        .matches("Accepted publickey")
-        .count()
+    fleet.sshd_log(host).matches("Accepted publickey").count()
 }
 
 /// khard apply with a given known_hosts file.
@@ -595,4 +592,8 @@ fn bad_input_is_refused_before_any_connection() {
         0,
         "a host was contacted despite bad input"
     );
+    // The count above can see a connection: a valid run makes exactly one.
+    let ok = fleet.apply(&["--check"]);
+    assert_eq!(ok.code, 2, "{}", ok.all());
+    assert_eq!(accepted(&fleet, "s1"), 1, "one connection per host per run");
 }

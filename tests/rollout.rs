@@ -217,10 +217,7 @@ fn invalid_content_is_refused_before_anything_is_written_and_backups_stay_out_of
         run.all()
     );
     assert_eq!(
-        fleet
-            .log("a1", "sshd.log")
-            .matches("Accepted publickey")
-            .count(),
+        fleet.sshd_log("a1").matches("Accepted publickey").count(),
         0,
         "a host was contacted"
     );

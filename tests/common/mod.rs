@@ -164,6 +164,11 @@ impl Fleet {
         std::fs::read_to_string(self.host_dir(host).join("log").join(name)).unwrap_or_default()
     }
 
+    /// The host's sshd log (LogLevel INFO: one "Accepted publickey" per login).
+    pub fn sshd_log(&self, host: &str) -> String {
+        std::fs::read_to_string(self.host_dir(host).join("sshd.log")).expect("sshd.log")
+    }
+
     /// Lines of the systemctl shim's log that restart something.
     pub fn restarts(&self, host: &str) -> Vec<String> {
         self.log(host, "systemctl.log")
