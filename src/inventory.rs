@@ -109,8 +109,15 @@ impl Builder {
 impl Inventory {
     /// Loads an inventory file plus `group_vars/` and `host_vars/` beside it.
     pub fn load(path: &Path) -> Result<Inventory> {
-        let file = path.display().to_string();
         let text = read_utf8(path)?;
+        Inventory::from_text(path, &text)
+    }
+
+    /// Parses inventory text (YAML or INI) as if read from `path`; `group_vars/`
+    /// and `host_vars/` are looked up beside `path`.
+    pub fn from_text(path: &Path, text: &str) -> Result<Inventory> {
+        let file = path.display().to_string();
+        let text = text.to_owned();
         let mut b = Builder::default();
         b.group("all");
         if crate::inventory_ini::looks_like_ini(&text) {

@@ -406,9 +406,15 @@ impl Playbook {
         let text = file
             .read()?
             .ok_or_else(|| InputError::in_file(&display, "no such playbook file"))?;
-        let raw: Vec<PlayYaml> = yaml::parse(&display, &text)?;
-        let dir = source::parent(&file);
-        let play_lines = yaml::item_lines(&text);
+        Playbook::from_text(&file, &text)
+    }
+
+    /// Parses playbook text as if read from `file` (roles are looked up beside it).
+    pub fn from_text(file: &Dir, text: &str) -> Result<Playbook> {
+        let display = file.display();
+        let raw: Vec<PlayYaml> = yaml::parse(&display, text)?;
+        let dir = source::parent(file);
+        let play_lines = yaml::item_lines(text);
         let mut templates = Templates::default();
         let mut plays = Vec::new();
         for (i, raw) in raw.into_iter().enumerate() {
