@@ -69,18 +69,7 @@ fn pattern_matches(pattern: &str, name: &str) -> bool {
         mac.update(name.as_bytes());
         return mac.verify_slice(&hash).is_ok();
     }
-    wildcard(pattern.as_bytes(), name.as_bytes())
-}
-
-/// OpenSSH host patterns: `*` and `?`.
-fn wildcard(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
-        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => wildcard(&p[1..], &s[1..]),
-        _ => false,
-    }
+    crate::glob::Glob::HOSTS.matches(pattern, name)
 }
 
 fn parse(text: &str) -> Vec<Entry> {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod error;
 pub mod expr;
 pub mod facts;
+pub mod glob;
 pub mod inventory;
 pub mod inventory_ini;
 pub mod known_hosts;

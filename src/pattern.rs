@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::glob::Glob;
 use crate::inventory::Inventory;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,10 +72,16 @@ fn resolve(inv: &Inventory, word: &str) -> Result<Vec<String>, String> {
             .map(|h| h.name.clone())
             .collect()
     } else if name.contains(['*', '?']) {
-        let groups: Vec<&String> = inv.groups.keys().filter(|g| glob(name, g)).collect();
+        let groups: Vec<&String> = inv
+            .groups
+            .keys()
+            .filter(|g| Glob::NAMES.matches(name, g))
+            .collect();
         inv.hosts
             .iter()
-            .filter(|h| glob(name, &h.name) || groups.iter().any(|g| h.groups.contains(*g)))
+            .filter(|h| {
+                Glob::NAMES.matches(name, &h.name) || groups.iter().any(|g| h.groups.contains(*g))
+            })
             .map(|h| h.name.clone())
             .collect()
     } else {
@@ -123,19 +130,6 @@ fn apply_slice(hosts: &[String], slice: &str) -> Option<Vec<String>> {
             })
         }
     }
-}
-
-fn glob(pattern: &str, s: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], s) || (!s.is_empty() && go(p, &s[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), s.as_bytes())
 }
 
 /// The hosts a pattern selects, in inventory order. An Include term that

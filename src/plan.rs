@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::InputError;
 use crate::facts;
+use crate::glob::Glob;
 use crate::inventory::{Host, Inventory};
 use crate::modules::{Module, Render};
 use crate::playbook::{Play, Playbook, Task};
@@ -162,19 +163,10 @@ pub fn selected(task: &Task, tags: &[String], skip: &[String]) -> bool {
         .chain(task.all_cis())
         .map(String::as_str)
         .collect();
-    let hit = |want: &String| labels.iter().any(|l| glob(want, l));
+    let hit = |want: &String| labels.iter().any(|l| Glob::NAMES.matches(want, l));
     let included =
         tags.is_empty() || tags.iter().any(|t| t == "all" || hit(t)) || labels.contains(&"always");
     included && !skip.iter().any(hit)
-}
-
-fn glob(p: &str, s: &str) -> bool {
-    match p.split_once('*') {
-        None => p == s,
-        Some((pre, post)) => {
-            s.len() >= pre.len() + post.len() && s.starts_with(pre) && s.ends_with(post)
-        }
-    }
 }
 
 /// The variables of `host` in `play`, before probing.
@@ -262,11 +254,12 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
     }
     for (flag, tags) in [("--tags", &s.tags), ("--skip-tags", &s.skip_tags)] {
         for t in tags.iter().filter(|t| *t != "all" && *t != "always") {
-            let known = pb
-                .plays
-                .iter()
-                .flat_map(|p| &p.tasks)
-                .any(|task| task.tags.iter().chain(task.all_cis()).any(|l| glob(t, l)));
+            let known = pb.plays.iter().flat_map(|p| &p.tasks).any(|task| {
+                task.tags
+                    .iter()
+                    .chain(task.all_cis())
+                    .any(|l| Glob::NAMES.matches(t, l))
+            });
             if !known {
                 return Err(InputError::new(format!(
                     "{flag}: no task has the tag or CIS control `{t}`"

@@ -261,20 +261,6 @@ pub fn normalize_sysctl(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Whether `path` matches a glob where `*` and `?` do not cross `/`.
-pub fn glob_match(pattern: &str, path: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && go(p, &s[1..])),
-            (Some(b'?'), Some(c)) if *c != b'/' => go(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), path.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,14 +304,6 @@ mod tests {
     fn sha(data: &[u8]) -> String {
         use sha2::Digest;
         data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(data))
-    }
-
-    #[test]
-    fn globs_stay_within_a_folder() {
-        assert!(glob_match("/a/*.crt", "/a/x.crt"));
-        assert!(!glob_match("/a/*.crt", "/a/b/x.crt"));
-        assert!(glob_match("/a/?.key", "/a/k.key"));
-        assert!(!glob_match("/a/*.crt", "/a/x.key"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::error::InputError;
+use crate::glob::Glob;
 
 #[derive(Debug, Clone, Default)]
 struct Block {
@@ -77,16 +78,6 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-fn wildcard(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
-        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => wildcard(&p[1..], &s[1..]),
-        _ => false,
-    }
-}
-
 impl Block {
     fn matches(&self, alias: &str) -> bool {
         if self.skip {
@@ -97,13 +88,13 @@ impl Block {
         }
         let negated = self.patterns.iter().any(|p| {
             p.strip_prefix('!')
-                .is_some_and(|p| wildcard(p.as_bytes(), alias.as_bytes()))
+                .is_some_and(|p| Glob::HOSTS.matches(p, alias))
         });
         !negated
             && self
                 .patterns
                 .iter()
-                .any(|p| !p.starts_with('!') && wildcard(p.as_bytes(), alias.as_bytes()))
+                .any(|p| !p.starts_with('!') && Glob::HOSTS.matches(p, alias))
     }
 }
 
@@ -235,13 +226,7 @@ fn glob_files(path: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| {
             p.is_file()
-                && wildcard(
-                    name.as_bytes(),
-                    p.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .as_bytes(),
-                )
+                && Glob::NAMES.matches(&name, &p.file_name().unwrap_or_default().to_string_lossy())
         })
         .collect();
     out.sort();

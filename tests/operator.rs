@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Fleet, Run};
+use common::Fleet;
 
 const V: &str = "v1.30.6+k3s1";
 
@@ -116,31 +116,6 @@ fn ssh_config_aliases_and_proxyjump_through_a_bastion() {
     );
 }
 
-/// Runs khard in the fleet's netns with extra environment and stdin.
-fn khard_env(fleet: &Fleet, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &fleet.netns, env!("CARGO_BIN_EXE_khard")])
-        .args(args)
-        .env_remove("SSH_AUTH_SOCK");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    Run::from(child.wait_with_output().unwrap())
-}
-
 #[test]
 fn ssh_agent_and_an_encrypted_key() {
     let Some(fleet) = Fleet::up(&[&format!("s1:server:{V}"), &format!("a1:agent:{V}")]) else {
@@ -177,8 +152,7 @@ fn ssh_agent_and_an_encrypted_key() {
         "{}",
         String::from_utf8_lossy(&added.stderr)
     );
-    let with_agent = khard_env(
-        &fleet,
+    let with_agent = fleet.khard_with(
         &[
             "apply",
             "-i",
@@ -195,8 +169,7 @@ fn ssh_agent_and_an_encrypted_key() {
     );
     Command::new("kill").arg(&agent_pid).status().unwrap();
     assert_eq!(with_agent.code, 2, "{}", with_agent.all());
-    let without = khard_env(
-        &fleet,
+    let without = fleet.khard_with(
         &[
             "apply",
             "-i",
@@ -242,31 +215,15 @@ fn ssh_agent_and_an_encrypted_key() {
     std::fs::write(fleet.dir.join("authorized_keys"), auth).unwrap();
     let inv2 = fleet.dir.join("encrypted.yaml");
     std::fs::write(&inv2, format!("all:\n  hosts:\n    s1: {{ansible_host: {}}}\n    a1: {{ansible_host: {}}}\n  vars: {{ansible_user: root, k3s_role: agent, ansible_ssh_private_key_file: {}}}\n", addr(&fleet, "s1"), addr(&fleet, "a1"), enc.display())).unwrap();
-    let cmd = format!(
-        "ip netns exec {} {} apply -i {} --known-hosts {} --check",
-        fleet.netns,
-        env!("CARGO_BIN_EXE_khard"),
-        inv2.display(),
-        kh.display()
-    );
-    let run = Run::from({
-        let mut child = Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"open sesame\n")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    });
+    let args = [
+        "apply",
+        "-i",
+        inv2.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "--check",
+    ];
+    let run = fleet.khard_in_pty(&args, Some("open sesame\n"));
     assert!(run.stdout.contains("PLAY RECAP"), "{}", run.all());
     assert_eq!(
         run.stdout.matches("Enter passphrase").count(),
@@ -352,19 +309,19 @@ fn progress_in_a_terminal_plain_lines_without_one() {
         "escape codes without a terminal: {:?}",
         plain.stdout
     );
-    let cmd = format!(
-        "ip netns exec {} {} apply -i {} --known-hosts {} --check",
-        fleet.netns,
-        env!("CARGO_BIN_EXE_khard"),
-        fleet.inventory().display(),
-        fleet.known_hosts().display()
+    let (inv, kh) = (fleet.inventory(), fleet.known_hosts());
+    let tty = fleet.khard_in_pty(
+        &[
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--known-hosts",
+            kh.to_str().unwrap(),
+            "--check",
+        ],
+        None,
     );
-    let tty = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&tty.stdout);
+    let out = &tty.stdout;
     assert!(
         out.contains("\x1b[") && out.contains("hosts"),
         "no progress drawn in a terminal: {out:?}"

@@ -211,25 +211,10 @@ fn sudo_with_and_without_password_and_a_wrong_password_stops_after_one_host() {
     );
 
     // A wrong password: tried on the first host only.
-    let khard = env!("CARGO_BIN_EXE_khard");
     let with_password = |pw: &str, limit: &str| -> Run {
         let mut args = base.to_vec();
         args.extend(["--limit", limit, "-K"]);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &fleet.netns, khard])
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{pw}\n").as_bytes())
-            .unwrap();
-        Run::from(child.wait_with_output().unwrap())
+        fleet.khard_with(&args, &[], &format!("{pw}\n"))
     };
     let wrong = with_password("not-the-password", "pw1:pw2");
     assert_eq!(wrong.code, 3, "{}", wrong.all());
@@ -276,23 +261,17 @@ fn a_host_that_dies_mid_run_is_reported_while_the_others_finish() {
     std::fs::write(&play, "- hosts: all\n  tasks:\n    - name: slow\n      command: sleep 3\n    - name: after\n      file: { dest: /etc/rancher/done, content: \"x\\n\" }\n").unwrap();
     let inv = fleet.inventory();
     let kh = fleet.known_hosts();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &fleet.netns,
-            env!("CARGO_BIN_EXE_khard"),
+    let child = fleet.spawn_khard(
+        &[
             "apply",
             "-i",
             inv.to_str().unwrap(),
             "--known-hosts",
             kh.to_str().unwrap(),
             play.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+        &[],
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let pid = std::fs::read_to_string(fleet.host_dir("h2").join("sshd.pid")).unwrap();
     Command::new("kill")
@@ -391,26 +370,18 @@ fn sigint_mid_run_leaves_every_file_old_or_new_and_no_temp_files() {
     };
     let inv = fleet.inventory();
     let kh = fleet.known_hosts();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &fleet.netns,
-            env!("CARGO_BIN_EXE_khard"),
-            "apply",
-            "-i",
-            inv.to_str().unwrap(),
-            "--known-hosts",
-            kh.to_str().unwrap(),
-            "--agent-batch",
-            "1",
-            "-e",
-            "k3s_health_interval=0.2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = [
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "--agent-batch",
+        "1",
+        "-e",
+        "k3s_health_interval=0.2",
+    ];
+    let child = fleet.spawn_khard(&args, &[]);
     // The rollout restarts one agent at a time, ~1 s each: interrupt it in the middle.
     std::thread::sleep(Duration::from_millis(2500));
     Command::new("pkill")

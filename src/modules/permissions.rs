@@ -4,7 +4,8 @@
 use serde::Deserialize;
 
 use super::{Change, Perms, Render};
-use crate::probe::{Kind, Probe, RemoteState, glob_match};
+use crate::glob::Glob;
+use crate::probe::{Kind, Probe, RemoteState};
 use crate::template::Text;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,7 +51,7 @@ impl Desired {
         let (mut details, mut script) = (Vec::new(), String::new());
         for (path, stat) in &state.stat {
             // Links are never followed: chmod on a link would change its target.
-            if stat.kind == Kind::Link || !glob_match(&self.pattern, path) {
+            if stat.kind == Kind::Link || !Glob::PATHS.matches(&self.pattern, path) {
                 continue;
             }
             let (d, s) = self.perms.fix(path, stat);

@@ -217,6 +217,67 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Starts khard in the fleet's netns in the background (stdin, stdout, stderr piped).
+    pub fn spawn_khard(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, env!("CARGO_BIN_EXE_khard")])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("SSH_AUTH_SOCK");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        use std::process::Stdio;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting khard")
+    }
+
+    /// khard with extra environment and `stdin` typed into it.
+    pub fn khard_with(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
+        let mut child = self.spawn_khard(args, env);
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    }
+
+    /// khard in a pseudo-terminal (util-linux `script`), with `input` typed
+    /// after a moment (for passphrase prompts); colours left to khard.
+    pub fn khard_in_pty(&self, args: &[&str], input: Option<&str>) -> Run {
+        let cmd = format!(
+            "ip netns exec {} {} {}",
+            self.netns,
+            env!("CARGO_BIN_EXE_khard"),
+            args.join(" ")
+        );
+        use std::process::Stdio;
+        let mut child = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting script");
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(text) = input {
+            use std::io::Write;
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        Run::from(child.wait_with_output().unwrap())
+    }
+}
+
 /// Runs khard inside network namespace `netns`.
 fn khard_in(netns: &str, args: &[&str]) -> Run {
     let out = Command::new("ip")
