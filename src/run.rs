@@ -247,7 +247,25 @@ impl Runner {
             for d in diffs.iter().flatten() {
                 flush.vars.insert(d.plan.name.clone(), d.vars.clone());
             }
-            for done in join_all(diffs.into_iter().map(|d| self.apply(play, d))).await {
+            // any_errors_fatal / max_fail_percentage: hosts that already fail
+            // before writing stop everyone's writes, not only later tasks.
+            let failing = diffs
+                .iter()
+                .filter(|d| {
+                    d.as_ref()
+                        .map_or(true, |d| d.steps.iter().any(|s| s.status == Status::Failed))
+                })
+                .count();
+            let hold = self
+                .abort(play, total, flush.failed.len() + failing)
+                .then(|| format!("not applied: {failing} host(s) failed and the play does not tolerate it (any_errors_fatal / max_fail_percentage)"));
+            for done in join_all(
+                diffs
+                    .into_iter()
+                    .map(|d| self.apply(play, d, hold.as_deref())),
+            )
+            .await
+            {
                 if done.failed {
                     flush.failed.insert(done.host.clone());
                 }
@@ -446,7 +464,12 @@ impl Runner {
 
     /// Applies the changes of one host in one exec and reports every task.
     /// Returns the host, whether it failed, and the handlers it notified.
-    async fn apply(&self, play: &Play, d: Result<HostDiff, (String, String)>) -> Applied {
+    async fn apply(
+        &self,
+        play: &Play,
+        d: Result<HostDiff, (String, String)>,
+        hold: Option<&str>,
+    ) -> Applied {
         let d = match d {
             Ok(d) => d,
             Err((host, msg)) => {
@@ -466,6 +489,13 @@ impl Runner {
             d.steps.truncate(i + 1);
         }
         let name = d.plan.name.clone();
+        if let Some(why) = hold {
+            // Nothing is written anywhere: pending changes are reported as held back.
+            for s in d.steps.iter_mut().filter(|s| s.status == Status::Changed) {
+                s.status = Status::Skipped;
+                s.message = Some(why.to_owned());
+            }
+        }
         let pending: Vec<&Step> = d
             .steps
             .iter()
