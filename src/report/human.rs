@@ -28,6 +28,8 @@ pub struct Progress {
     multi: MultiProgress,
     overall: ProgressBar,
     hosts: HashMap<String, ProgressBar>,
+    /// Hosts already counted as done (a host may take part in several plays).
+    done: std::collections::HashSet<String>,
     counts: Counts,
 }
 
@@ -45,6 +47,7 @@ impl Progress {
             multi,
             overall,
             hosts: HashMap::new(),
+            done: Default::default(),
             counts: Counts::default(),
         }
     }
@@ -111,6 +114,8 @@ impl Sink for Human {
         if what == "done" {
             if let Some(bar) = p.hosts.remove(host) {
                 bar.finish_and_clear();
+            }
+            if p.done.insert(host.to_owned()) {
                 p.overall.inc(1);
             }
             return;

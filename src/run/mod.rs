@@ -2,7 +2,10 @@
 //! number of round trips whatever the number of tasks: connect, one probe,
 //! one apply with every change in order, one exec per handler flush.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod diff;
+mod handlers;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,19 +13,20 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::expr::truthy;
-use crate::facts;
-use crate::modules::{Action, Change, Module, Render};
+use crate::modules::{Change, Module, Render};
 use crate::plan::{HostPlan, PlayPlan, Reach};
 use crate::playbook::{Play, Playbook, Task};
 use crate::probe::{self, Probe, RemoteState};
 use crate::report::{Report, Status};
-use crate::script::{ApplyScript, parse_apply, quote};
+use crate::script::{ApplyScript, parse_apply};
 use crate::settings::Settings;
-use crate::template::Text;
 use crate::transport::Connection;
 use crate::transport::local::Local;
 use crate::transport::ssh::SshContext;
+use diff::{
+    check_critical_flags, diff_task, host_vars_with_facts, render_for_probe, when_known_false,
+};
+use handlers::Flush;
 
 /// What we keep about a host across plays.
 #[derive(Default)]
@@ -107,11 +111,12 @@ impl Runner {
 
     /// Runs every play; returns SSH channels opened per host.
     pub async fn run(&self, plans: &[PlayPlan]) -> BTreeMap<String, usize> {
-        for plan in plans {
-            for h in &plan.hosts {
-                self.report.host(&h.name);
-            }
+        let mut hosts = std::collections::BTreeSet::new();
+        for h in plans.iter().flat_map(|p| &p.hosts) {
+            self.report.host(&h.name);
+            hosts.insert(h.name.clone());
         }
+        self.report.start(hosts.len());
         if !self.sudo_password_works(plans).await {
             return self.close_all().await;
         }
@@ -188,6 +193,7 @@ impl Runner {
         st.conn
             .get_or_init(|| async {
                 let _permit = self.forks.acquire().await.expect("semaphore");
+                self.report.phase(&h.name, "connecting");
                 match &h.reach {
                     Reach::Local => Ok(Arc::new(Connection::Local(Local::new()))),
                     Reach::Ssh(t) => self
@@ -285,6 +291,9 @@ impl Runner {
         }
         for name in flush.failed {
             self.kill(&name);
+        }
+        for h in &plan.hosts {
+            self.report.phase(&h.name, "done");
         }
     }
 
@@ -607,354 +616,6 @@ impl Runner {
             still_valid,
         }
     }
-
-    /// Runs notified handlers once each, in definition order. A handler with
-    /// `throttle` runs on that many hosts at a time, and with `health` waits
-    /// (inside the same exec) until the host is healthy before the next batch:
-    /// a batch that fails halts the rollout, and every host still waiting
-    /// reports why it was not restarted. Check mode reports the handlers that
-    /// would run and runs none. A host's last handler exec also probes the
-    /// play's remaining tasks (`next`), so the restart costs no extra round trip.
-    async fn flush_handlers(
-        &self,
-        play: &Play,
-        plan: &PlayPlan,
-        alive: &[HostPlan],
-        flush: &mut Flush,
-        next: &[usize],
-    ) {
-        if self.stopped() {
-            return;
-        }
-        // Which handlers run on which host, decided before any runs.
-        let mut todo: Vec<Vec<HandlerRun>> = vec![Vec::new(); play.handlers.len()];
-        for (hi, handler) in play.handlers.iter().enumerate() {
-            for h in alive {
-                let notified = flush.notified.get(&h.name).is_some_and(|n| n.contains(&hi));
-                let allowed = self.settings.force_handlers || !flush.failed.contains(&h.name);
-                if !notified || !allowed || self.is_dead(&h.name) {
-                    continue;
-                }
-                let vars = flush
-                    .vars
-                    .get(&h.name)
-                    .cloned()
-                    .unwrap_or_else(|| h.vars.clone());
-                match self.handler_change(handler, &vars) {
-                    Ok(Some(change)) => todo[hi].push((h, change, vars)),
-                    Ok(None) => self.report.task(
-                        &h.name,
-                        &play.name,
-                        handler,
-                        true,
-                        Status::Skipped,
-                        None,
-                        None,
-                        Duration::ZERO,
-                    ),
-                    Err(e) => {
-                        self.report.task(
-                            &h.name,
-                            &play.name,
-                            handler,
-                            true,
-                            Status::Failed,
-                            None,
-                            Some(e),
-                            Duration::ZERO,
-                        );
-                        flush.failed.insert(h.name.clone());
-                    }
-                }
-            }
-        }
-        flush.notified.clear();
-        let last_handler: HashMap<&str, usize> = todo
-            .iter()
-            .enumerate()
-            .flat_map(|(hi, v)| v.iter().map(move |(h, _, _)| (h.name.as_str(), hi)))
-            .collect();
-        for (hi, ready) in todo.iter().enumerate() {
-            let handler = &play.handlers[hi];
-            if ready.is_empty() {
-                continue;
-            }
-            if self.settings.check {
-                for (h, change, _) in ready {
-                    self.report.task(
-                        &h.name,
-                        &play.name,
-                        handler,
-                        true,
-                        Status::Changed,
-                        Some(change),
-                        None,
-                        Duration::ZERO,
-                    );
-                }
-                continue;
-            }
-            let size = match batch_size(&self.playbook, handler, &ready[0].2, ready.len()) {
-                Ok(n) => n,
-                Err(e) => {
-                    for (h, _, _) in ready {
-                        self.report.task(
-                            &h.name,
-                            &play.name,
-                            handler,
-                            true,
-                            Status::Failed,
-                            None,
-                            Some(e.clone()),
-                            Duration::ZERO,
-                        );
-                        flush.failed.insert(h.name.clone());
-                    }
-                    continue;
-                }
-            };
-            for batch in ready.chunks(size) {
-                let not_run = if self.stopped() {
-                    Some((Status::Skipped, "not run: interrupted".to_owned()))
-                } else {
-                    flush.halted.as_ref().map(|why| {
-                        (
-                            Status::Failed,
-                            format!("not run: the rollout stopped because {why}"),
-                        )
-                    })
-                };
-                if let Some((status, msg)) = not_run {
-                    for (h, _, _) in batch {
-                        self.report.task(
-                            &h.name,
-                            &play.name,
-                            handler,
-                            true,
-                            status,
-                            None,
-                            Some(msg.clone()),
-                            Duration::ZERO,
-                        );
-                        if status == Status::Failed {
-                            flush.failed.insert(h.name.clone());
-                        }
-                    }
-                    continue;
-                }
-                let runs = join_all(batch.iter().map(|(h, change, vars)| {
-                    let tail = (last_handler.get(h.name.as_str()) == Some(&hi) && !next.is_empty())
-                        .then(|| self.probe_for(play, plan, h, next));
-                    self.run_handler(play, handler, h, change, vars, tail)
-                }))
-                .await;
-                for ((h, _, _), result) in batch.iter().zip(runs) {
-                    match result {
-                        Ok(Some(state)) => {
-                            flush.states.insert(h.name.clone(), state);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            flush.failed.insert(h.name.clone());
-                            if flush.halted.is_none()
-                                && (handler.throttle.is_some() || handler.health.is_some())
-                            {
-                                flush.halted =
-                                    Some(format!("`{}` failed on {}: {e}", handler.name, h.name));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// What a handler would do on a host, or None when its `when:` is false.
-    fn handler_change(
-        &self,
-        handler: &Task,
-        vars: &Map<String, Value>,
-    ) -> Result<Option<Change>, String> {
-        for w in &handler.when {
-            if !truthy(&w.eval(vars)?) {
-                return Ok(None);
-            }
-        }
-        let r = Render {
-            templates: &self.playbook.templates,
-            vars,
-            files: &handler.files,
-        };
-        handler.module.render(&r)?.diff(&RemoteState::default())
-    }
-
-    /// Runs a handler on one host, waits for its health gate in the same
-    /// exec, and (with `tail`) probes the next tasks after it; reports the outcome.
-    async fn run_handler(
-        &self,
-        play: &Play,
-        handler: &Task,
-        h: &HostPlan,
-        change: &Change,
-        vars: &Map<String, Value>,
-        tail: Option<Probe>,
-    ) -> Result<Option<(Probe, RemoteState)>, String> {
-        let started = Instant::now();
-        let result = async {
-            let mut body = change.script.clone();
-            if let Some(health) = &handler.health {
-                body.push('\n');
-                body.push_str(&self.health_call(health, vars)?);
-            }
-            let mut script = ApplyScript::new(&self.marker);
-            script.task(0, &body);
-            let mut bytes = script.finish();
-            if let Some(p) = &tail {
-                bytes.extend_from_slice(&p.script(&self.marker));
-            }
-            let conn = self.conn(&h.name).await.ok_or("not connected")?;
-            let out = {
-                let _permit = self.forks.acquire().await.expect("semaphore");
-                let waiting = if handler.health.is_some() {
-                    ", waiting until healthy"
-                } else {
-                    ""
-                };
-                self.report
-                    .phase(&h.name, &format!("{}{waiting}", handler.name));
-                conn.run(&bytes, &h.r#become, self.settings.timeout)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?
-            };
-            let stdout = out.stdout_text();
-            let (runs, _) = parse_apply(&self.marker, &stdout);
-            let run = runs
-                .into_iter()
-                .next()
-                .ok_or_else(|| format!("did not run: {}", out.stderr_text()))?;
-            if !run.ok {
-                return Err(run.output.trim().to_owned());
-            }
-            let state = tail.and_then(|p| probe::parse(&self.marker, &stdout, &p).map(|s| (p, s)));
-            Ok((run.output, state))
-        }
-        .await;
-        let mut shown = change.clone();
-        match result {
-            Ok((output, state)) => {
-                shown.details.extend(
-                    output
-                        .lines()
-                        .map(str::to_owned)
-                        .filter(|l| l.starts_with("healthy after")),
-                );
-                self.report.task(
-                    &h.name,
-                    &play.name,
-                    handler,
-                    true,
-                    Status::Changed,
-                    Some(&shown),
-                    None,
-                    started.elapsed(),
-                );
-                Ok(state)
-            }
-            Err(e) => {
-                self.report.task(
-                    &h.name,
-                    &play.name,
-                    handler,
-                    true,
-                    Status::Failed,
-                    Some(&shown),
-                    Some(e.clone()),
-                    started.elapsed(),
-                );
-                Err(e)
-            }
-        }
-    }
-
-    /// The shell line that waits until the health command succeeds (see `khard_health`).
-    fn health_call(
-        &self,
-        health: &crate::playbook::Health,
-        vars: &Map<String, Value>,
-    ) -> Result<String, String> {
-        let t = &self.playbook.templates;
-        let command = t.render_text(&health.command, vars)?;
-        let expect = health
-            .expect
-            .as_ref()
-            .map(|e| t.render_text(e, vars))
-            .transpose()?
-            .unwrap_or_default();
-        let seconds = |text: &Option<Text>, default: &str| -> Result<String, String> {
-            let v = match text {
-                None => default.to_owned(),
-                Some(x) => t.render_text(x, vars)?.trim().to_owned(),
-            };
-            match v.parse::<f64>() {
-                Ok(s) if s > 0.0 => Ok(v),
-                _ => Err(format!("health: `{v}` is not a number of seconds")),
-            }
-        };
-        let interval = seconds(&health.interval, "2")?;
-        let timeout = seconds(&health.timeout, "300")?;
-        Ok(format!(
-            "khard_health {} {} {} {}",
-            quote(&timeout),
-            quote(&interval),
-            quote(&command),
-            quote(&expect)
-        ))
-    }
-}
-
-/// A handler to run on a host: the host, the change, the host's variables.
-type HandlerRun<'a> = (&'a HostPlan, Change, Map<String, Value>);
-
-/// Handler state of a play: who notified what, who failed, and whether the rollout stopped.
-#[derive(Default)]
-struct Flush {
-    notified: HashMap<String, BTreeSet<usize>>,
-    failed: BTreeSet<String>,
-    /// Variables (with probed facts) of each host, for handler `when:` and templates.
-    vars: HashMap<String, Map<String, Value>>,
-    /// Set when a batch of a throttled or health-gated handler failed.
-    halted: Option<String>,
-    /// Per host, a probe still valid for the play's remaining tasks.
-    states: HashMap<String, (Probe, RemoteState)>,
-}
-
-/// How many hosts a handler runs on at once: `throttle` as a number or a
-/// percentage of the hosts it runs on (at least 1); all of them when unset.
-fn batch_size(
-    pb: &Playbook,
-    handler: &Task,
-    vars: &Map<String, Value>,
-    hosts: usize,
-) -> Result<usize, String> {
-    let Some(t) = &handler.throttle else {
-        return Ok(hosts.max(1));
-    };
-    let text = pb.templates.render_text(t, vars)?;
-    let bad = || format!("throttle `{text}` is neither a number of hosts nor a percentage");
-    let n = match text.trim().strip_suffix('%') {
-        Some(pct) => {
-            let pct: f64 = pct.trim().parse().map_err(|_| bad())?;
-            if !(pct > 0.0 && pct <= 100.0) {
-                return Err(bad());
-            }
-            ((hosts as f64) * pct / 100.0).ceil() as usize
-        }
-        None => text.trim().parse::<usize>().map_err(|_| bad())?,
-    };
-    if n == 0 {
-        return Err(bad());
-    }
-    Ok(n.max(1))
 }
 
 /// Tasks of a play split at `meta: flush_handlers` (the meta tasks themselves dropped).
@@ -979,205 +640,6 @@ fn handler_indices(play: &Play, task: &Task) -> Vec<usize> {
         .iter()
         .filter_map(|n| play.handlers.iter().position(|h| &h.name == n))
         .collect()
-}
-
-/// A `when:` that is already false before probing (e.g. a server-only task on an agent).
-fn when_known_false(task: &Task, vars: &Map<String, Value>) -> bool {
-    task.when
-        .iter()
-        .any(|w| matches!(w.eval(vars), Ok(v) if !truthy(&v)))
-}
-
-/// For probing, a task whose content depends on probed facts still has a
-/// known path: render it with sample facts to learn what to probe.
-fn render_for_probe(task: &Task, r: &Render) -> Option<Action> {
-    for v in facts::SAMPLE_VERSIONS {
-        let mut vars = r.vars.clone();
-        if facts::add_version_facts(&mut vars, v).is_ok() {
-            let r2 = Render {
-                templates: r.templates,
-                vars: &vars,
-                files: r.files,
-            };
-            if let Ok(a) = task.module.render(&r2) {
-                return Some(a);
-            }
-        }
-    }
-    None
-}
-
-/// Static variables plus what the probe found (a `k3s_version` var wins over detection).
-fn host_vars_with_facts(vars: &Map<String, Value>, state: &RemoteState) -> Map<String, Value> {
-    let mut out = vars.clone();
-    let version = vars
-        .get("k3s_version")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| state.facts.get("k3s_version").cloned());
-    if let Some(v) = version {
-        let _ = facts::add_version_facts(&mut out, &v);
-    }
-    out
-}
-
-/// Explains a failure caused by an unknown k3s version (k3s not installed
-/// and no `k3s_version` variable): the task needs the version's facts.
-fn explain(task: &Task, pb: &Playbook, vars: &Map<String, Value>, message: String) -> String {
-    if vars.contains_key("k3s_era") {
-        return message;
-    }
-    let mut with = vars.clone();
-    let _ = facts::add_version_facts(
-        &mut with,
-        facts::SAMPLE_VERSIONS[facts::SAMPLE_VERSIONS.len() - 1],
-    );
-    let r = Render {
-        templates: &pb.templates,
-        vars: &with,
-        files: &task.files,
-    };
-    let when_ok = task.when.iter().all(|w| w.eval(&with).is_ok());
-    if when_ok && task.module.render(&r).is_ok() {
-        format!(
-            "the k3s version of this host is unknown (`k3s --version` did not answer: k3s is not installed?) and this task depends on it; set the k3s_version variable for this host, e.g. k3s_version: v1.30.6+k3s1 ({message})"
-        )
-    } else {
-        message
-    }
-}
-
-fn diff_task(
-    pb: &Playbook,
-    task: &Task,
-    vars: &Map<String, Value>,
-    state: &RemoteState,
-    probed: &Probe,
-    index: usize,
-    redactor: &crate::secrets::Redactor,
-) -> Step {
-    let step = |status, change, message: Option<String>| Step {
-        task: index,
-        status,
-        change,
-        message,
-        run_once: task.run_once,
-        k3s_config: None,
-    };
-    for w in &task.when {
-        match w.eval(vars) {
-            Ok(v) if !truthy(&v) => return step(Status::Skipped, None, None),
-            Ok(_) => {}
-            Err(e) => {
-                return step(
-                    Status::Failed,
-                    None,
-                    Some(explain(task, pb, vars, format!("when: {e}"))),
-                );
-            }
-        }
-    }
-    let r = Render {
-        templates: &pb.templates,
-        vars,
-        files: &task.files,
-    };
-    let mut action = match task.module.render(&r) {
-        Ok(a) => a,
-        Err(e) => return step(Status::Failed, None, Some(explain(task, pb, vars, e))),
-    };
-    // A file that holds a secret is readable by its owner only, whatever the task says.
-    if let Action::File(f) = &mut action
-        && redactor.contains_secret(&String::from_utf8_lossy(&f.content))
-    {
-        f.perms.mode &= 0o700;
-    }
-    let mut needs = Probe::default();
-    action.probe(&mut needs, false);
-    if !probed.covers(&needs) {
-        return step(Status::Failed, None, Some("a path or guard of this task depends on facts probed from the host (k3s_version, k3s_era, ...); paths and guards may use only inventory and play variables".into()));
-    }
-    let mut done = match action.diff(state) {
-        Ok(None) => step(Status::Ok, None, None),
-        Ok(Some(change)) => step(Status::Changed, Some(change), None),
-        Err(e) => step(Status::Failed, None, Some(e)),
-    };
-    if let Action::File(f) = &action
-        && f.mask_k3s_secrets
-    {
-        done.k3s_config = Some(String::from_utf8_lossy(&f.content).into_owned());
-    }
-    done
-}
-
-/// Flags that must be identical on every server of a cluster, or k3s refuses
-/// to start ("critical configuration value mismatch").
-const CRITICAL_FLAGS: &[&str] = &[
-    "secrets-encryption",
-    "secrets-encryption-provider",
-    "cluster-cidr",
-    "service-cidr",
-    "cluster-dns",
-    "cluster-domain",
-    "disable-network-policy",
-    "flannel-backend",
-    "egress-selector-mode",
-    "service-node-port-range",
-];
-
-/// The servers of a play must agree on critical flags. When their configs
-/// disagree, every server's config task fails before anything is written,
-/// naming the flag and each server's value.
-fn check_critical_flags(diffs: &mut [Result<HostDiff, (String, String)>]) {
-    let mut values: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
-    for d in diffs.iter().flatten() {
-        if d.vars.get("k3s_role").and_then(Value::as_str) != Some("server") {
-            continue;
-        }
-        for text in d.steps.iter().filter_map(|s| s.k3s_config.as_deref()) {
-            let Ok(serde_yaml::Value::Mapping(map)) =
-                serde_yaml::from_str::<serde_yaml::Value>(text)
-            else {
-                continue;
-            };
-            for flag in CRITICAL_FLAGS {
-                let v = map.get(*flag).map(|v| {
-                    serde_yaml::to_string(v)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned()
-                });
-                values
-                    .entry(flag)
-                    .or_default()
-                    .insert(d.plan.name.clone(), v.unwrap_or_else(|| "(unset)".into()));
-            }
-        }
-    }
-    let mismatches: Vec<String> = values
-        .iter()
-        .filter(|(_, per_host)| per_host.values().collect::<BTreeSet<_>>().len() > 1)
-        .map(|(flag, per_host)| {
-            let list: Vec<String> = per_host.iter().map(|(h, v)| format!("{h}={v}")).collect();
-            format!("{flag}: {}", list.join(", "))
-        })
-        .collect();
-    if mismatches.is_empty() {
-        return;
-    }
-    let message = format!(
-        "the servers disagree on flags that must be identical on every server of a cluster (k3s refuses to start otherwise): {}",
-        mismatches.join("; ")
-    );
-    for d in diffs.iter_mut().flatten() {
-        for s in d.steps.iter_mut().filter(|s| s.k3s_config.is_some()) {
-            if d.vars.get("k3s_role").and_then(Value::as_str) == Some("server") {
-                s.status = Status::Failed;
-                s.change = None;
-                s.message = Some(message.clone());
-            }
-        }
-    }
 }
 
 /// Runs futures concurrently on this task and collects their results in order.

@@ -1,0 +1,216 @@
+//! The local, pure part of a run: from a host's variables and probed state
+//! to what each task would change, plus the checks across hosts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use super::{HostDiff, Step};
+use crate::expr::truthy;
+use crate::facts;
+use crate::modules::{Action, Render};
+use crate::playbook::{Playbook, Task};
+use crate::probe::{Probe, RemoteState};
+use crate::report::Status;
+
+/// A `when:` that is already false before probing (e.g. a server-only task on an agent).
+pub(super) fn when_known_false(task: &Task, vars: &Map<String, Value>) -> bool {
+    task.when
+        .iter()
+        .any(|w| matches!(w.eval(vars), Ok(v) if !truthy(&v)))
+}
+
+/// For probing, a task whose content depends on probed facts still has a
+/// known path: render it with sample facts to learn what to probe.
+pub(super) fn render_for_probe(task: &Task, r: &Render) -> Option<Action> {
+    for v in facts::SAMPLE_VERSIONS {
+        let mut vars = r.vars.clone();
+        if facts::add_version_facts(&mut vars, v).is_ok() {
+            let r2 = Render {
+                templates: r.templates,
+                vars: &vars,
+                files: r.files,
+            };
+            if let Ok(a) = task.module.render(&r2) {
+                return Some(a);
+            }
+        }
+    }
+    None
+}
+
+/// Static variables plus what the probe found (a `k3s_version` var wins over detection).
+pub(super) fn host_vars_with_facts(
+    vars: &Map<String, Value>,
+    state: &RemoteState,
+) -> Map<String, Value> {
+    let mut out = vars.clone();
+    let version = vars
+        .get("k3s_version")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| state.facts.get("k3s_version").cloned());
+    if let Some(v) = version {
+        let _ = facts::add_version_facts(&mut out, &v);
+    }
+    out
+}
+
+/// Explains a failure caused by an unknown k3s version (k3s not installed
+/// and no `k3s_version` variable): the task needs the version's facts.
+fn explain(task: &Task, pb: &Playbook, vars: &Map<String, Value>, message: String) -> String {
+    if vars.contains_key("k3s_era") {
+        return message;
+    }
+    let mut with = vars.clone();
+    let _ = facts::add_version_facts(
+        &mut with,
+        facts::SAMPLE_VERSIONS[facts::SAMPLE_VERSIONS.len() - 1],
+    );
+    let r = Render {
+        templates: &pb.templates,
+        vars: &with,
+        files: &task.files,
+    };
+    let when_ok = task.when.iter().all(|w| w.eval(&with).is_ok());
+    if when_ok && task.module.render(&r).is_ok() {
+        format!(
+            "the k3s version of this host is unknown (`k3s --version` did not answer: k3s is not installed?) and this task depends on it; set the k3s_version variable for this host, e.g. k3s_version: v1.30.6+k3s1 ({message})"
+        )
+    } else {
+        message
+    }
+}
+
+pub(super) fn diff_task(
+    pb: &Playbook,
+    task: &Task,
+    vars: &Map<String, Value>,
+    state: &RemoteState,
+    probed: &Probe,
+    index: usize,
+    redactor: &crate::secrets::Redactor,
+) -> Step {
+    let step = |status, change, message: Option<String>| Step {
+        task: index,
+        status,
+        change,
+        message,
+        run_once: task.run_once,
+        k3s_config: None,
+    };
+    for w in &task.when {
+        match w.eval(vars) {
+            Ok(v) if !truthy(&v) => return step(Status::Skipped, None, None),
+            Ok(_) => {}
+            Err(e) => {
+                return step(
+                    Status::Failed,
+                    None,
+                    Some(explain(task, pb, vars, format!("when: {e}"))),
+                );
+            }
+        }
+    }
+    let r = Render {
+        templates: &pb.templates,
+        vars,
+        files: &task.files,
+    };
+    let mut action = match task.module.render(&r) {
+        Ok(a) => a,
+        Err(e) => return step(Status::Failed, None, Some(explain(task, pb, vars, e))),
+    };
+    // A file that holds a secret is readable by its owner only, whatever the task says.
+    if let Action::File(f) = &mut action
+        && redactor.contains_secret(&String::from_utf8_lossy(&f.content))
+    {
+        f.perms.mode &= 0o700;
+    }
+    let mut needs = Probe::default();
+    action.probe(&mut needs, false);
+    if !probed.covers(&needs) {
+        return step(Status::Failed, None, Some("a path or guard of this task depends on facts probed from the host (k3s_version, k3s_era, ...); paths and guards may use only inventory and play variables".into()));
+    }
+    let mut done = match action.diff(state) {
+        Ok(None) => step(Status::Ok, None, None),
+        Ok(Some(change)) => step(Status::Changed, Some(change), None),
+        Err(e) => step(Status::Failed, None, Some(e)),
+    };
+    if let Action::File(f) = &action
+        && f.mask_k3s_secrets
+    {
+        done.k3s_config = Some(String::from_utf8_lossy(&f.content).into_owned());
+    }
+    done
+}
+
+/// Flags that must be identical on every server of a cluster, or k3s refuses
+/// to start ("critical configuration value mismatch").
+const CRITICAL_FLAGS: &[&str] = &[
+    "secrets-encryption",
+    "secrets-encryption-provider",
+    "cluster-cidr",
+    "service-cidr",
+    "cluster-dns",
+    "cluster-domain",
+    "disable-network-policy",
+    "flannel-backend",
+    "egress-selector-mode",
+    "service-node-port-range",
+];
+
+/// The servers of a play must agree on critical flags. When their configs
+/// disagree, every server's config task fails before anything is written,
+/// naming the flag and each server's value.
+pub(super) fn check_critical_flags(diffs: &mut [Result<HostDiff, (String, String)>]) {
+    let mut values: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    for d in diffs.iter().flatten() {
+        if d.vars.get("k3s_role").and_then(Value::as_str) != Some("server") {
+            continue;
+        }
+        for text in d.steps.iter().filter_map(|s| s.k3s_config.as_deref()) {
+            let Ok(serde_yaml::Value::Mapping(map)) =
+                serde_yaml::from_str::<serde_yaml::Value>(text)
+            else {
+                continue;
+            };
+            for flag in CRITICAL_FLAGS {
+                let v = map.get(*flag).map(|v| {
+                    serde_yaml::to_string(v)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned()
+                });
+                values
+                    .entry(flag)
+                    .or_default()
+                    .insert(d.plan.name.clone(), v.unwrap_or_else(|| "(unset)".into()));
+            }
+        }
+    }
+    let mismatches: Vec<String> = values
+        .iter()
+        .filter(|(_, per_host)| per_host.values().collect::<BTreeSet<_>>().len() > 1)
+        .map(|(flag, per_host)| {
+            let list: Vec<String> = per_host.iter().map(|(h, v)| format!("{h}={v}")).collect();
+            format!("{flag}: {}", list.join(", "))
+        })
+        .collect();
+    if mismatches.is_empty() {
+        return;
+    }
+    let message = format!(
+        "the servers disagree on flags that must be identical on every server of a cluster (k3s refuses to start otherwise): {}",
+        mismatches.join("; ")
+    );
+    for d in diffs.iter_mut().flatten() {
+        for s in d.steps.iter_mut().filter(|s| s.k3s_config.is_some()) {
+            if d.vars.get("k3s_role").and_then(Value::as_str) == Some("server") {
+                s.status = Status::Failed;
+                s.change = None;
+                s.message = Some(message.clone());
+            }
+        }
+    }
+}
