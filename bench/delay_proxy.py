@@ -12,6 +12,10 @@ Usage:
       the client connected (the SYN's one-way trip), so the server's first
       bytes (the SSH banner) reach the client one full round trip after
       connect(), as on a real link with RTT = 2 D. Touches F once listening.
+  delay_proxy.py selftest --delay-ms D [--rtt]
+      Runs an echo server and the proxy in this process on 127.0.0.1 (free
+      ports) and prints the median echo round trip, direct and through the
+      proxy, over 50 pings on one connection, in ms ("direct proxied").
   delay_proxy.py rtt ADDR:PORT [--count N]
       Connects N times (default 7) and prints the median milliseconds from
       connect() to the first line the server sends (sshd's banner): about 0
@@ -155,6 +159,47 @@ async def serve(args):
     print(f"delay_proxy: served {proxy.conns} connection(s)", file=sys.stderr)
 
 
+async def selftest(args):
+    delay = args.delay_ms / 2000.0 if args.rtt else args.delay_ms / 1000.0
+
+    async def echo(r, w):
+        nodelay(w)
+        while True:
+            d = await r.read(65536)
+            if not d:
+                break
+            w.write(d)
+            await w.drain()
+        w.close()
+
+    esrv = await asyncio.start_server(echo, "127.0.0.1", 0)
+    eport = esrv.sockets[0].getsockname()[1]
+    proxy = Proxy(delay)
+    psrv = await asyncio.start_server(lambda r, w: proxy.handle(r, w, ("127.0.0.1", eport)), "127.0.0.1", 0)
+    pport = psrv.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+
+    def pings(port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            xs = []
+            for _ in range(51):
+                t = time.perf_counter()
+                s.sendall(b"ping")
+                got = b""
+                while len(got) < 4:
+                    got += s.recv(16)
+                xs.append((time.perf_counter() - t) * 1000)
+            return statistics.median(xs[1:])  # the first includes the delayed connect
+
+    direct = await loop.run_in_executor(None, pings, eport)
+    proxied = await loop.run_in_executor(None, pings, pport)
+    print(f"{direct:.2f} {proxied:.2f}")
+    await asyncio.sleep(2 * delay + 0.1)  # let both connections wind down
+    esrv.close()
+    psrv.close()
+
+
 def rtt(args):
     host, port = split_addr(args.addr)
     samples = []
@@ -180,12 +225,17 @@ def main():
     s.add_argument("--rtt", action="store_true", help="--delay-ms is the RTT; each way gets half")
     s.add_argument("--map-file", required=True)
     s.add_argument("--ready-file")
+    t = sub.add_parser("selftest")
+    t.add_argument("--delay-ms", type=float, required=True)
+    t.add_argument("--rtt", action="store_true")
     r = sub.add_parser("rtt")
     r.add_argument("addr")
     r.add_argument("--count", type=int, default=7)
     args = p.parse_args()
     if args.cmd == "serve":
         asyncio.run(serve(args))
+    elif args.cmd == "selftest":
+        asyncio.run(selftest(args))
     else:
         rtt(args)
 

@@ -15,14 +15,26 @@
 #   --tasks-x2   also time a no-change apply of a playbook holding every task of
 #                the cis_k3s role twice, against the same role copied once
 #   --keep       keep the fleet folders (/dev/shm/khard-bench.*) after `down`
-#   env KHARD    the khard binary (default target/release/khard; never built here)
+#   env BENCH_IDLE_WAIT  seconds to wait for an idle machine before each run (default 600)
+#   env BENCH_BG_MAX, BENCH_RETRIES  a run during which other processes used more
+#                than BENCH_BG_MAX cores (default 0.25) is done again, up to
+#                BENCH_RETRIES times (default 3)
+#   env BENCH_X2_PAIRS  c1/c2 pairs per run with --tasks-x2 (default 5)
+#   env KHARD    the khard binary (default target/release/khard; never built here;
+#                copied to the work folder first)
 #
 # Each run brings up a FRESH fleet (that is how the hosts are reset between
 # runs), warms it with one unmeasured OpenSSH fan-out, then measures, in order:
 #   a  fan-out: `ssh ... root@ADDR true` to all N hosts at once, wait for all
+#   a2 the same with -o KexAlgorithms=curve25519-sha256, khard's key exchange
+#      (OpenSSH 9.x defaults to sntrup761x25519, which costs more CPU on both
+#      ends); informational: the targets are judged against a
 #   b  khard apply on the fresh hosts                     (everything changes)
 #   c  khard apply again                                  (nothing to change)
-#   c1/c2 (--tasks-x2) khard apply of the role copy / the doubled copy
+#   c1/c2 (--tasks-x2) khard apply of the role copy / the doubled copy, in
+#      BENCH_X2_PAIRS alternating pairs (default 5; c1 c2, c2 c1, ...) whose
+#      median is the run's figure: the effect sought (10 %) is smaller than
+#      the spread of single runs
 #   d  khard apply --check                                (no drift expected)
 # then takes the fleet down. khard runs with --format json; its document gives
 # the recap (ok/changed/failed/unreachable per host) and SSH channels per host.
@@ -40,7 +52,7 @@ VERSION=v1.30.6+k3s1
 
 HOSTS=20 RUNS=3 FORKS='' RTT=0 X2=0 KEEP=0
 usage() {
-	sed -n '/^# Usage:/,/^#   env KHARD/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '/^# Usage:/,/^#                copied to the work folder first/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 die() {
@@ -76,6 +88,10 @@ if [[ ! -x /usr/bin/time ]]; then
 fi
 
 WORK=$(mktemp -d /tmp/khard-bench.XXXXXX)
+# A private copy, so that a rebuild during the benchmark cannot mix binaries.
+KHARD_SRC=$KHARD
+cp "$KHARD_SRC" "$WORK/khard"
+KHARD=$WORK/khard
 META=$WORK/meta.tsv
 MANIFEST=$WORK/manifest.tsv
 : >"$META"
@@ -105,6 +121,7 @@ cleanup() {
 	if ((!KEEP)); then
 		for d in "${FLEET_DIRS[@]}"; do rm -rf -- "$d"; done
 	fi
+	rm -f -- "$WORK/khard" # 50+ MB; the report names the binary and its sha256
 	((rc == 0)) || echo "bench: failed (exit $rc); raw outputs in $WORK" >&2
 	exit "$rc"
 }
@@ -125,48 +142,27 @@ meta cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 meta mem "$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 meta kernel "$(uname -sr)"
 meta openssh "$(ssh -V 2>&1)"
-meta khard "$("$KHARD" --version 2>&1) ($KHARD, $(stat -c %y "$KHARD" | cut -d. -f1))"
+meta khard "$("$KHARD" --version 2>&1) ($KHARD_SRC, built $(stat -c %y "$KHARD_SRC" | cut -d. -f1), sha256 $(sha256sum "$KHARD" | cut -c1-12))"
 meta commit "$(git -C "$REPO" log -1 --format='%h %s' 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src roles playbooks 2>/dev/null || echo ' (+ uncommitted changes in src/roles/playbooks)')"
 meta quickack "${FLEET_QUICKACK:-1}"
 
 # ------------------------------------------------------------ --tasks-x2 playbooks
-# x1: the built-in playbook and role, copied to disk; x2: the same with every
-# task of roles/cis_k3s/tasks/main.yaml twice, the copy named "... (copy 2)".
-# Both load from disk, so c2/c1 compares like with like.
+# x1: the role built into the binary, copied to disk; x2: the same with every
+# task twice (bench/tasks_x2.py). Both load from disk, so c2/c1 compares like
+# with like; c1 must also change nothing after the built-in playbook's apply.
+# Made on every run: it also tells which commit's role the binary carries.
+if role_copy=$(python3 "$BENCH/tasks_x2.py" "$KHARD" "$REPO" "$WORK" 2>&1); then
+	meta role_copy "$role_copy"
+else
+	meta role_copy "unknown (${role_copy#bench: })"
+	((!X2)) || die "cannot make the --tasks-x2 playbooks: $role_copy"
+fi
 if ((X2)); then
+	echo "bench: --tasks-x2: role from $role_copy" >&2
 	for v in x1 x2; do
-		mkdir -p "$WORK/$v/roles"
-		cp "$REPO/playbooks/cis-hardening.yaml" "$WORK/$v/playbook.yaml"
-		cp -r "$REPO/roles/cis_k3s" "$WORK/$v/roles/"
+		"$KHARD" apply -i "$REPO/inventories/example.yaml" --syntax-check "$WORK/$v/playbook.yaml" \
+			>"$WORK/$v.syntax" 2>&1 || die "khard rejects the $v playbook: $(tail -n 3 "$WORK/$v.syntax")"
 	done
-	python3 - "$REPO/roles/cis_k3s/tasks/main.yaml" "$WORK/x2/roles/cis_k3s/tasks/main.yaml" <<'PY'
-import re, sys
-src, dst = sys.argv[1:]
-lines = open(src).read().splitlines(keepends=True)
-head, blocks = [], []
-for line in lines:
-    if line.startswith("- "):
-        blocks.append([line])
-    elif blocks:
-        blocks[-1].append(line)
-    else:
-        head.append(line)
-out = list(head)
-for i, b in enumerate(blocks):
-    out += b
-    copy = list(b)
-    m = re.match(r"- name: (.*?)\s*$", copy[0])
-    if m:
-        copy[0] = f"- name: {m.group(1)} (copy 2)\n"
-    else:
-        copy[0] = "  " + copy[0][2:]
-        copy.insert(0, f"- name: task {i + 1} (copy 2)\n")
-    if not copy[-1].endswith("\n"):
-        copy[-1] += "\n"
-    out += copy
-open(dst, "w").write("".join(out))
-print(f"bench: --tasks-x2: {len(blocks)} tasks -> {2 * len(blocks)}", file=sys.stderr)
-PY
 fi
 
 # ------------------------------------------------------------ one run
@@ -176,22 +172,23 @@ V=(-f '%U %S %M') # /usr/bin/time format: user s, sys s, max RSS KiB
 khard_step() {
 	local r=$1 step=$2 desc=$3 p
 	shift 3
-	p=$WORK/r$r/$step
+	p=$RUN_DIR/$step
 	ip netns exec "$NS" "$BENCH/timed.sh" "$p" \
 		"$KHARD" apply -i "$INV" --known-hosts "$KH" --format json ${FORKS:+--forks "$FORKS"} "$@"
 	local wall rc
-	read -r wall rc <"$p.time"
+	read -r wall rc _ <"$p.time"
 	printf '%s\t%s\t%s\n' "$r" "$step" "$p" >>"$MANIFEST"
 	printf 'bench: run %d %-3s %-28s %8.3f s  exit %s\n' "$r" "$step" "$desc" "$(awk -v u="$wall" 'BEGIN{print u/1e6}')" "$rc" >&2
 }
 
-fanout_step() { # RUN STEP DESC
+fanout_step() { # RUN STEP DESC [SSH_OPTION...]
 	local r=$1 step=$2 desc=$3 p
-	p=$WORK/r$r/$step
+	shift 3
+	p=$RUN_DIR/$step
 	ip netns exec "$NS" /usr/bin/time "${V[@]}" -o "$p.rusage" \
-		"$BENCH/fanout.sh" "$p" "$ADDRS" "$KEY" "$KH"
+		"$BENCH/fanout.sh" "$p" "$ADDRS" "$KEY" "$KH" "$@"
 	local wall fails
-	read -r wall fails <"$p.time"
+	read -r wall fails _ <"$p.time"
 	[[ $step == warm ]] || printf '%s\t%s\t%s\n' "$r" "$step" "$p" >>"$MANIFEST"
 	printf 'bench: run %d %-3s %-28s %8.3f s  %s of %s logins failed\n' "$r" "$step" \
 		"$desc" "$(awk -v u="$wall" 'BEGIN{print u/1e6}')" "$fails" "$HOSTS" >&2
@@ -215,74 +212,134 @@ median_ssh() { # ADDR KNOWN_HOSTS: median ms of 7 sequential logins
 	printf '%s\n' "${v[@]}" | sort -n | sed -n 4p
 }
 
-start_proxy() { # RUN: proxy 127.0.K.x:22 -> 127.0.(K+100).x:22; rewrites INV, KH, ADDRS
+start_proxy() { # RUN: listens on 127.0.(K+100).x:22 for host 127.0.K.x:22; rewrites INV, KH, ADDRS
 	local r=$1
-	local map=$WORK/r$r/proxy.map ready=$WORK/r$r/proxy.ready
+	local map=$RUN_DIR/proxy.map ready=$RUN_DIR/proxy.ready
 	awk -F'\t' '{ split($2, o, "."); printf "%s.%s.%d.%s:22 %s:22\n", o[1], o[2], o[3] + 100, o[4], $2 }' \
 		"$FLEET_DIR/hosts.tsv" >"$map"
 	ip netns exec "$NS" python3 "$BENCH/delay_proxy.py" serve --rtt --delay-ms "$RTT" \
-		--map-file "$map" --ready-file "$ready" 2>"$WORK/r$r/proxy.log" &
+		--map-file "$map" --ready-file "$ready" 2>"$RUN_DIR/proxy.log" &
 	PROXY_PID=$!
 	local n
 	for ((n = 0; n < 200; n++)); do
 		[[ -e $ready ]] && break
-		kill -0 "$PROXY_PID" 2>/dev/null || die "delay proxy died: $(cat "$WORK/r$r/proxy.log")"
+		kill -0 "$PROXY_PID" 2>/dev/null || die "delay proxy died: $(cat "$RUN_DIR/proxy.log")"
 		sleep 0.05
 	done
 	[[ -e $ready ]] || die "delay proxy did not start"
 	# The same inventory and known_hosts, with the proxy's addresses.
 	local sedexpr
 	sedexpr=$(awk '{ split($1, l, ":"); split($2, t, ":"); gsub(/\./, "\\.", t[1]); printf "s/\\b%s\\b/%s/;", t[1], l[1] }' "$map")
-	sed -E "$sedexpr" "$FLEET_DIR/inventory.yaml" >"$WORK/r$r/inventory.yaml"
-	sed -E "$sedexpr" "$FLEET_DIR/known_hosts" >"$WORK/r$r/known_hosts"
-	cut -d' ' -f1 "$map" | cut -d: -f1 >"$WORK/r$r/addrs"
-	INV=$WORK/r$r/inventory.yaml KH=$WORK/r$r/known_hosts ADDRS=$WORK/r$r/addrs
-	if ((r == 1)); then
+	sed -E "$sedexpr" "$FLEET_DIR/inventory.yaml" >"$RUN_DIR/inventory.yaml"
+	sed -E "$sedexpr" "$FLEET_DIR/known_hosts" >"$RUN_DIR/known_hosts"
+	cut -d' ' -f1 "$map" | cut -d: -f1 >"$RUN_DIR/addrs"
+	INV=$RUN_DIR/inventory.yaml KH=$RUN_DIR/known_hosts ADDRS=$RUN_DIR/addrs
+	if ! grep -q proxy_banner_direct "$META"; then
 		# Does the proxy add the RTT asked for? Time to sshd's banner (one round
 		# trip: the SYN, then the banner) and whole `ssh true` logins.
 		local first direct proxied
 		first=$(head -n1 "$map")
 		direct=${first#* } proxied=${first%% *}
+		meta proxy_selftest_ms "$(ip netns exec "$NS" python3 "$BENCH/delay_proxy.py" selftest --rtt --delay-ms "$RTT")"
 		meta proxy_banner_direct_ms "$(ip netns exec "$NS" python3 "$BENCH/delay_proxy.py" rtt "$direct")"
 		meta proxy_banner_proxied_ms "$(ip netns exec "$NS" python3 "$BENCH/delay_proxy.py" rtt "$proxied")"
 		meta proxy_ssh_direct_ms "$(median_ssh "${direct%:22}" "$FLEET_DIR/known_hosts")"
 		meta proxy_ssh_proxied_ms "$(median_ssh "${proxied%:22}" "$KH")"
-		echo "bench: delay proxy check: banner $(grep banner_direct "$META" | cut -f2) ms direct," \
+		echo "bench: delay proxy check: echo round trip $(grep selftest "$META" | cut -f2 | sed 's/ / ms direct, /') ms proxied;" \
+			"banner $(grep banner_direct "$META" | cut -f2) ms direct," \
 			"$(grep banner_proxied "$META" | cut -f2) ms proxied; ssh true $(grep ssh_direct "$META" | cut -f2) ms direct," \
 			"$(grep ssh_proxied "$META" | cut -f2) ms proxied" >&2
 	fi
 }
 
+# Other work on the machine (a compiler, say) would be measured too: before
+# each run wait until the machine is idle (under 0.25 cores busy over 1 s),
+# at most BENCH_IDLE_WAIT seconds (default 600), then go on regardless; the
+# load seen is reported.
+busy_cores() {
+	local u n sy irq sirq st a
+	read -r _ u n sy _ _ irq sirq st _ </proc/stat
+	a=$((u + n + sy + irq + sirq + st))
+	sleep 1
+	read -r _ u n sy _ _ irq sirq st _ </proc/stat
+	awk -v d=$((u + n + sy + irq + sirq + st - a)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", d / hz }'
+}
+wait_idle() { # RUN
+	local deadline=$((SECONDS + ${BENCH_IDLE_WAIT:-600})) c said=0
+	while :; do
+		c=$(busy_cores)
+		awk -v c="$c" 'BEGIN { exit !(c < 0.25) }' && break
+		if ((SECONDS >= deadline)); then
+			echo "bench: the machine is still busy ($c cores); measuring anyway" >&2
+			break
+		fi
+		((said)) || echo "bench: the machine is busy ($c cores used by other processes); waiting for it to be idle" >&2
+		said=1
+	done
+	meta "busy_before_r$1" "$c"
+}
+
+# A run during which other processes used more than BENCH_BG_MAX cores
+# (default 0.25) in any step is discarded and done again, at most
+# BENCH_RETRIES times (default 3) per run; see bench/report.py --background.
 START=$SECONDS
-for ((r = 1; r <= RUNS; r++)); do
-	mkdir -p "$WORK/r$r"
-	NS=khb$$r$r
-	FLEET_DIR=/dev/shm/khard-bench.$$.r$r
+r=1 try=0 retries=0
+while ((r <= RUNS)); do
+	try=$((try + 1))
+	RUN_DIR=$WORK/t$try
+	mkdir -p "$RUN_DIR"
+	NS=khb$$t$try
+	FLEET_DIR=/dev/shm/khard-bench.$$.t$try
 	FLEET_DIRS+=("$FLEET_DIR")
 	hosts=(--count 1 --role server --version "$VERSION" --prefix server)
 	((HOSTS == 1)) || hosts+=(--count $((HOSTS - 1)) --role agent --version "$VERSION" --prefix agent)
 	b=$EPOCHREALTIME
-	"$FLEET" up "$FLEET_DIR" --netns "$NS" "${hosts[@]}" >"$WORK/r$r/fleet-up.log" 2>&1 ||
-		die "fleet up failed: $(tail -n 5 "$WORK/r$r/fleet-up.log")"
+	"$FLEET" up "$FLEET_DIR" --netns "$NS" "${hosts[@]}" >"$RUN_DIR/fleet-up.log" 2>&1 ||
+		die "fleet up failed: $(tail -n 5 "$RUN_DIR/fleet-up.log")"
 	e=$EPOCHREALTIME
 	meta "fleet_up_s_r$r" "$(awk -v u=$((${e/./} - ${b/./})) 'BEGIN{printf "%.1f", u/1e6}')"
-	echo "bench: run $r: fleet of $HOSTS up in $(grep "fleet_up_s_r$r" "$META" | cut -f2) s ($FLEET_DIR, netns $NS)" >&2
+	echo "bench: run $r: fleet of $HOSTS up in $(grep "fleet_up_s_r$r" "$META" | tail -n1 | cut -f2) s ($FLEET_DIR, netns $NS)" >&2
 	INV=$FLEET_DIR/inventory.yaml KH=$FLEET_DIR/known_hosts KEY=$FLEET_DIR/id_ed25519
-	ADDRS=$WORK/r$r/addrs
+	ADDRS=$RUN_DIR/addrs
 	cut -f2 "$FLEET_DIR/hosts.tsv" >"$ADDRS"
+	cat "$FLEET_DIR"/hosts/*/sshd.pid >"$RUN_DIR/pids"
 	((RTT == 0)) || start_proxy "$r"
+	[[ -z $PROXY_PID ]] || echo "$PROXY_PID" >>"$RUN_DIR/pids"
+	export BENCH_PIDS=$RUN_DIR/pids
+	wait_idle "$r"
 
 	fanout_step "$r" warm "OpenSSH fan-out (warm-up)"
 	fanout_step "$r" a "OpenSSH fan-out"
+	fanout_step "$r" a2 "OpenSSH fan-out, curve25519" -o KexAlgorithms=curve25519-sha256
 	khard_step "$r" b "apply (fresh)"
 	khard_step "$r" c "apply (no change)"
 	if ((X2)); then
-		khard_step "$r" c1 "apply (no change, role copy)" "$WORK/x1/playbook.yaml"
-		khard_step "$r" c2 "apply (no change, tasks x2)" "$WORK/x2/playbook.yaml"
+		for ((k = 1; k <= ${BENCH_X2_PAIRS:-5}; k++)); do
+			if ((k % 2)); then
+				khard_step "$r" "c1.$k" "apply (no change, role copy)" "$WORK/x1/playbook.yaml"
+				khard_step "$r" "c2.$k" "apply (no change, tasks x2)" "$WORK/x2/playbook.yaml"
+			else
+				khard_step "$r" "c2.$k" "apply (no change, tasks x2)" "$WORK/x2/playbook.yaml"
+				khard_step "$r" "c1.$k" "apply (no change, role copy)" "$WORK/x1/playbook.yaml"
+			fi
+		done
 	fi
 	khard_step "$r" d "apply --check"
 	fleet_down
 	((KEEP)) || rm -rf -- "$FLEET_DIR"
+	if bg=$(python3 "$BENCH/report.py" "$WORK" --background "$r" "${BENCH_BG_MAX:-0.25}"); then
+		r=$((r + 1)) retries=0
+	elif ((retries < ${BENCH_RETRIES:-3})); then
+		retries=$((retries + 1))
+		echo "bench: run $r discarded, other processes were busy: $bg; again" >&2
+		meta "discarded_t$try" "run $r: $bg"
+		grep -v "^$r	" "$MANIFEST" >"$MANIFEST.tmp" || :
+		mv "$MANIFEST.tmp" "$MANIFEST"
+	else
+		echo "bench: run $r kept although other processes were busy ($bg): no retries left" >&2
+		meta "kept_busy_r$r" "$bg"
+		r=$((r + 1)) retries=0
+	fi
 done
 meta total_s $((SECONDS - START))
 
