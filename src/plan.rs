@@ -202,6 +202,26 @@ fn sample_fact_sets(vars: &Map<String, Value>) -> Vec<Map<String, Value>> {
         .collect()
 }
 
+/// The variables that decide how templates render, without the ones that
+/// only say where a host is (its name and address).
+fn preflight_key(vars: &Map<String, Value>) -> String {
+    const WHERE: &[&str] = &[
+        "inventory_hostname",
+        "ansible_host",
+        "ansible_ssh_host",
+        "khard_host",
+        "ansible_port",
+        "ansible_ssh_port",
+        "khard_port",
+    ];
+    let relevant: Map<String, Value> = vars
+        .iter()
+        .filter(|(k, _)| !WHERE.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serde_json::to_string(&relevant).unwrap_or_default()
+}
+
 /// Renders every task a host may run, for every era it may turn out to be,
 /// so that an undefined variable or broken template stops the run before
 /// any connection.
@@ -268,6 +288,7 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             }
         }
     }
+    let mut checked = std::collections::HashSet::new();
     let nonce = crate::script::new_marker()
         .trim_start_matches("@@khard-")
         .to_owned();
@@ -300,7 +321,12 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
                 },
                 vars,
             };
-            preflight(pb, play, &hp).map_err(|e| InputError::new(format!("host {name}: {e}")))?;
+            // Hosts whose variables differ only in how to reach them render the
+            // same way: check each distinct set once (a fleet is mostly alike).
+            if checked.insert((index, preflight_key(&hp.vars))) {
+                preflight(pb, play, &hp)
+                    .map_err(|e| InputError::new(format!("host {name}: {e}")))?;
+            }
             hosts.push(hp);
         }
         let selected = play

@@ -20,23 +20,18 @@ pub(super) fn when_known_false(task: &Task, vars: &Map<String, Value>) -> bool {
         .any(|w| matches!(w.eval(vars), Ok(v) if !truthy(&v)))
 }
 
-/// For probing, a task whose content depends on probed facts still has a
-/// known path: render it with sample facts to learn what to probe.
-pub(super) fn render_for_probe(task: &Task, r: &Render) -> Option<Action> {
-    for v in facts::SAMPLE_VERSIONS {
-        let mut vars = r.vars.clone();
-        if facts::add_version_facts(&mut vars, v).is_ok() {
-            let r2 = Render {
-                templates: r.templates,
-                vars: &vars,
-                files: r.files,
-            };
-            if let Ok(a) = task.module.render(&r2) {
-                return Some(a);
-            }
-        }
+/// The variables with k3s facts added, from the pinned version or, when the
+/// version is known only after probing, from a sample version.
+pub(super) fn with_some_version(vars: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = vars.clone();
+    let version = vars
+        .get("k3s_version")
+        .and_then(Value::as_str)
+        .unwrap_or(facts::SAMPLE_VERSIONS[facts::SAMPLE_VERSIONS.len() - 1]);
+    if facts::add_version_facts(&mut out, version).is_err() {
+        return vars.clone();
     }
-    None
+    out
 }
 
 /// Static variables plus what the probe found (a `k3s_version` var wins over detection).

@@ -24,7 +24,7 @@ use crate::transport::Connection;
 use crate::transport::local::Local;
 use crate::transport::ssh::SshContext;
 use diff::{
-    check_critical_flags, diff_task, host_vars_with_facts, render_for_probe, when_known_false,
+    check_critical_flags, diff_task, host_vars_with_facts, when_known_false, with_some_version,
 };
 use handlers::Flush;
 
@@ -334,6 +334,9 @@ impl Runner {
     /// rendered with sample facts: its paths do not depend on them).
     fn probe_for(&self, play: &Play, plan: &PlayPlan, h: &HostPlan, tasks: &[usize]) -> Probe {
         let mut probe = Probe::default();
+        // Paths never depend on probed facts (diff_task checks it), so any
+        // version's facts will do to render them.
+        let vars = with_some_version(&h.vars);
         for &i in tasks.iter().filter(|i| plan.selected[**i]) {
             let task = &play.tasks[i];
             if matches!(task.module, Module::FlushHandlers) || when_known_false(task, &h.vars) {
@@ -341,15 +344,10 @@ impl Runner {
             }
             let r = Render {
                 templates: &self.playbook.templates,
-                vars: &h.vars,
+                vars: &vars,
                 files: &task.files,
             };
-            if let Some(action) = task
-                .module
-                .render(&r)
-                .ok()
-                .or_else(|| render_for_probe(task, &r))
-            {
+            if let Ok(action) = task.module.render(&r) {
                 action.probe(&mut probe, self.settings.diff);
             }
         }
