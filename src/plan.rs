@@ -233,6 +233,7 @@ fn preflight(pb: &Playbook, play: &Play, host: &HostPlan) -> Result<(), String> 
         })?;
     }
     for vars in sample_fact_sets(&host.vars) {
+        let ctx = crate::template::Templates::context(&vars);
         for task in play.tasks.iter().chain(&play.handlers) {
             let mut holds = true;
             for w in &task.when {
@@ -247,6 +248,7 @@ fn preflight(pb: &Playbook, play: &Play, host: &HostPlan) -> Result<(), String> 
             let r = Render {
                 templates: &pb.templates,
                 vars: &vars,
+                ctx: &ctx,
                 files: &task.files,
             };
             task.module

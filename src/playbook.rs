@@ -101,13 +101,13 @@ impl Files {
         &self,
         t: &Templates,
         name: &str,
-        vars: &Map<String, Value>,
+        ctx: &handlebars::Context,
     ) -> Result<String, String> {
         let registered = self
             .templates
             .get(name)
             .ok_or_else(|| self.missing("templates", name, self.templates.keys()))?;
-        t.render_file(registered, vars)
+        t.render_file_in(registered, ctx)
     }
 
     fn has(&self, folder: &str, name: &str) -> bool {

@@ -93,10 +93,20 @@ impl Templates {
         })
     }
 
+    /// The variables as a rendering context. Building one copies every
+    /// variable, so a host's context is built once and reused for its tasks.
+    pub fn context(vars: &Map<String, Value>) -> Context {
+        Context::wraps(vars).expect("a JSON map is a valid context")
+    }
+
     pub fn render_text(&self, text: &Text, vars: &Map<String, Value>) -> Result<String, String> {
+        self.render_text_in(text, &Templates::context(vars))
+    }
+
+    pub fn render_text_in(&self, text: &Text, ctx: &Context) -> Result<String, String> {
         match &text.id {
             None => Ok(text.raw.clone()),
-            Some(id) => self.hb.render(id, vars).map_err(|e| {
+            Some(id) => self.hb.render_with_context(id, ctx).map_err(|e| {
                 let place = id.rsplit_once('#').map(|(p, _)| p).unwrap_or(id);
                 format!("{place}: in `{}`: {}", text.raw, describe(&e))
             }),
@@ -104,7 +114,11 @@ impl Templates {
     }
 
     pub fn render_file(&self, name: &str, vars: &Map<String, Value>) -> Result<String, String> {
-        self.hb.render(name, vars).map_err(|e| {
+        self.render_file_in(name, &Templates::context(vars))
+    }
+
+    pub fn render_file_in(&self, name: &str, ctx: &Context) -> Result<String, String> {
+        self.hb.render_with_context(name, ctx).map_err(|e| {
             let (line, col) = (e.line_no.unwrap_or(1), e.column_no.unwrap_or(1));
             format!("{name}:{line}:{col}: {}", describe(&e))
         })

@@ -86,7 +86,7 @@ impl Args {
             r.files.file(&r.text(src)?)?
         } else {
             let name = r.text(self.template.as_ref().expect("checked at load"))?;
-            r.files.template(r.templates, &name, r.vars)?
+            r.files.template(r.templates, &name, r.ctx)?
         };
         if let Some(v) = &self.validate {
             v.check(&content, r.vars)

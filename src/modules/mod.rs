@@ -69,12 +69,14 @@ pub struct ContentDiff {
 pub struct Render<'a> {
     pub templates: &'a Templates,
     pub vars: &'a Map<String, Value>,
+    /// `vars` as a template context, built once per host (see [`Templates::context`]).
+    pub ctx: &'a handlebars::Context,
     pub files: &'a crate::playbook::Files,
 }
 
 impl Render<'_> {
     pub fn text(&self, t: &Text) -> Result<String, String> {
-        self.templates.render_text(t, self.vars)
+        self.templates.render_text_in(t, self.ctx)
     }
 
     pub fn opt(&self, t: &Option<Text>) -> Result<Option<String>, String> {

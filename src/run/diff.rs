@@ -62,9 +62,11 @@ fn explain(task: &Task, pb: &Playbook, vars: &Map<String, Value>, message: Strin
         &mut with,
         facts::SAMPLE_VERSIONS[facts::SAMPLE_VERSIONS.len() - 1],
     );
+    let ctx = crate::template::Templates::context(&with);
     let r = Render {
         templates: &pb.templates,
         vars: &with,
+        ctx: &ctx,
         files: &task.files,
     };
     let when_ok = task.when.iter().all(|w| w.eval(&with).is_ok());
@@ -77,15 +79,29 @@ fn explain(task: &Task, pb: &Playbook, vars: &Map<String, Value>, message: Strin
     }
 }
 
+/// What is known about a host after its probe.
+pub(super) struct Known<'a> {
+    pub vars: &'a Map<String, Value>,
+    /// `vars` as a template context, built once per host.
+    pub ctx: &'a handlebars::Context,
+    pub state: &'a RemoteState,
+    /// What the probe asked, to check that a task's needs were covered.
+    pub probed: &'a Probe,
+}
+
 pub(super) fn diff_task(
     pb: &Playbook,
     task: &Task,
-    vars: &Map<String, Value>,
-    state: &RemoteState,
-    probed: &Probe,
     index: usize,
+    known: &Known,
     redactor: &crate::secrets::Redactor,
 ) -> Step {
+    let Known {
+        vars,
+        ctx,
+        state,
+        probed,
+    } = *known;
     let step = |status, change, message: Option<String>| Step {
         task: index,
         status,
@@ -110,6 +126,7 @@ pub(super) fn diff_task(
     let r = Render {
         templates: &pb.templates,
         vars,
+        ctx,
         files: &task.files,
     };
     let mut action = match task.module.render(&r) {

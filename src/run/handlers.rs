@@ -190,9 +190,11 @@ impl Runner {
                 return Ok(None);
             }
         }
+        let ctx = crate::template::Templates::context(vars);
         let r = Render {
             templates: &self.playbook.templates,
             vars,
+            ctx: &ctx,
             files: &handler.files,
         };
         handler.module.render(&r)?.diff(&RemoteState::default())

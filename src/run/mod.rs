@@ -24,7 +24,8 @@ use crate::transport::Connection;
 use crate::transport::local::Local;
 use crate::transport::ssh::SshContext;
 use diff::{
-    check_critical_flags, diff_task, host_vars_with_facts, when_known_false, with_some_version,
+    Known, check_critical_flags, diff_task, host_vars_with_facts, when_known_false,
+    with_some_version,
 };
 use handlers::Flush;
 
@@ -337,6 +338,7 @@ impl Runner {
         // Paths never depend on probed facts (diff_task checks it), so any
         // version's facts will do to render them.
         let vars = with_some_version(&h.vars);
+        let ctx = crate::template::Templates::context(&vars);
         for &i in tasks.iter().filter(|i| plan.selected[**i]) {
             let task = &play.tasks[i];
             if matches!(task.module, Module::FlushHandlers) || when_known_false(task, &h.vars) {
@@ -345,6 +347,7 @@ impl Runner {
             let r = Render {
                 templates: &self.playbook.templates,
                 vars: &vars,
+                ctx: &ctx,
                 files: &task.files,
             };
             if let Ok(action) = task.module.render(&r) {
@@ -417,16 +420,15 @@ impl Runner {
             self.report.benchmark(&h.name, b);
         }
         let mut steps = Vec::new();
+        let ctx = crate::template::Templates::context(&vars);
+        let known = Known {
+            vars: &vars,
+            ctx: &ctx,
+            state: &state,
+            probed: &probe,
+        };
         for &i in &tasks {
-            let step = diff_task(
-                pb,
-                &play.tasks[i],
-                &vars,
-                &state,
-                &probe,
-                i,
-                self.report.redactor(),
-            );
+            let step = diff_task(pb, &play.tasks[i], i, &known, self.report.redactor());
             let failed = step.status == Status::Failed;
             steps.push(step);
             if failed {
