@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Validate {
     /// YAML of k3s' config.yaml, with only keys valid for the node's role.
@@ -186,15 +186,36 @@ pub fn mask_k3s_secrets(text: &str) -> String {
 }
 
 impl Validate {
+    /// Checks content for a node; the same content for the same kind of node
+    /// is checked once per run (a fleet renders mostly identical files).
     pub fn check(self, content: &str, vars: &Map<String, Value>) -> Result<(), String> {
-        match self {
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        type Key = (Validate, String, String);
+        static SEEN: OnceLock<Mutex<HashMap<Key, Result<(), String>>>> = OnceLock::new();
+        let role = vars
+            .get("k3s_role")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let key = (
+            self,
+            role.clone(),
+            crate::modules::file::sha256_hex(content.as_bytes()),
+        );
+        let seen = SEEN.get_or_init(Mutex::default);
+        if let Some(r) = seen.lock().expect("validation cache").get(&key) {
+            return r.clone();
+        }
+        let result = match self {
             Validate::Yaml => parse_docs(content).map(|_| ()),
             Validate::Manifest => check_manifests(content),
-            Validate::K3sConfig => {
-                let role = vars.get("k3s_role").and_then(Value::as_str).unwrap_or("");
-                check_k3s_config(content, role)
-            }
-        }
+            Validate::K3sConfig => check_k3s_config(content, &role),
+        };
+        seen.lock()
+            .expect("validation cache")
+            .insert(key, result.clone());
+        result
     }
 }
 

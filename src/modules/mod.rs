@@ -135,6 +135,47 @@ impl Module {
         Ok(())
     }
 
+    /// What the module needs to know about a host, rendering only its paths
+    /// and guards (cheap: no content is rendered for the probe).
+    pub fn probe(&self, r: &Render, p: &mut Probe, want_content: bool) -> Result<(), String> {
+        match self {
+            Module::File(a) => {
+                let dest = check_path(&r.text(&a.dest)?)?;
+                p.stat.insert(dest.clone());
+                p.sha256.insert(dest.clone());
+                if want_content && !a.secret {
+                    p.content.insert(dest);
+                }
+            }
+            Module::Sysctl(a) => {
+                let dest = check_path(&r.text(&a.dest)?)?;
+                p.stat.insert(dest.clone());
+                p.sha256.insert(dest.clone());
+                if want_content {
+                    p.content.insert(dest);
+                }
+                p.sysctl.extend(a.values.iter().map(|(k, _)| k.clone()));
+            }
+            Module::Directory(a) => {
+                p.stat.insert(check_path(&r.text(&a.path)?)?);
+            }
+            Module::Permissions(a) => {
+                p.stat.insert(check_path(&r.text(&a.path)?)?);
+            }
+            Module::Command(a) => {
+                if let Some(c) = r.opt(&a.creates)? {
+                    p.stat.insert(check_path(&c)?);
+                }
+                if let Some(u) = r.opt(&a.unless)? {
+                    p.add_guard(&u);
+                }
+            }
+            Module::K3sUnit(a) => a.render(r)?.probe(p),
+            Module::Service(_) | Module::FlushHandlers => {}
+        }
+        Ok(())
+    }
+
     /// Renders the arguments for one host.
     pub fn render(&self, r: &Render) -> Result<Action, String> {
         Ok(match self {

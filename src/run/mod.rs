@@ -350,9 +350,8 @@ impl Runner {
                 ctx: &ctx,
                 files: &task.files,
             };
-            if let Ok(action) = task.module.render(&r) {
-                action.probe(&mut probe, self.settings.diff);
-            }
+            // A task whose paths cannot be rendered fails in its diff, with the reason.
+            let _ = task.module.probe(&r, &mut probe, self.settings.diff);
         }
         probe
     }
