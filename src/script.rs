@@ -82,17 +82,13 @@ khard_sysctl_check() {
 /// stopping at the first failure.
 pub struct ApplyScript {
     text: String,
-    marker: String,
 }
 
 impl ApplyScript {
     pub fn new(marker: &str) -> ApplyScript {
         let mut text = preamble(marker);
         text.push_str(FUNCTIONS);
-        ApplyScript {
-            text,
-            marker: marker.to_owned(),
-        }
+        ApplyScript { text }
     }
 
     /// Adds task number `index`; `body` is shell that fails with a non-zero status.
@@ -120,7 +116,6 @@ impl ApplyScript {
     pub fn finish(self) -> Vec<u8> {
         let mut text = self.text;
         let _ = writeln!(text, "echo \"$M end\"");
-        let _ = &self.marker;
         text.into_bytes()
     }
 }

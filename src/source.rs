@@ -88,11 +88,6 @@ pub fn parent(dir: &Dir) -> Dir {
     }
 }
 
-/// Every built-in file, for `--syntax-check` and tests.
-pub fn builtin_files() -> impl Iterator<Item = &'static str> {
-    embedded::FILES.iter().map(|(n, _)| *n)
-}
-
 impl Dir {
     /// Files directly or indirectly below this folder, as (relative name, full path).
     pub fn list(&self) -> Vec<(String, Dir)> {

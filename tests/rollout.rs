@@ -55,8 +55,18 @@ fn fleet() -> Option<Fleet> {
 #[test]
 fn servers_one_at_a_time_then_agents_in_batches() {
     let Some(fleet) = fleet() else { return };
+    // s2 runs embedded etcd: its gate also waits until it is a voting member again.
+    std::fs::create_dir_all(fleet.path("s2", "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
     let run = fleet.apply(&["--agent-batch", "2", "-e", "k3s_health_interval=0.2"]);
     assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        fleet.log("s2", "k3s.log").contains("EtcdIsVoter"),
+        "the etcd voter check did not run on s2"
+    );
+    assert!(
+        !fleet.log("s1", "k3s.log").contains("EtcdIsVoter"),
+        "s1 has no embedded etcd"
+    );
 
     let mut last_healthy = 0.0;
     for s in ["s1", "s2", "s3"] {
