@@ -308,15 +308,15 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             let vars = static_vars(play, host, &s.extra_vars);
             let reach = reach(host, &vars, &ssh)
                 .map_err(|e| InputError::new(format!("host {name}: {e}")))?;
-            let become_var = vars.get("ansible_become").is_some_and(crate::expr::truthy);
+            // As in Ansible, the host's ansible_become wins over the play's
+            // keyword; --become / -K on the command line win over both.
+            let from_play = play.r#become || play.tasks.iter().any(|t| t.r#become == Some(true));
+            let from_host = vars.get("ansible_become").map(crate::expr::truthy);
             let hp = HostPlan {
                 name: name.clone(),
                 reach,
                 r#become: Become {
-                    enabled: s.r#become
-                        || play.r#become
-                        || become_var
-                        || play.tasks.iter().any(|t| t.r#become == Some(true)),
+                    enabled: s.r#become || from_host.unwrap_or(from_play),
                     user: vars.get("ansible_become_user").map(text),
                     password: s.become_password.clone(),
                     nonce: nonce.clone(),
