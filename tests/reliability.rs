@@ -568,3 +568,88 @@ fn bad_input_is_refused_before_any_connection() {
     assert_eq!(ok.code, 2, "{}", ok.all());
     assert_eq!(accepted(&fleet, "s1"), 1, "one connection per host per run");
 }
+
+#[test]
+fn timeouts_fail_the_slow_task_and_the_silent_host_only() {
+    let Some(fleet) = Fleet::up(&[&format!("h1:agent:{V}"), &format!("h2:agent:{V}")]) else {
+        return;
+    };
+    // A task over its own timeout fails with a clear message, and fast.
+    let play = fleet.dir.join("timeout.yaml");
+    std::fs::write(
+        &play,
+        "- hosts: all\n  tasks:\n    - name: quick\n      file: { dest: /etc/rancher/quick, content: \"x\\n\" }\n    - name: slow\n      timeout: 1\n      command: sleep 30\n",
+    )
+    .unwrap();
+    let (inv, kh) = (fleet.inventory(), fleet.known_hosts());
+    let started = std::time::Instant::now();
+    let run = fleet.khard(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        play.to_str().unwrap(),
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the task timeout was not enforced"
+    );
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("failed: [h1] slow => timed out after 1s"),
+        "{}",
+        run.all()
+    );
+    assert!(fleet.read("h1", "/etc/rancher/quick").is_some());
+
+    // A host that accepts TCP but never speaks SSH is unreachable after --connect-timeout;
+    // the others are not held up.
+    let silent = "127.0.9.9";
+    let listener = Command::new("ip")
+        .args(["netns", "exec", &fleet.netns, "python3", "-c"])
+        .arg(format!("import socket,time\ns=socket.socket()\ns.bind(('{silent}',22))\ns.listen(5)\nc=s.accept()\ntime.sleep(60)\n"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let inv2 = fleet.dir.join("with-silent.yaml");
+    let text = std::fs::read_to_string(&inv).unwrap().replace(
+        "  vars:\n",
+        &format!("  hosts:\n    silent: {{ ansible_host: {silent} }}\n  vars:\n"),
+    );
+    std::fs::write(&inv2, text).unwrap();
+    let started = std::time::Instant::now();
+    let run = fleet.khard(&[
+        "apply",
+        "-i",
+        inv2.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "--check",
+        "--connect-timeout",
+        "2",
+        "--tags",
+        "kernel",
+        "--skip-tags",
+        "config",
+    ]);
+    let mut listener = listener;
+    let _ = listener.kill();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the connect timeout was not enforced"
+    );
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("unreachable: [silent] connect => silent: connect timed out after 2s"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.recap("h1").contains("unreachable=0") && run.recap("h2").contains("unreachable=0"),
+        "{}",
+        run.all()
+    );
+}
