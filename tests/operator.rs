@@ -114,6 +114,45 @@ fn ssh_config_aliases_and_proxyjump_through_a_bastion() {
         "nothing left to change, through the bastion: {}",
         again.all()
     );
+    // Two hops: the bastion, then a1 (reachable only from inside), then s1.
+    let a1_sessions = fleet.sshd_log("a1").matches("Accepted publickey").count();
+    let cfg3 = fleet.dir.join("ssh_config_two_hops");
+    std::fs::write(
+        &cfg3,
+        format!(
+            "Host {veth} {a1}\n  IdentityFile {k}\n",
+            a1 = addr(&fleet, "a1"),
+            k = key.display()
+        ),
+    )
+    .unwrap();
+    let inv3 = fleet.dir.join("two_hops.yaml");
+    std::fs::write(
+        &inv3,
+        format!(
+            "all:\n  hosts:\n    s1: {{ansible_host: {}}}\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {}\n    khard_proxy_jump: 'root@{veth},root@{}'\n",
+            addr(&fleet, "s1"),
+            key.display(),
+            addr(&fleet, "a1")
+        ),
+    )
+    .unwrap();
+    let hops = fleet.khard_in_runner(&[
+        "apply",
+        "-i",
+        inv3.to_str().unwrap(),
+        "-F",
+        cfg3.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "--check",
+    ]);
+    assert_eq!(hops.code, 0, "through two hops: {}", hops.all());
+    assert_eq!(
+        fleet.sshd_log("a1").matches("Accepted publickey").count(),
+        a1_sessions + 1,
+        "a1 was the second hop"
+    );
 }
 
 #[test]
