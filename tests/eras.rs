@@ -64,8 +64,30 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
     assert_eq!(doc["hosts"]["new"]["benchmark"], "k3s-cis-1.9");
     assert_eq!(doc["hosts"]["old"]["benchmark"], "k3s-cis-1.24");
 
+    // "new" was upgraded from 1.24: its old PSP-era manifest must go.
+    let old_policy = fleet.path("new", "/var/lib/rancher/k3s/server/manifests/policy.yaml");
+    std::fs::create_dir_all(old_policy.parent().unwrap()).unwrap();
+    std::fs::write(
+        &old_policy,
+        "apiVersion: policy/v1beta1\nkind: PodSecurityPolicy\nmetadata: {name: old}\n",
+    )
+    .unwrap();
+
     let run = fleet.apply(&[]);
     assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        !old_policy.exists(),
+        "the PSP-era policy.yaml stayed on a 1.30 server"
+    );
+    assert!(
+        fleet
+            .path(
+                "new",
+                "/var/backups/khard/var/lib/rancher/k3s/server/manifests"
+            )
+            .exists(),
+        "no backup of the removed manifest"
+    );
 
     // PSP era (1.24): the guide's policy.yaml and PSP admission; no psa.yaml.
     let old = docs(&fleet.read("old", "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
@@ -120,7 +142,12 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
                 .read(host, "/var/lib/rancher/k3s/server/manifests/policy.yaml")
                 .is_none()
         );
-        for file in fleet.snapshot(host) {
+        // Live files only: the backup of the removed PSP-era manifest is meant to stay.
+        for file in fleet
+            .snapshot(host)
+            .into_iter()
+            .filter(|f| !f.0.starts_with("var/backups"))
+        {
             assert!(
                 !String::from_utf8_lossy(&file.1).contains("kind: PodSecurityPolicy"),
                 "{host}: PSP in {}",

@@ -35,11 +35,24 @@ pub struct Args {
     pub backup: bool,
     #[serde(default)]
     pub validate: Option<Validate>,
+    /// `absent` removes the file (kept under /var/backups/khard with `backup`).
+    #[serde(default)]
+    pub state: State,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Present,
+    Absent,
 }
 
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub dest: String,
+    /// The file must not exist.
+    pub absent: bool,
     pub content: Vec<u8>,
     pub perms: Perms,
     pub secret: bool,
@@ -66,12 +79,20 @@ impl Args {
         }
     }
 
-    /// Exactly one source of content.
+    /// Exactly one source of content, or none for `state: absent`.
     pub fn check(&self) -> Result<(), String> {
         let n = [&self.content, &self.src, &self.template]
             .iter()
             .filter(|t| t.is_some())
             .count();
+        if self.state == State::Absent {
+            if n != 0 {
+                return Err(
+                    "a file with `state: absent` takes no `content`, `src` or `template`".into(),
+                );
+            }
+            return Ok(());
+        }
         if n != 1 {
             return Err("file needs exactly one of `content`, `src` or `template`".into());
         }
@@ -80,7 +101,10 @@ impl Args {
 
     pub fn render(&self, r: &Render) -> Result<Desired, String> {
         let dest = super::check_path(&r.text(&self.dest)?)?;
-        let content = if let Some(c) = &self.content {
+        let absent = self.state == State::Absent;
+        let content = if absent {
+            String::new()
+        } else if let Some(c) = &self.content {
             r.text(c)?
         } else if let Some(src) = &self.src {
             r.files.file(&r.text(src)?)?
@@ -94,6 +118,7 @@ impl Args {
         }
         Ok(Desired {
             dest,
+            absent,
             content: content.into_bytes(),
             perms: Perms::render(r, &self.mode, &self.owner, &self.group, 0o644)?,
             secret: self.secret,
@@ -117,6 +142,9 @@ impl Desired {
     }
 
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+        if self.absent {
+            return remove_diff(&self.dest, self.backup, state);
+        }
         let mut change = write_diff(
             &self.dest,
             &self.content,
@@ -132,6 +160,30 @@ impl Desired {
             d.before = d.before.as_deref().map(crate::validate::mask_k3s_secrets);
         }
         Ok(change)
+    }
+}
+
+/// Removes a file (or a link) that should not exist; a folder is refused.
+fn remove_diff(dest: &str, backup: bool, state: &RemoteState) -> Result<Option<Change>, String> {
+    match state.stat.get(dest) {
+        None => Ok(None),
+        Some(s) if s.kind == Kind::Dir => Err(format!(
+            "{dest} is a folder; `state: absent` removes files only"
+        )),
+        Some(_) => {
+            let q = quote(dest);
+            let keep = if backup {
+                format!("khard_backup {q}\n")
+            } else {
+                String::new()
+            };
+            Ok(Some(Change {
+                details: vec![format!("{dest}: remove")],
+                content: None,
+                certain: true,
+                script: format!("{keep}rm -f -- {q}\nsync \"$(dirname -- {q})\""),
+            }))
+        }
     }
 }
 
