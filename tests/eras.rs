@@ -90,6 +90,15 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
     );
 
     // PSP era (1.24): the guide's policy.yaml and PSP admission; no psa.yaml.
+    assert!(
+        fleet
+            .read(
+                "old",
+                "/var/lib/rancher/k3s/server/manifests/cis-svclb-psp.yaml"
+            )
+            .is_some(),
+        "svclb-psp on a 1.24 server (pitfall P11)"
+    );
     let old = docs(&fleet.read("old", "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
     let api = args(&old, "kube-apiserver-arg");
     assert!(
@@ -330,4 +339,62 @@ fn servers_that_disagree_on_critical_flags_are_refused_and_unknown_versions_expl
             .is_some(),
         "version-independent tasks still run"
     );
+}
+
+/// The manifests khard writes pass kubernetes-validate (installed by scripts/test)
+/// against the schemas of the node's Kubernetes version.
+#[test]
+fn manifests_validate_against_the_kubernetes_schemas_of_their_era() {
+    let tool = |v: &str| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "target/kubernetes-validate-{v}/bin/kubernetes-validate"
+        ))
+    };
+    if !tool("1.24.0").exists() || !tool("1.37.0").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kubernetes-validate missing under CI (scripts/test installs it)"
+        );
+        eprintln!("skipping: kubernetes-validate not installed (run scripts/test)");
+        return;
+    }
+    let Some(fleet) = Fleet::up(&[&format!("old:server:{V124}"), &format!("new:server:{V130}")])
+    else {
+        return;
+    };
+    let run = fleet.apply(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let manifests = "/var/lib/rancher/k3s/server/manifests";
+    for (host, release, k8s, files) in [
+        (
+            "old",
+            "1.24.0",
+            "1.24.0",
+            vec![
+                "policy.yaml",
+                "cis-network-allowances.yaml",
+                "cis-svclb-psp.yaml",
+            ],
+        ),
+        ("new", "1.37.0", "1.30.0", vec!["cis-network-policies.yaml"]),
+    ] {
+        for file in files {
+            let path = fleet.path(host, &format!("{manifests}/{file}"));
+            assert!(path.exists(), "{host}: no {file}");
+            let out = std::process::Command::new(tool(release))
+                .args(["--strict", "-k", k8s])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && !text.contains("ERROR"),
+                "{host} {file}:\n{text}"
+            );
+        }
+    }
 }
