@@ -108,6 +108,9 @@ pub fn reach(host: &Host, vars: &Map<String, Value>, ssh: &SshConfig) -> Result<
                 .and_then(|a| crate::ssh_config::jump_from_ssh_args(&text(a)))
         })
         .or_else(|| ssh.host(&alias).proxy_jump);
+    target.proxy_command = var(vars, &["ansible_ssh_common_args", "ansible_ssh_extra_args"])
+        .and_then(|a| crate::ssh_config::proxy_command_from_ssh_args(&text(a)))
+        .or(target.proxy_command);
     if let Some(spec) = jump.filter(|j| !j.eq_ignore_ascii_case("none")) {
         target.jumps = crate::ssh_config::parse_jumps(&spec)?
             .into_iter()
@@ -144,6 +147,7 @@ fn ssh_target(
         },
         identities_only: c.identities_only,
         jumps: Vec::new(),
+        proxy_command: c.proxy_command.clone(),
         known_hosts: c.known_hosts,
         accept_new: matches!(
             c.strict_host_key_checking.as_deref(),

@@ -33,6 +33,7 @@ pub struct HostConfig {
     pub identity_files: Vec<PathBuf>,
     pub identities_only: bool,
     pub proxy_jump: Option<String>,
+    pub proxy_command: Option<String>,
     pub known_hosts: Option<PathBuf>,
     /// `yes`, `accept-new`, `no`/`off`, or `ask` (treated as yes).
     pub strict_host_key_checking: Option<String>,
@@ -126,6 +127,11 @@ impl SshConfig {
             }
             let mut w = words(line);
             let key = w.remove(0).to_ascii_lowercase();
+            if key == "proxycommand" {
+                // A command line: kept as written, `=` and quotes included.
+                let rest = line[key.len()..].trim_start_matches([' ', '\t', '=']);
+                w = vec![rest.to_owned()];
+            }
             match key.as_str() {
                 "host" => self.blocks.push(Block {
                     patterns: w,
@@ -189,6 +195,9 @@ impl SshConfig {
                     "identitiesonly" => h.identities_only = first.eq_ignore_ascii_case("yes"),
                     "proxyjump" if !first.eq_ignore_ascii_case("none") => {
                         h.proxy_jump = Some(first)
+                    }
+                    "proxycommand" if !first.eq_ignore_ascii_case("none") => {
+                        h.proxy_command = Some(first)
                     }
                     "userknownhostsfile" if !first.eq_ignore_ascii_case("none") => {
                         h.known_hosts = Some(expand(&first, alias))
@@ -274,6 +283,23 @@ pub fn parse_jumps(spec: &str) -> Result<Vec<Jump>, String> {
         .collect()
 }
 
+/// The ProxyCommand in Ansible's `ansible_ssh_common_args` (`-o ProxyCommand="ssh -W %h:%p gw"`).
+pub fn proxy_command_from_ssh_args(args: &str) -> Option<String> {
+    let w = words(args);
+    let mut it = w.iter();
+    while let Some(a) = it.next() {
+        let key = if a == "-o" {
+            it.next().map(String::as_str)
+        } else {
+            a.strip_prefix("-o")
+        };
+        if key.is_some_and(|k| k.eq_ignore_ascii_case("ProxyCommand")) {
+            return it.next().cloned();
+        }
+    }
+    None
+}
+
 /// The ProxyJump in Ansible's `ansible_ssh_common_args` (`-o ProxyJump=...`, `-J ...`).
 pub fn jump_from_ssh_args(args: &str) -> Option<String> {
     let w = words(args);
@@ -350,5 +376,9 @@ mod tests {
             Some("ops@jump")
         );
         assert_eq!(jump_from_ssh_args("-o StrictHostKeyChecking=no"), None);
+        assert_eq!(
+            proxy_command_from_ssh_args(r#"-o ProxyCommand="ssh -W %h:%p -q user@gw""#).as_deref(),
+            Some("ssh -W %h:%p -q user@gw")
+        );
     }
 }

@@ -153,6 +153,40 @@ fn ssh_config_aliases_and_proxyjump_through_a_bastion() {
         a1_sessions + 1,
         "a1 was the second hop"
     );
+
+    // Ansible's documented bastion recipe: a ProxyCommand with OpenSSH's `ssh -W`.
+    let inv4 = fleet.dir.join("proxy_command.yaml");
+    std::fs::write(
+        &inv4,
+        format!(
+            "all:\n  hosts:\n    s1: {{ansible_host: {}}}\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {k}\n    ansible_ssh_common_args: '-o ProxyCommand=\"ssh -i {k} -o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes -o BatchMode=yes -W %h:%p root@{veth}\"'\n",
+            addr(&fleet, "s1"),
+            k = key.display(),
+            kh = kh.display(),
+        ),
+    )
+    .unwrap();
+    let bastion_logins = fleet
+        .sshd_log("bastion")
+        .matches("Accepted publickey")
+        .count();
+    let proxied = fleet.khard_in_runner(&[
+        "apply",
+        "-i",
+        inv4.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "--check",
+    ]);
+    assert_eq!(proxied.code, 0, "through a ProxyCommand: {}", proxied.all());
+    assert_eq!(
+        fleet
+            .sshd_log("bastion")
+            .matches("Accepted publickey")
+            .count(),
+        bastion_logins + 1,
+        "the ProxyCommand went through the bastion"
+    );
 }
 
 #[test]

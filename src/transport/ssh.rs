@@ -33,6 +33,8 @@ pub struct Target {
     pub identities_only: bool,
     /// Jump hosts, first hop first (ProxyJump).
     pub jumps: Vec<Target>,
+    /// A command whose stdin/stdout carry the connection (ProxyCommand; %h %p %r expanded).
+    pub proxy_command: Option<String>,
     /// known_hosts of this host (ssh config UserKnownHostsFile), unless --known-hosts is given.
     pub known_hosts: Option<PathBuf>,
     /// From ssh config StrictHostKeyChecking: accept-new (or no) learns unknown keys.
@@ -192,6 +194,10 @@ impl SshContext {
         let timeout = target.connect_timeout.unwrap_or(self.connect_timeout);
         let connected = async {
             match via {
+                None if target.proxy_command.is_some() => {
+                    let stream = proxy_stream(target).map_err(russh::Error::IO)?;
+                    client::connect_stream(config, stream, checker).await
+                }
                 None => {
                     client::connect(config, (target.address.as_str(), target.port), checker).await
                 }
@@ -302,6 +308,46 @@ impl SshContext {
             tried.join(", ")
         )
     }
+}
+
+/// Starts a ProxyCommand (`sh -c`, with %h %p %r expanded) and returns its
+/// stdout and stdin as one stream; it lives as long as the connection does.
+fn proxy_stream(
+    target: &Target,
+) -> std::io::Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> {
+    let template = target.proxy_command.as_deref().unwrap_or_default();
+    let mut cmd = String::new();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('%', Some(x @ ('h' | 'p' | 'r' | '%'))) => {
+                chars.next();
+                match x {
+                    'h' => cmd.push_str(&target.address),
+                    'p' => cmd.push_str(&target.port.to_string()),
+                    'r' => cmd.push_str(&target.user),
+                    _ => cmd.push('%'),
+                }
+            }
+            _ => cmd.push(c),
+        }
+    }
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let (stdin, stdout) = (
+        child.stdin.take().expect("piped"),
+        child.stdout.take().expect("piped"),
+    );
+    // Reap the proxy when it ends (it ends when the connection closes its stdin).
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(tokio::io::join(stdout, stdin))
 }
 
 /// RSA keys need the SHA-2 signature that the server supports; `None`
