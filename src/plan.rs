@@ -21,7 +21,7 @@ use crate::transport::ssh::Target;
 #[derive(Debug, Clone)]
 pub enum Reach {
     Local,
-    Ssh(Target),
+    Ssh(Box<Target>),
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ pub fn reach(host: &Host, vars: &Map<String, Value>, ssh: &SshConfig) -> Result<
             .map(|j| ssh_target(&j.host, &j.host, j.port, j.user, Vec::new(), ssh))
             .collect();
     }
-    Ok(Reach::Ssh(target))
+    Ok(Reach::Ssh(Box::new(target)))
 }
 
 /// A target from an alias: explicit values win over the ssh config's.
