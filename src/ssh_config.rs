@@ -1,6 +1,8 @@
 //! OpenSSH client configuration (`~/.ssh/config`, or `-F FILE`): Host
 //! blocks with patterns, the options khard uses, first value wins as in
-//! OpenSSH. `Match` blocks are skipped (not supported); `Include` is followed.
+//! OpenSSH. `Match` blocks apply for the criteria `all`, `host`,
+//! `originalhost`, `localuser`, `canonical` and `final`; a block with any
+//! other criterion (`exec`, `user`, ...) is skipped. `Include` is followed.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +17,8 @@ struct Block {
     patterns: Vec<String>,
     /// Lower-case keyword and its arguments.
     options: Vec<(String, Vec<String>)>,
-    /// A `Match` block: never applies.
-    skip: bool,
+    /// A `Match` block's criteria (keyword, argument), all of which must hold.
+    criteria: Option<Vec<(String, String)>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -81,8 +83,13 @@ fn words(line: &str) -> Vec<String> {
 
 impl Block {
     fn matches(&self, alias: &str) -> bool {
-        if self.skip {
-            return false;
+        if let Some(criteria) = &self.criteria {
+            return criteria.iter().all(|(k, arg)| match k.as_str() {
+                "all" | "canonical" | "final" => true,
+                "host" | "originalhost" => pattern_list(arg, alias),
+                "localuser" => pattern_list(arg, &crate::transport::local::current_user()),
+                _ => false,
+            });
         }
         if self.patterns.is_empty() {
             return true;
@@ -137,10 +144,23 @@ impl SshConfig {
                     patterns: w,
                     ..Block::default()
                 }),
-                "match" => self.blocks.push(Block {
-                    skip: true,
-                    ..Block::default()
-                }),
+                "match" => {
+                    let mut criteria = Vec::new();
+                    let mut it = w.into_iter();
+                    while let Some(k) = it.next() {
+                        let k = k.to_ascii_lowercase();
+                        let arg = if matches!(k.as_str(), "all" | "canonical" | "final") {
+                            String::new()
+                        } else {
+                            it.next().unwrap_or_default()
+                        };
+                        criteria.push((k, arg));
+                    }
+                    self.blocks.push(Block {
+                        criteria: Some(criteria),
+                        ..Block::default()
+                    });
+                }
                 "include" if depth < 8 => {
                     for pattern in w {
                         let full = expand(&pattern, "");
@@ -213,6 +233,19 @@ impl SshConfig {
         }
         h
     }
+}
+
+/// An OpenSSH pattern list (`a,b,!c`): some pattern matches and no negated one does.
+fn pattern_list(list: &str, text: &str) -> bool {
+    let parts: Vec<&str> = list.split(',').collect();
+    let negated = parts.iter().any(|p| {
+        p.strip_prefix('!')
+            .is_some_and(|p| Glob::HOSTS.matches(p, text))
+    });
+    !negated
+        && parts
+            .iter()
+            .any(|p| !p.starts_with('!') && Glob::HOSTS.matches(p, text))
 }
 
 /// Files matching a path whose last part may hold `*`.
@@ -336,7 +369,7 @@ mod tests {
         let dir = crate::testutil::TempDir::new();
         let p = dir.file(
             "config",
-            "Host web-*\n  User deploy\n  IdentityFile ~/.ssh/web\nHost web-1 !web-2\n  HostName 10.0.0.1\n  Port 2222\n  User ignored\nHost *\n  User fallback\n  IdentityFile ~/.ssh/id_ed25519\n  StrictHostKeyChecking accept-new\n  ProxyJump admin@bastion:2200\nMatch host x\n  User never\n",
+            "Host web-*\n  User deploy\n  IdentityFile ~/.ssh/web\nHost web-1 !web-2\n  HostName 10.0.0.1\n  Port 2222\n  User ignored\nHost *\n  User fallback\n  IdentityFile ~/.ssh/id_ed25519\n  StrictHostKeyChecking accept-new\n  ProxyJump admin@bastion:2200\nMatch host x\n  User never\nMatch host db,!db-old\n  Port 5022\nMatch exec \"true\"\n  Port 1\n",
         );
         let cfg = SshConfig::load(&p).unwrap();
         let h = cfg.host("web-1");
@@ -348,6 +381,12 @@ mod tests {
         let h2 = cfg.host("web-2");
         assert_eq!(h2.hostname, None);
         assert_eq!(cfg.host("db").user.as_deref(), Some("fallback"));
+        assert_eq!(cfg.host("db").port, Some(5022), "Match host applies");
+        assert_eq!(
+            cfg.host("db-old").port,
+            None,
+            "negated in the Match list; exec is never evaluated"
+        );
     }
 
     #[test]
