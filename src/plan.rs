@@ -330,8 +330,12 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             // Hosts whose variables differ only in how to reach them render the
             // same way: check each distinct set once (a fleet is mostly alike).
             if checked.insert((index, preflight_key(&hp.vars))) {
-                preflight(pb, play, &hp)
-                    .map_err(|e| InputError::new(format!("host {name}: {e}")))?;
+                preflight(pb, play, &hp).map_err(|e| {
+                    // A template error may quote a rendered value: never a secret.
+                    let mut redactor = crate::secrets::Redactor::default();
+                    redactor.learn(&hp.vars);
+                    InputError::new(redactor.scrub(&format!("host {name}: {e}")))
+                })?;
             }
             hosts.push(hp);
         }
