@@ -57,7 +57,8 @@ khard_health() {
   # TIMEOUT INTERVAL COMMAND [EXPECT]: wait until COMMAND succeeds (and prints EXPECT).
   start=$(date +%s); out=""
   while :; do
-    if out=$( (eval "$3") </dev/null 2>&1 ) && { [ -z "$4" ] || [ "$out" = "$4" ]; }; then
+    # Each try is bounded too: a check that hangs must not outlive the gate's timeout.
+    if out=$(timeout 30 /bin/sh -c "$3" </dev/null 2>&1) && { [ -z "$4" ] || [ "$out" = "$4" ]; }; then
       echo "healthy after $(( $(date +%s) - start ))s"; return 0
     fi
     if [ $(( $(date +%s) - start )) -ge "${1%%.*}" ]; then
