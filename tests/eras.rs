@@ -339,6 +339,21 @@ fn servers_that_disagree_on_critical_flags_are_refused_and_unknown_versions_expl
             .is_some(),
         "version-independent tasks still run"
     );
+    // Servers of two different clusters may differ.
+    std::fs::write(hv.join("s1.yaml"), "k3s_cluster_name: east\n").unwrap();
+    std::fs::write(
+        hv.join("s2.yaml"),
+        "cis_secrets_encryption: false\nk3s_cluster_name: west\n",
+    )
+    .unwrap();
+    let two = fleet.apply(&["--limit", "s1:s2"]);
+    assert_eq!(two.code, 0, "{}", two.all());
+    assert!(
+        fleet
+            .read("s2", "/etc/rancher/k3s/config.yaml")
+            .unwrap()
+            .contains("secrets-encryption: false")
+    );
 }
 
 /// The manifests khard writes pass kubernetes-validate (installed by scripts/test)

@@ -172,15 +172,27 @@ const CRITICAL_FLAGS: &[&str] = &[
     "service-node-port-range",
 ];
 
-/// The servers of a play must agree on critical flags. When their configs
-/// disagree, every server's config task fails before anything is written,
-/// naming the flag and each server's value.
+/// The cluster a host belongs to: the `k3s_cluster_name` variable, so one
+/// play may span several clusters; by default all its hosts form one.
+fn cluster(d: &HostDiff) -> String {
+    d.vars
+        .get("k3s_cluster_name")
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// The servers of each cluster must agree on critical flags. When their
+/// configs disagree, every such server's config task fails before anything
+/// is written, naming the flag and each server's value.
 pub(super) fn check_critical_flags(diffs: &mut [Result<HostDiff, (String, String)>]) {
-    let mut values: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
-    for d in diffs.iter().flatten() {
-        if d.vars.get("k3s_role").and_then(Value::as_str) != Some("server") {
-            continue;
-        }
+    let is_server = |d: &HostDiff| d.vars.get("k3s_role").and_then(Value::as_str) == Some("server");
+    // cluster -> flag -> host -> value
+    let mut values: BTreeMap<String, BTreeMap<&str, BTreeMap<String, String>>> = BTreeMap::new();
+    for d in diffs.iter().flatten().filter(|d| is_server(d)) {
         for text in d.steps.iter().filter_map(|s| s.k3s_config.as_deref()) {
             let Ok(serde_yaml::Value::Mapping(map)) =
                 serde_yaml::from_str::<serde_yaml::Value>(text)
@@ -195,34 +207,42 @@ pub(super) fn check_critical_flags(diffs: &mut [Result<HostDiff, (String, String
                         .to_owned()
                 });
                 values
+                    .entry(cluster(d))
+                    .or_default()
                     .entry(flag)
                     .or_default()
                     .insert(d.plan.name.clone(), v.unwrap_or_else(|| "(unset)".into()));
             }
         }
     }
-    let mismatches: Vec<String> = values
-        .iter()
-        .filter(|(_, per_host)| per_host.values().collect::<BTreeSet<_>>().len() > 1)
-        .map(|(flag, per_host)| {
-            let list: Vec<String> = per_host.iter().map(|(h, v)| format!("{h}={v}")).collect();
-            format!("{flag}: {}", list.join(", "))
-        })
-        .collect();
-    if mismatches.is_empty() {
-        return;
+    let mut messages: BTreeMap<String, String> = BTreeMap::new();
+    for (name, flags) in &values {
+        let mismatches: Vec<String> = flags
+            .iter()
+            .filter(|(_, per_host)| per_host.values().collect::<BTreeSet<_>>().len() > 1)
+            .map(|(flag, per_host)| {
+                let list: Vec<String> = per_host.iter().map(|(h, v)| format!("{h}={v}")).collect();
+                format!("{flag}: {}", list.join(", "))
+            })
+            .collect();
+        if !mismatches.is_empty() {
+            messages.insert(
+                name.clone(),
+                format!(
+                    "the servers disagree on flags that must be identical on every server of a cluster (k3s refuses to start otherwise): {}",
+                    mismatches.join("; ")
+                ),
+            );
+        }
     }
-    let message = format!(
-        "the servers disagree on flags that must be identical on every server of a cluster (k3s refuses to start otherwise): {}",
-        mismatches.join("; ")
-    );
-    for d in diffs.iter_mut().flatten() {
+    for d in diffs.iter_mut().flatten().filter(|d| is_server(d)) {
+        let Some(message) = messages.get(&cluster(d)) else {
+            continue;
+        };
         for s in d.steps.iter_mut().filter(|s| s.k3s_config.is_some()) {
-            if d.vars.get("k3s_role").and_then(Value::as_str) == Some("server") {
-                s.status = Status::Failed;
-                s.change = None;
-                s.message = Some(message.clone());
-            }
+            s.status = Status::Failed;
+            s.change = None;
+            s.message = Some(message.clone());
         }
     }
 }
