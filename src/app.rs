@@ -91,6 +91,8 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         sinks.push(Box::new(Junit { path: path.clone() }));
     }
     let report = Report::new(redactor, s.check, s.diff, sinks);
+    // One descriptor per connection: a large fleet needs more than the default soft limit.
+    crate::limits::raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

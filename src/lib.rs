@@ -11,6 +11,7 @@ pub mod glob;
 pub mod inventory;
 pub mod inventory_ini;
 pub mod known_hosts;
+pub mod limits;
 pub mod modules;
 pub mod pattern;
 pub mod plan;
