@@ -13,6 +13,8 @@ use crate::script::{preamble, quote};
 pub struct Probe {
     /// Paths or globs (`*`, `?`) to `stat` (symlinks are reported as links).
     pub stat: BTreeSet<String>,
+    /// Paths to `stat -L` (what a symbolic link points to), for `follow: true`.
+    pub stat_follow: BTreeSet<String>,
     /// Files whose sha256 is needed.
     pub sha256: BTreeSet<String>,
     /// Files whose whole content is needed (for diffs, or to read a unit file).
@@ -47,6 +49,7 @@ pub struct Stat {
 #[derive(Debug, Default, Clone)]
 pub struct RemoteState {
     pub stat: BTreeMap<String, Stat>,
+    pub stat_follow: BTreeMap<String, Stat>,
     pub sha256: BTreeMap<String, String>,
     pub content: BTreeMap<String, Vec<u8>>,
     pub sysctl: BTreeMap<String, String>,
@@ -68,6 +71,7 @@ impl Probe {
     /// Adds everything `other` asks.
     pub fn merge(&mut self, other: Probe) {
         self.stat.extend(other.stat);
+        self.stat_follow.extend(other.stat_follow);
         self.sha256.extend(other.sha256);
         self.content.extend(other.content);
         self.sysctl.extend(other.sysctl);
@@ -80,6 +84,7 @@ impl Probe {
     /// which only feeds diffs).
     pub fn covers(&self, other: &Probe) -> bool {
         other.stat.is_subset(&self.stat)
+            && other.stat_follow.is_subset(&self.stat_follow)
             && other.sha256.is_subset(&self.sha256)
             && other.sysctl.is_subset(&self.sysctl)
             && other.guards.iter().all(|g| self.guards.contains(g))
@@ -111,6 +116,13 @@ impl Probe {
                 s,
                 "echo \"$M stat\"\nstat -c '%F|%a|%U|%G|%s|%n' -- {} 2>/dev/null",
                 words(&self.stat)
+            );
+        }
+        if !self.stat_follow.is_empty() {
+            let _ = writeln!(
+                s,
+                "echo \"$M statfollow\"\nstat -L -c '%F|%a|%U|%G|%s|%n' -- {} 2>/dev/null",
+                words(&self.stat_follow)
             );
         }
         if !self.sha256.is_empty() {
@@ -216,7 +228,7 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                     state.facts.insert(k.to_owned(), v.to_owned());
                 }
             }
-            "stat" => {
+            "stat" | "statfollow" => {
                 let parts: Vec<&str> = line.splitn(6, '|').collect();
                 if let [kind, mode, owner, group, size, path] = parts[..] {
                     let kind = match kind {
@@ -225,7 +237,12 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                         "symbolic link" => Kind::Link,
                         other => Kind::Other(other.to_owned()),
                     };
-                    state.stat.insert(
+                    let map = if section == "stat" {
+                        &mut state.stat
+                    } else {
+                        &mut state.stat_follow
+                    };
+                    map.insert(
                         path.to_owned(),
                         Stat {
                             kind,

@@ -33,13 +33,16 @@ pub fn preamble(marker: &str) -> String {
 
 /// Shell functions the apply script uses.
 ///
-/// `khard_write DEST MODE OWNER GROUP BACKUP` reads base64 content on stdin and
+/// `khard_write DEST MODE OWNER GROUP BACKUP [FOLLOW]` reads base64 content on stdin and
 /// replaces DEST atomically: a temp file in the same folder (so rename is
 /// atomic), content, owner and mode set on the temp file, fsync, rename, fsync
 /// of the folder. The temp file is removed on any failure or signal, so an
 /// interrupted run leaves the old file or the new one, never half of either.
 pub const FUNCTIONS: &str = r#"khard_write() {
-  d=$1; dir=${d%/*}; [ -n "$dir" ] || dir=/
+  d=$1
+  # FOLLOW ($6 = 1): write the file a symbolic link points to, not the link.
+  if [ "${6:-0}" = 1 ] && [ -L "$d" ]; then d=$(readlink -f -- "$d") || return 1; fi
+  dir=${d%/*}; [ -n "$dir" ] || dir=/
   if [ -L "$d" ]; then echo "$d is a symbolic link; khard does not write through links"; return 1; fi
   [ -d "$dir" ] || mkdir -p "$dir" || return 1
   t=$(mktemp "$dir/.khard.XXXXXX") || return 1

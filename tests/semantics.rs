@@ -192,3 +192,47 @@ fn secrets_encryption_is_not_switched_on_for_a_running_cluster_without_opt_in() 
             .contains("secrets-encryption: true")
     );
 }
+
+#[test]
+fn symbolic_links_are_not_written_through_unless_the_task_says_follow() {
+    let Some(fleet) = Fleet::up(&[&format!("a1:agent:{V}")]) else {
+        return;
+    };
+    std::fs::write(fleet.path("a1", "/etc/rancher/real.conf"), "old\n").unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/rancher/real.conf",
+        fleet.path("a1", "/etc/rancher/link.conf"),
+    )
+    .unwrap();
+    let task = |follow: bool| {
+        format!(
+            "- hosts: all\n  tasks:\n    - name: through the link\n      file: {{ dest: /etc/rancher/link.conf, content: \"new\\n\", follow: {follow} }}\n"
+        )
+    };
+    let refused = apply_play(&fleet, &play(&fleet, "nofollow.yaml", &task(false)), &[]);
+    assert_eq!(refused.code, 3, "{}", refused.all());
+    assert!(
+        refused.stdout.contains("symbolic link"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(fleet.read("a1", "/etc/rancher/real.conf").unwrap(), "old\n");
+
+    let p = play(&fleet, "follow.yaml", &task(true));
+    let run = apply_play(&fleet, &p, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(fleet.read("a1", "/etc/rancher/real.conf").unwrap(), "new\n");
+    assert!(
+        std::fs::symlink_metadata(fleet.path("a1", "/etc/rancher/link.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced"
+    );
+    let again = apply_play(&fleet, &p, &[]);
+    assert!(
+        again.code == 0 && again.recap("a1").contains("changed=0"),
+        "{}",
+        again.all()
+    );
+}

@@ -38,6 +38,9 @@ pub struct Args {
     /// `absent` removes the file (kept under /var/backups/khard with `backup`).
     #[serde(default)]
     pub state: State,
+    /// When dest is a symbolic link, write the file it points to (otherwise refused).
+    #[serde(default)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
@@ -53,6 +56,7 @@ pub struct Desired {
     pub dest: String,
     /// The file must not exist.
     pub absent: bool,
+    pub follow: bool,
     pub content: Vec<u8>,
     pub perms: Perms,
     pub secret: bool,
@@ -119,6 +123,7 @@ impl Args {
         Ok(Desired {
             dest,
             absent,
+            follow: self.follow,
             content: content.into_bytes(),
             perms: Perms::render(r, &self.mode, &self.owner, &self.group, 0o644)?,
             secret: self.secret,
@@ -134,6 +139,9 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 impl Desired {
     pub fn probe(&self, p: &mut Probe, want_content: bool) {
+        if self.follow {
+            p.stat_follow.insert(self.dest.clone());
+        }
         p.stat.insert(self.dest.clone());
         p.sha256.insert(self.dest.clone());
         if want_content && !self.secret && self.content.len() as u64 <= MAX_CONTENT {
@@ -145,14 +153,12 @@ impl Desired {
         if self.absent {
             return remove_diff(&self.dest, self.backup, state);
         }
-        let mut change = write_diff(
-            &self.dest,
-            &self.content,
-            &self.perms,
-            self.secret,
-            self.backup,
-            state,
-        )?;
+        let opts = WriteOpts {
+            secret: self.secret,
+            backup: self.backup,
+            follow: self.follow,
+        };
+        let mut change = write_diff(&self.dest, &self.content, &self.perms, opts, state)?;
         if self.mask_k3s_secrets
             && let Some(d) = change.as_mut().and_then(|c| c.content.as_mut())
         {
@@ -187,23 +193,39 @@ fn remove_diff(dest: &str, backup: bool, state: &RemoteState) -> Result<Option<C
     }
 }
 
+/// How a whole file is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOpts {
+    /// Never show content or diff.
+    pub secret: bool,
+    /// Keep the replaced file under /var/backups/khard.
+    pub backup: bool,
+    /// Write through a symbolic link at dest (to the file it points to).
+    pub follow: bool,
+}
+
 /// Compares a whole file with what the probe saw; shared by `file` and `sysctl`.
 pub fn write_diff(
     dest: &str,
     content: &[u8],
     perms: &Perms,
-    secret: bool,
-    backup: bool,
+    opts: WriteOpts,
     state: &RemoteState,
 ) -> Result<Option<Change>, String> {
+    let WriteOpts {
+        secret,
+        backup,
+        follow,
+    } = opts;
     let write = || {
         let cmd = format!(
-            "khard_write {} {:04o} {} {} {}",
+            "khard_write {} {:04o} {} {} {} {}",
             quote(dest),
             perms.mode,
             quote(&perms.owner),
             quote(&perms.group),
-            u8::from(backup)
+            u8::from(backup),
+            u8::from(follow)
         );
         with_payload(&cmd, content)
     };
@@ -213,7 +235,13 @@ pub fn write_diff(
         after: String::from_utf8_lossy(content).into_owned(),
         secret,
     };
-    match state.stat.get(dest) {
+    // With follow, what counts is the file the link points to (stat -L).
+    let seen = if follow {
+        state.stat_follow.get(dest)
+    } else {
+        state.stat.get(dest)
+    };
+    match seen {
         None => Ok(Some(Change {
             details: vec![format!(
                 "{dest}: create ({} bytes, mode {:04o})",
@@ -225,7 +253,7 @@ pub fn write_diff(
             script: write(),
         })),
         Some(s) if s.kind == Kind::Link => Err(format!(
-            "{dest} is a symbolic link; khard does not write through links"
+            "{dest} is a symbolic link; khard does not write through links unless the task says `follow: true`"
         )),
         Some(s) if s.kind != Kind::File => Err(format!("{dest} exists and is not a regular file")),
         Some(s) => {

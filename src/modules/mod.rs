@@ -141,6 +141,9 @@ impl Module {
         match self {
             Module::File(a) => {
                 let dest = check_path(&r.text(&a.dest)?)?;
+                if a.follow {
+                    p.stat_follow.insert(dest.clone());
+                }
                 p.stat.insert(dest.clone());
                 p.sha256.insert(dest.clone());
                 if want_content && !a.secret {

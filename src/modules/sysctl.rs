@@ -90,14 +90,9 @@ impl Desired {
     }
 
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
-        let file = super::file::write_diff(
-            &self.dest,
-            &self.content(),
-            &Self::perms(),
-            false,
-            false,
-            state,
-        )?;
+        let opts = super::file::WriteOpts::default();
+        let file =
+            super::file::write_diff(&self.dest, &self.content(), &Self::perms(), opts, state)?;
         let live: Vec<String> = self
             .values
             .iter()
