@@ -522,11 +522,7 @@ impl Session {
                     out.push(&data, to_stderr);
                     continue;
                 };
-                match if to_stderr {
-                    esc.on_stderr(&data)
-                } else {
-                    esc.on_stdout(&data)
-                } {
+                match esc.on_output(&data, to_stderr) {
                     Step::Wait => {}
                     Step::SendPassword => {
                         write

@@ -52,6 +52,15 @@ impl Escalation {
         self.done
     }
 
+    /// A chunk of the exec's output, from stdout or stderr.
+    pub fn on_output(&mut self, data: &[u8], to_stderr: bool) -> Step {
+        if to_stderr {
+            self.on_stderr(data)
+        } else {
+            self.on_stdout(data)
+        }
+    }
+
     pub fn on_stdout(&mut self, data: &[u8]) -> Step {
         self.stdout.extend_from_slice(data);
         let text = String::from_utf8_lossy(&self.stdout);
