@@ -289,7 +289,8 @@ cmd_up() {
 	# Mount points on the real machine (empty folders, never content) and
 	# sshd's privilege separation folder.
 	for c in "${PRIVATE[@]}"; do [[ -d /$c ]] || mkdir -p "/$c"; done
-	[[ -d /run/sshd ]] || mkdir -m 0755 /run/sshd
+	# -p: fleets of parallel tests race to create it on a fresh machine
+	mkdir -p -m 0755 /run/sshd
 
 	local -a enter=()
 	if [[ -n $netns ]]; then
