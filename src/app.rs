@@ -6,14 +6,14 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::cli::Format;
+use crate::engine::Runner;
 use crate::error::Exit;
-use crate::inventory::Inventory;
+use crate::input::inventory::Inventory;
+use crate::input::playbook::Playbook;
 use crate::plan::{PlayPlan, plan};
-use crate::playbook::Playbook;
 use crate::report::compliance::Compliance;
+use crate::report::redact::Redactor;
 use crate::report::{Report, Sink, human::Human, json::Json, junit::Junit};
-use crate::run::Runner;
-use crate::secrets::Redactor;
 use crate::settings::Settings;
 
 /// `khard apply`: load, check everything, then run. Returns the exit code.
@@ -92,7 +92,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     }
     let report = Report::new(redactor, s.check, s.diff, sinks);
     // One descriptor per connection: a large fleet needs more than the default soft limit.
-    crate::limits::raise_open_files();
+    crate::transport::fd_limit::raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -8,15 +8,15 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 
 use crate::error::InputError;
-use crate::facts;
-use crate::glob::Glob;
-use crate::inventory::{Host, Inventory};
+use crate::input::inventory::{Host, Inventory};
+use crate::input::playbook::{Play, Playbook, Task};
+use crate::k3s::facts;
+use crate::lang::glob::Glob;
 use crate::modules::{Module, Render};
-use crate::playbook::{Play, Playbook, Task};
 use crate::settings::Settings;
-use crate::ssh_config::SshConfig;
 use crate::transport::Become;
 use crate::transport::ssh::Target;
+use crate::transport::ssh::config::SshConfig;
 
 #[derive(Debug, Clone)]
 pub enum Reach {
@@ -105,14 +105,14 @@ pub fn reach(host: &Host, vars: &Map<String, Value>, ssh: &SshConfig) -> Result<
         .map(text)
         .or_else(|| {
             var(vars, &["ansible_ssh_common_args", "ansible_ssh_extra_args"])
-                .and_then(|a| crate::ssh_config::jump_from_ssh_args(&text(a)))
+                .and_then(|a| crate::transport::ssh::config::jump_from_ssh_args(&text(a)))
         })
         .or_else(|| ssh.host(&alias).proxy_jump);
     target.proxy_command = var(vars, &["ansible_ssh_common_args", "ansible_ssh_extra_args"])
-        .and_then(|a| crate::ssh_config::proxy_command_from_ssh_args(&text(a)))
+        .and_then(|a| crate::transport::ssh::config::proxy_command_from_ssh_args(&text(a)))
         .or(target.proxy_command);
     if let Some(spec) = jump.filter(|j| !j.eq_ignore_ascii_case("none")) {
-        target.jumps = crate::ssh_config::parse_jumps(&spec)?
+        target.jumps = crate::transport::ssh::config::parse_jumps(&spec)?
             .into_iter()
             .map(|j| ssh_target(&j.host, &j.host, j.port, j.user, Vec::new(), ssh))
             .collect();
@@ -237,14 +237,14 @@ fn preflight(pb: &Playbook, play: &Play, host: &HostPlan) -> Result<(), String> 
         })?;
     }
     for vars in sample_fact_sets(&host.vars) {
-        let ctx = crate::template::Templates::context(&vars);
+        let ctx = crate::lang::template::Templates::context(&vars);
         for task in play.tasks.iter().chain(&play.handlers) {
             let mut holds = true;
             for w in &task.when {
                 let v = w
                     .eval(&vars)
                     .map_err(|e| format!("{}: when: {e}", task.place))?;
-                holds &= crate::expr::truthy(&v);
+                holds &= crate::lang::expr::truthy(&v);
             }
             if !holds || matches!(task.module, Module::FlushHandlers) {
                 continue;
@@ -271,7 +271,8 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
     };
     let limit = match &s.limit {
         Some(l) => Some(
-            crate::pattern::select(inv, l).map_err(|e| InputError::new(format!("--limit: {e}")))?,
+            crate::input::inventory::pattern::select(inv, l)
+                .map_err(|e| InputError::new(format!("--limit: {e}")))?,
         ),
         None => None,
     };
@@ -295,14 +296,15 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
         }
     }
     let mut checked = std::collections::HashSet::new();
-    let nonce = crate::script::new_marker()
+    let nonce = crate::engine::script::new_marker()
         .trim_start_matches("@@khard-")
         .to_owned();
     let mut plans = Vec::new();
     for (index, play) in pb.plays.iter().enumerate() {
-        let mut names = crate::pattern::select(inv, &play.hosts).map_err(|e| {
-            InputError::new(format!("{}: play `{}`: hosts: {e}", pb.path, play.name))
-        })?;
+        let mut names =
+            crate::input::inventory::pattern::select(inv, &play.hosts).map_err(|e| {
+                InputError::new(format!("{}: play `{}`: hosts: {e}", pb.path, play.name))
+            })?;
         if let Some(l) = &limit {
             names.retain(|n| l.contains(n));
         }
@@ -315,7 +317,7 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             // As in Ansible, the host's ansible_become wins over the play's
             // keyword; --become / -K on the command line win over both.
             let from_play = play.r#become || play.tasks.iter().any(|t| t.r#become == Some(true));
-            let from_host = vars.get("ansible_become").map(crate::expr::truthy);
+            let from_host = vars.get("ansible_become").map(crate::lang::expr::truthy);
             let hp = HostPlan {
                 name: name.clone(),
                 reach,
@@ -332,7 +334,7 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             if checked.insert((index, preflight_key(&hp.vars))) {
                 preflight(pb, play, &hp).map_err(|e| {
                     // A template error may quote a rendered value: never a secret.
-                    let mut redactor = crate::secrets::Redactor::default();
+                    let mut redactor = crate::report::redact::Redactor::default();
                     redactor.learn(&hp.vars);
                     InputError::new(redactor.scrub(&format!("host {name}: {e}")))
                 })?;

@@ -127,13 +127,13 @@ fn split_words(s: &str) -> Result<Vec<String>> {
 /// `-e key=value`, `-e '{"a": 1}'` / `-e 'a: 1'`, or `-e @file.yaml`.
 pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>> {
     if let Some(path) = arg.strip_prefix('@') {
-        let text = crate::inventory::read_utf8(std::path::Path::new(path))?;
-        let vars: Option<crate::yaml::Vars> = crate::yaml::parse(path, &text)?;
+        let text = crate::input::inventory::read_utf8(std::path::Path::new(path))?;
+        let vars: Option<crate::input::yaml::Vars> = crate::input::yaml::parse(path, &text)?;
         return Ok(vars.unwrap_or_default().0);
     }
     let trimmed = arg.trim_start();
     if trimmed.starts_with('{') || (trimmed.contains(": ") && !trimmed.contains('=')) {
-        let vars: crate::yaml::Vars = crate::yaml::parse("-e", arg)?;
+        let vars: crate::input::yaml::Vars = crate::input::yaml::parse("-e", arg)?;
         return Ok(vars.0);
     }
     let mut out = Map::new();

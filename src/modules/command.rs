@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use super::{Change, Render};
-use crate::probe::{Probe, RemoteState};
-use crate::template::Text;
+use crate::engine::probe::{Probe, RemoteState};
+use crate::lang::template::Text;
 
 #[derive(Debug, Clone)]
 pub struct Args {

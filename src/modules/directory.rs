@@ -3,9 +3,9 @@
 use serde::Deserialize;
 
 use super::{Change, Perms, Render};
-use crate::probe::{Kind, Probe, RemoteState};
-use crate::script::quote;
-use crate::template::Text;
+use crate::engine::probe::{Kind, Probe, RemoteState};
+use crate::engine::script::quote;
+use crate::lang::template::Text;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,10 +5,10 @@ use serde::Deserialize;
 use sha2::Digest;
 
 use super::{Change, ContentDiff, Perms, Render};
-use crate::probe::{Kind, MAX_CONTENT, Probe, RemoteState};
-use crate::script::{quote, with_payload};
-use crate::template::Text;
-use crate::validate::Validate;
+use crate::engine::probe::{Kind, MAX_CONTENT, Probe, RemoteState};
+use crate::engine::script::{quote, with_payload};
+use crate::k3s::validate::Validate;
+use crate::lang::template::Text;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,8 +162,11 @@ impl Desired {
         if self.mask_k3s_secrets
             && let Some(d) = change.as_mut().and_then(|c| c.content.as_mut())
         {
-            d.after = crate::validate::mask_k3s_secrets(&d.after);
-            d.before = d.before.as_deref().map(crate::validate::mask_k3s_secrets);
+            d.after = crate::k3s::validate::mask_k3s_secrets(&d.after);
+            d.before = d
+                .before
+                .as_deref()
+                .map(crate::k3s::validate::mask_k3s_secrets);
         }
         Ok(change)
     }

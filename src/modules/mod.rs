@@ -13,8 +13,8 @@ pub mod sysctl;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use crate::probe::{Probe, RemoteState, Stat};
-use crate::template::{Templates, Text};
+use crate::engine::probe::{Probe, RemoteState, Stat};
+use crate::lang::template::{Templates, Text};
 
 /// A task's module with its arguments, as written.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ pub struct Render<'a> {
     pub vars: &'a Map<String, Value>,
     /// `vars` as a template context, built once per host (see [`Templates::context`]).
     pub ctx: &'a handlebars::Context,
-    pub files: &'a crate::playbook::Files,
+    pub files: &'a crate::input::playbook::Files,
 }
 
 impl Render<'_> {
@@ -268,7 +268,7 @@ impl Perms {
 
     /// The differences from `stat`, one line each, and the shell that fixes them.
     pub fn fix(&self, path: &str, stat: &Stat) -> (Vec<String>, String) {
-        use crate::script::quote;
+        use crate::engine::script::quote;
         let (mut details, mut script) = (Vec::new(), String::new());
         if stat.mode != self.mode {
             details.push(format!(

@@ -4,9 +4,9 @@
 use serde::Deserialize;
 
 use super::{Change, Perms, Render};
-use crate::glob::Glob;
-use crate::probe::{Kind, Probe, RemoteState};
-use crate::template::Text;
+use crate::engine::probe::{Kind, Probe, RemoteState};
+use crate::lang::glob::Glob;
+use crate::lang::template::Text;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

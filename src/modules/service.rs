@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use super::{Change, Render};
-use crate::script::quote;
-use crate::template::Text;
+use crate::engine::script::quote;
+use crate::lang::template::Text;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,10 +5,10 @@
 use serde::Deserialize;
 
 use super::{Change, Perms, Render};
-use crate::probe::{Probe, RemoteState, normalize_sysctl};
-use crate::script::quote;
-use crate::template::Text;
-use crate::yaml::Ordered;
+use crate::engine::probe::{Probe, RemoteState, normalize_sysctl};
+use crate::engine::script::quote;
+use crate::input::yaml::Ordered;
+use crate::lang::template::Text;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

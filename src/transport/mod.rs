@@ -3,6 +3,7 @@
 //! Either way the command is a constant `/bin/sh -s` (behind sudo with
 //! become) and the script arrives on stdin.
 
+pub mod fd_limit;
 pub mod local;
 pub mod ssh;
 pub mod sudo;
@@ -87,7 +88,7 @@ pub fn command_line(r#become: &Become, login_user: &str) -> String {
     }
     format!(
         "sudo -n -H -u {} -- /bin/sh -s",
-        crate::script::quote(r#become.target())
+        crate::engine::script::quote(r#become.target())
     )
 }
 

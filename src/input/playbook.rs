@@ -9,11 +9,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{InputError, did_you_mean};
-use crate::expr::Expr;
+use crate::input::source::{self, Dir};
+use crate::input::yaml::{self, OneOrMany, Vars};
+use crate::lang::expr::Expr;
+use crate::lang::template::{Templates, Text};
 use crate::modules::{Module, command, directory, file, k3s_unit, permissions, service, sysctl};
-use crate::source::{self, Dir};
-use crate::template::{Templates, Text};
-use crate::yaml::{self, OneOrMany, Vars};
 
 pub struct Playbook {
     /// How the user sees the playbook's path.
@@ -252,7 +252,7 @@ struct TaskFields {
     r#become: Option<bool>,
     timeout: Option<u64>,
     run_once: Option<bool>,
-    throttle: Option<crate::yaml::Scalar>,
+    throttle: Option<crate::input::yaml::Scalar>,
     health: Option<Health>,
     file: Option<file::Args>,
     directory: Option<directory::Args>,

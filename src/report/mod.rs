@@ -6,6 +6,7 @@ pub mod compliance;
 pub mod human;
 pub mod json;
 pub mod junit;
+pub mod redact;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -15,7 +16,7 @@ use serde::Serialize;
 
 use crate::error::Exit;
 use crate::modules::{Change, ContentDiff};
-use crate::secrets::{REDACTED, Redactor};
+use crate::report::redact::{REDACTED, Redactor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -183,7 +184,7 @@ impl Report {
         &self,
         host: &str,
         play: &str,
-        task: &crate::playbook::Task,
+        task: &crate::input::playbook::Task,
         handler: bool,
         status: Status,
         change: Option<&Change>,
@@ -201,7 +202,7 @@ impl Report {
         &self,
         host: &str,
         play: &str,
-        task: &crate::playbook::Task,
+        task: &crate::input::playbook::Task,
         handler: bool,
         status: Status,
         change: Option<&Change>,

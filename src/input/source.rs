@@ -52,7 +52,7 @@ impl Dir {
     pub fn read(&self) -> Result<Option<String>> {
         match self {
             Dir::Disk(p) if !p.is_file() => Ok(None),
-            Dir::Disk(p) => crate::inventory::read_utf8(p).map(Some),
+            Dir::Disk(p) => crate::input::inventory::read_utf8(p).map(Some),
             Dir::Builtin(p) => Ok(embedded::FILES
                 .iter()
                 .find(|(n, _)| n == p)

@@ -69,7 +69,7 @@ fn pattern_matches(pattern: &str, name: &str) -> bool {
         mac.update(name.as_bytes());
         return mac.verify_slice(&hash).is_ok();
     }
-    crate::glob::Glob::HOSTS.matches(pattern, name)
+    crate::lang::glob::Glob::HOSTS.matches(pattern, name)
 }
 
 fn parse(text: &str) -> Vec<Entry> {

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::{HostDiff, Step};
-use crate::expr::truthy;
-use crate::facts;
+use crate::engine::probe::{Probe, RemoteState};
+use crate::input::playbook::{Playbook, Task};
+use crate::k3s::facts;
+use crate::lang::expr::truthy;
 use crate::modules::{Action, Render};
-use crate::playbook::{Playbook, Task};
-use crate::probe::{Probe, RemoteState};
 use crate::report::Status;
 
 /// A `when:` that is already false before probing (e.g. a server-only task on an agent).
@@ -62,7 +62,7 @@ fn explain(task: &Task, pb: &Playbook, vars: &Map<String, Value>, message: Strin
         &mut with,
         facts::SAMPLE_VERSIONS[facts::SAMPLE_VERSIONS.len() - 1],
     );
-    let ctx = crate::template::Templates::context(&with);
+    let ctx = crate::lang::template::Templates::context(&with);
     let r = Render {
         templates: &pb.templates,
         vars: &with,
@@ -94,7 +94,7 @@ pub(super) fn diff_task(
     task: &Task,
     index: usize,
     known: &Known,
-    redactor: &crate::secrets::Redactor,
+    redactor: &crate::report::redact::Redactor,
 ) -> Step {
     let Known {
         vars,

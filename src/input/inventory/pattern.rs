@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::glob::Glob;
-use crate::inventory::Inventory;
+use crate::input::inventory::Inventory;
+use crate::lang::glob::Glob;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Term {

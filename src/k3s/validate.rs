@@ -175,7 +175,7 @@ pub fn mask_k3s_secrets(text: &str) -> String {
             let (head, _) = line.split_once(':').expect("has a colon");
             out.push_str(&format!(
                 "{head}: {}{}",
-                crate::secrets::REDACTED,
+                crate::report::redact::REDACTED,
                 if line.ends_with('\n') { "\n" } else { "" }
             ));
         } else {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::script::{preamble, quote};
+use crate::engine::script::{preamble, quote};
 
 /// What the tasks of one host want to know.
 #[derive(Debug, Default, Clone)]
@@ -300,7 +300,7 @@ mod tests {
         p.sysctl.insert("kernel.ostype".into());
         p.add_guard("test -e /");
         p.add_guard("exit 3");
-        let marker = crate::script::new_marker();
+        let marker = crate::engine::script::new_marker();
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(String::from_utf8(p.script(&marker)).unwrap())

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::{Runner, join_all};
-use crate::expr::truthy;
+use crate::engine::probe::{self, Probe, RemoteState};
+use crate::engine::script::{ApplyScript, parse_apply, quote};
+use crate::input::playbook::{Play, Playbook, Task};
+use crate::lang::expr::truthy;
+use crate::lang::template::Text;
 use crate::modules::{Change, Render};
 use crate::plan::{HostPlan, PlayPlan};
-use crate::playbook::{Play, Playbook, Task};
-use crate::probe::{self, Probe, RemoteState};
 use crate::report::Status;
-use crate::script::{ApplyScript, parse_apply, quote};
-use crate::template::Text;
 
 impl Runner {
     /// Runs notified handlers once each, in definition order. A handler with
@@ -190,7 +190,7 @@ impl Runner {
                 return Ok(None);
             }
         }
-        let ctx = crate::template::Templates::context(vars);
+        let ctx = crate::lang::template::Templates::context(vars);
         let r = Render {
             templates: &self.playbook.templates,
             vars,
@@ -291,7 +291,7 @@ impl Runner {
     /// The shell line that waits until the health command succeeds (see `khard_health`).
     fn health_call(
         &self,
-        health: &crate::playbook::Health,
+        health: &crate::input::playbook::Health,
         vars: &Map<String, Value>,
     ) -> Result<String, String> {
         let t = &self.playbook.templates;

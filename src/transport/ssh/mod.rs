@@ -4,6 +4,9 @@
 //! the target's key checked under the target's own name, and an exec that
 //! streams the script on stdin.
 
+pub mod config;
+pub mod known_hosts;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +20,7 @@ use russh::{ChannelMsg, Disconnect, Preferred};
 
 use super::sudo::Step;
 use super::{Become, ExecOutput, command_line};
-use crate::known_hosts::{KnownHosts, Verdict, host_key_name};
+use crate::transport::ssh::known_hosts::{KnownHosts, Verdict, host_key_name};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, Default)]

@@ -4,6 +4,8 @@
 
 mod diff;
 mod handlers;
+pub mod probe;
+pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -13,12 +15,10 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::input::playbook::{Play, Playbook, Task};
 use crate::modules::{Change, Module, Render};
 use crate::plan::{HostPlan, PlayPlan, Reach};
-use crate::playbook::{Play, Playbook, Task};
-use crate::probe::{self, Probe, RemoteState};
 use crate::report::{Report, Status};
-use crate::script::{ApplyScript, parse_apply};
 use crate::settings::Settings;
 use crate::transport::Connection;
 use crate::transport::local::Local;
@@ -28,6 +28,8 @@ use diff::{
     with_some_version,
 };
 use handlers::Flush;
+use probe::{Probe, RemoteState};
+use script::{ApplyScript, parse_apply};
 
 /// What we keep about a host across plays.
 #[derive(Default)]
@@ -93,7 +95,7 @@ impl Runner {
             playbook: Arc::new(playbook),
             report: Arc::new(report),
             ssh: Arc::new(ssh),
-            marker: crate::script::new_marker(),
+            marker: crate::engine::script::new_marker(),
             hosts: Mutex::new(HashMap::new()),
             forks,
             interrupted: Arc::default(),
@@ -338,7 +340,7 @@ impl Runner {
         // Paths never depend on probed facts (diff_task checks it), so any
         // version's facts will do to render them.
         let vars = with_some_version(&h.vars);
-        let ctx = crate::template::Templates::context(&vars);
+        let ctx = crate::lang::template::Templates::context(&vars);
         for &i in tasks.iter().filter(|i| plan.selected[**i]) {
             let task = &play.tasks[i];
             if matches!(task.module, Module::FlushHandlers) || when_known_false(task, &h.vars) {
@@ -419,7 +421,7 @@ impl Runner {
             self.report.benchmark(&h.name, b);
         }
         let mut steps = Vec::new();
-        let ctx = crate::template::Templates::context(&vars);
+        let ctx = crate::lang::template::Templates::context(&vars);
         let known = Known {
             vars: &vars,
             ctx: &ctx,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::error::InputError;
-use crate::glob::Glob;
+use crate::lang::glob::Glob;
 
 #[derive(Debug, Clone, Default)]
 struct Block {
@@ -126,7 +126,7 @@ impl SshConfig {
     }
 
     fn read(&mut self, path: &Path, depth: usize) -> Result<()> {
-        let text = crate::inventory::read_utf8(path)?;
+        let text = crate::input::inventory::read_utf8(path)?;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {

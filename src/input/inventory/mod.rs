@@ -2,6 +2,9 @@
 //! implicit `all`, `group_vars/` and `host_vars/` beside the file, and
 //! Ansible's precedence (all < parent group < child group < host).
 
+pub mod ini;
+pub mod pattern;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -10,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::InputError;
-use crate::yaml::{self, Ordered, Vars};
+use crate::input::yaml::{self, Ordered, Vars};
 
 #[derive(Debug, Clone)]
 pub struct Inventory {
@@ -120,8 +123,8 @@ impl Inventory {
         let text = text.to_owned();
         let mut b = Builder::default();
         b.group("all");
-        if crate::inventory_ini::looks_like_ini(&text) {
-            let ini = crate::inventory_ini::parse(&file, &text)?;
+        if crate::input::inventory::ini::looks_like_ini(&text) {
+            let ini = crate::input::inventory::ini::parse(&file, &text)?;
             let err = |e: String| InputError::in_file(&file, e);
             for (group, pattern, vars) in ini.hosts {
                 // Hosts before any section sit directly in `all` (Ansible's "ungrouped").

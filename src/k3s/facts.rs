@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::inventory::Host;
+use crate::input::inventory::Host;
 
 /// Names of the facts that come from the probe; a path or guard may not use them,
 /// since they are only known after probing.

@@ -1,0 +1,3 @@
+//! What khard knows about k3s.
+pub mod facts;
+pub mod validate;
