@@ -1,16 +1,19 @@
 //! The local, pure part of a run: from a host's variables and probed state
 //! to what each task would change, plus the checks across hosts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::{HostDiff, Step};
+use super::error::{HostError, HostFailure};
+use super::probe::Probed;
+use super::{HostDiff, Runner, Step};
 use crate::engine::probe::{Probe, RemoteState};
-use crate::input::playbook::{Playbook, Task};
+use crate::input::playbook::{Play, Playbook, Task};
 use crate::k3s::facts;
 use crate::lang::expr::truthy;
-use crate::modules::{Action, Render};
+use crate::modules::{Action, Module, Render};
+use crate::plan::{HostPlan, PlayPlan};
 use crate::report::Status;
 
 /// A `when:` that is already false before probing (e.g. a server-only task on an agent).
@@ -157,92 +160,119 @@ pub(super) fn diff_task(
     done
 }
 
-/// Flags that must be identical on every server of a cluster, or k3s refuses
-/// to start ("critical configuration value mismatch").
-const CRITICAL_FLAGS: &[&str] = &[
-    "secrets-encryption",
-    "secrets-encryption-provider",
-    "cluster-cidr",
-    "service-cidr",
-    "cluster-dns",
-    "cluster-domain",
-    "disable-network-policy",
-    "flannel-backend",
-    "egress-selector-mode",
-    "service-node-port-range",
-];
-
-/// The cluster a host belongs to: the `k3s_cluster_name` variable, so one
-/// play may span several clusters; by default all its hosts form one.
-fn cluster(d: &HostDiff) -> String {
-    d.vars
-        .get("k3s_cluster_name")
-        .map(|v| {
-            v.as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string())
-        })
-        .unwrap_or_default()
-}
-
-/// The servers of each cluster must agree on critical flags. When their
-/// configs disagree, every such server's config task fails before anything
-/// is written, naming the flag and each server's value.
-pub(super) fn check_critical_flags(diffs: &mut [Result<HostDiff, (String, String)>]) {
-    let is_server = |d: &HostDiff| d.vars.get("k3s_role").and_then(Value::as_str) == Some("server");
-    // cluster -> flag -> host -> value
-    let mut values: BTreeMap<String, BTreeMap<&str, BTreeMap<String, String>>> = BTreeMap::new();
-    for d in diffs.iter().flatten().filter(|d| is_server(d)) {
-        for text in d.steps.iter().filter_map(|s| s.k3s_config.as_deref()) {
-            let Ok(serde_yaml::Value::Mapping(map)) =
-                serde_yaml::from_str::<serde_yaml::Value>(text)
-            else {
+impl Runner {
+    /// What the given tasks need to know about a host, rendered with what is
+    /// known before probing: paths and guards never depend on probed facts
+    /// (diff_task checks it), so any version's facts will do to render them.
+    pub(super) fn probe_for(
+        &self,
+        play: &Play,
+        plan: &PlayPlan,
+        h: &HostPlan,
+        tasks: &[usize],
+    ) -> Probe {
+        let mut probe = Probe::default();
+        let vars = with_some_version(&h.vars);
+        let ctx = crate::lang::template::Templates::context(&vars);
+        for &i in tasks.iter().filter(|i| plan.selected[**i]) {
+            let task = &play.tasks[i];
+            if matches!(task.module, Module::FlushHandlers) || when_known_false(task, &h.vars) {
                 continue;
+            }
+            let r = Render {
+                templates: &self.playbook.templates,
+                vars: &vars,
+                ctx: &ctx,
+                files: &task.files,
             };
-            for flag in CRITICAL_FLAGS {
-                let v = map.get(*flag).map(|v| {
-                    serde_yaml::to_string(v)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned()
-                });
-                values
-                    .entry(cluster(d))
-                    .or_default()
-                    .entry(flag)
-                    .or_default()
-                    .insert(d.plan.name.clone(), v.unwrap_or_else(|| "(unset)".into()));
+            // A task whose paths cannot be rendered fails in its diff, with the reason.
+            let _ = task.module.probe(&r, &mut probe, self.settings.diff);
+        }
+        probe
+    }
+
+    /// The local diff of every task of a segment, from a probe still valid
+    /// for it (`cached`), or from ONE probe exec that also covers the play's
+    /// later tasks (`rest`), so that later segments need no probe of their own.
+    pub(super) async fn diff_host(
+        &self,
+        play: &Play,
+        plan: &PlayPlan,
+        h: HostPlan,
+        segment: Vec<usize>,
+        rest: Vec<usize>,
+        cached: Option<Probed>,
+    ) -> Result<HostDiff, HostFailure> {
+        let started = Instant::now();
+        let mut tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
+        if self.stopped() {
+            tasks.clear();
+        }
+        let needs = self.probe_for(play, plan, &h, &tasks);
+        let probed = match cached.and_then(|p| p.reusable_for(&needs)) {
+            Some(valid) => valid,
+            None => {
+                let mut probe = needs;
+                probe.merge(self.probe_for(play, plan, &h, &rest));
+                self.probe_host(&h, probe)
+                    .await
+                    .map_err(|error| HostFailure {
+                        host: h.name.clone(),
+                        error,
+                    })?
+            }
+        };
+        let vars = host_vars_with_facts(&h.vars, &probed.state);
+        if let Some(b) = vars.get("cis_benchmark").and_then(Value::as_str) {
+            self.report.benchmark(&h.name, b);
+        }
+        let mut steps = Vec::new();
+        let ctx = crate::lang::template::Templates::context(&vars);
+        let known = Known {
+            vars: &vars,
+            ctx: &ctx,
+            state: &probed.state,
+            probed: &probed.probe,
+        };
+        for &i in &tasks {
+            let step = diff_task(
+                &self.playbook,
+                &play.tasks[i],
+                i,
+                &known,
+                self.report.redactor(),
+            );
+            let failed = step.status == Status::Failed;
+            steps.push(step);
+            if failed {
+                break;
             }
         }
+        Ok(HostDiff {
+            plan: h,
+            vars,
+            steps,
+            elapsed: started.elapsed(),
+            probed,
+        })
     }
-    let mut messages: BTreeMap<String, String> = BTreeMap::new();
-    for (name, flags) in &values {
-        let mismatches: Vec<String> = flags
-            .iter()
-            .filter(|(_, per_host)| per_host.values().collect::<BTreeSet<_>>().len() > 1)
-            .map(|(flag, per_host)| {
-                let list: Vec<String> = per_host.iter().map(|(h, v)| format!("{h}={v}")).collect();
-                format!("{flag}: {}", list.join(", "))
-            })
-            .collect();
-        if !mismatches.is_empty() {
-            messages.insert(
-                name.clone(),
-                format!(
-                    "the servers disagree on flags that must be identical on every server of a cluster (k3s refuses to start otherwise): {}",
-                    mismatches.join("; ")
-                ),
-            );
-        }
-    }
-    for d in diffs.iter_mut().flatten().filter(|d| is_server(d)) {
-        let Some(message) = messages.get(&cluster(d)) else {
-            continue;
-        };
-        for s in d.steps.iter_mut().filter(|s| s.k3s_config.is_some()) {
-            s.status = Status::Failed;
-            s.change = None;
-            s.message = Some(message.clone());
-        }
+
+    /// Runs one probe exec on a host.
+    async fn probe_host(&self, h: &HostPlan, probe: Probe) -> Result<Probed, HostError> {
+        let conn = self.conn(&h.name).await.ok_or(HostError::NotConnected)?;
+        let _permit = self.forks.acquire().await.expect("semaphore");
+        self.report.phase(&h.name, "probing");
+        let out = conn
+            .run(
+                &probe.script(&self.marker),
+                &h.r#become,
+                self.settings.timeout,
+            )
+            .await
+            .map_err(|e| HostError::Exec {
+                what: "probe",
+                cause: format!("{e:#}"),
+            })?;
+        Probed::from_output(probe, &self.marker, &out)
     }
 }

@@ -3,19 +3,19 @@
 //! same exec, halting the rollout when a batch fails.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 
 use super::{Runner, join_all};
-use crate::engine::probe::{self, Probe, RemoteState};
+use crate::engine::probe::{Probe, Probed, RemoteState};
 use crate::engine::script::{ApplyScript, parse_apply, quote};
 use crate::input::playbook::{Play, Playbook, Task};
 use crate::lang::expr::truthy;
 use crate::lang::template::Text;
 use crate::modules::{Change, Render};
 use crate::plan::{HostPlan, PlayPlan};
-use crate::report::Status;
+use crate::report::{Outcome, Status};
 
 impl Runner {
     /// Runs notified handlers once each, in definition order. A handler with
@@ -57,22 +57,11 @@ impl Runner {
                         &play.name,
                         handler,
                         true,
-                        Status::Skipped,
-                        None,
-                        None,
-                        Duration::ZERO,
+                        Outcome::new(Status::Skipped),
                     ),
                     Err(e) => {
-                        self.report.task(
-                            &h.name,
-                            &play.name,
-                            handler,
-                            true,
-                            Status::Failed,
-                            None,
-                            Some(e),
-                            Duration::ZERO,
-                        );
+                        let failed = Outcome::new(Status::Failed).message(Some(&e));
+                        self.report.task(&h.name, &play.name, handler, true, failed);
                         flush.failed.insert(h.name.clone());
                     }
                 }
@@ -96,10 +85,7 @@ impl Runner {
                         &play.name,
                         handler,
                         true,
-                        Status::Changed,
-                        Some(change),
-                        None,
-                        Duration::ZERO,
+                        Outcome::new(Status::Changed).change(Some(change)),
                     );
                 }
                 continue;
@@ -113,10 +99,7 @@ impl Runner {
                             &play.name,
                             handler,
                             true,
-                            Status::Failed,
-                            None,
-                            Some(e.clone()),
-                            Duration::ZERO,
+                            Outcome::new(Status::Failed).message(Some(&e)),
                         );
                         flush.failed.insert(h.name.clone());
                     }
@@ -141,10 +124,7 @@ impl Runner {
                             &play.name,
                             handler,
                             true,
-                            status,
-                            None,
-                            Some(msg.clone()),
-                            Duration::ZERO,
+                            Outcome::new(status).message(Some(&msg)),
                         );
                         if status == Status::Failed {
                             flush.failed.insert(h.name.clone());
@@ -161,7 +141,7 @@ impl Runner {
                 for ((h, _, _), result) in batch.iter().zip(runs) {
                     match result {
                         Ok(Some(state)) => {
-                            flush.states.insert(h.name.clone(), state);
+                            flush.probes.insert(h.name.clone(), state);
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -210,7 +190,7 @@ impl Runner {
         change: &Change,
         vars: &Map<String, Value>,
         tail: Option<Probe>,
-    ) -> Result<Option<(Probe, RemoteState)>, String> {
+    ) -> Result<Option<Probed>, String> {
         let started = Instant::now();
         let result = async {
             let mut body = change.script.clone();
@@ -247,7 +227,8 @@ impl Runner {
             if !run.ok {
                 return Err(run.output.trim().to_owned());
             }
-            let state = tail.and_then(|p| probe::parse(&self.marker, &stdout, &p).map(|s| (p, s)));
+            // A tail probe that cannot be read whole is dropped: the next segment probes again.
+            let state = tail.and_then(|p| Probed::from_output(p, &self.marker, &out).ok());
             Ok((run.output, state))
         }
         .await;
@@ -265,10 +246,9 @@ impl Runner {
                     &play.name,
                     handler,
                     true,
-                    Status::Changed,
-                    Some(&shown),
-                    None,
-                    started.elapsed(),
+                    Outcome::new(Status::Changed)
+                        .change(Some(&shown))
+                        .took(started.elapsed()),
                 );
                 Ok(state)
             }
@@ -278,10 +258,10 @@ impl Runner {
                     &play.name,
                     handler,
                     true,
-                    Status::Failed,
-                    Some(&shown),
-                    Some(e.clone()),
-                    started.elapsed(),
+                    Outcome::new(Status::Failed)
+                        .change(Some(&shown))
+                        .message(Some(&e))
+                        .took(started.elapsed()),
                 );
                 Err(e)
             }
@@ -337,7 +317,7 @@ pub(super) struct Flush {
     /// Set when a batch of a throttled or health-gated handler failed.
     pub(super) halted: Option<String>,
     /// Per host, a probe still valid for the play's remaining tasks.
-    pub(super) states: HashMap<String, (Probe, RemoteState)>,
+    pub(super) probes: HashMap<String, Probed>,
 }
 
 /// How many hosts a handler runs on at once: `throttle` as a number or a

@@ -2,34 +2,33 @@
 //! number of round trips whatever the number of tasks: connect, one probe,
 //! one apply with every change in order, one exec per handler flush.
 
+mod apply;
 mod diff;
+pub mod error;
 mod handlers;
 pub mod probe;
 pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::input::playbook::{Play, Playbook, Task};
-use crate::modules::{Change, Module, Render};
+use crate::k3s::critical_flags::{self, ServerConfig};
+use crate::modules::{Change, Module};
 use crate::plan::{HostPlan, PlayPlan, Reach};
 use crate::report::{Report, Status};
 use crate::settings::Settings;
 use crate::transport::Connection;
 use crate::transport::local::Local;
 use crate::transport::ssh::SshContext;
-use diff::{
-    Known, check_critical_flags, diff_task, host_vars_with_facts, when_known_false,
-    with_some_version,
-};
+use error::HostFailure;
 use handlers::Flush;
-use probe::{Probe, RemoteState};
-use script::{ApplyScript, parse_apply};
+use probe::Probed;
 
 /// What we keep about a host across plays.
 #[derive(Default)]
@@ -70,7 +69,7 @@ struct HostDiff {
     steps: Vec<Step>,
     elapsed: Duration,
     /// The probe this diff used, reusable for later segments if nothing changes in between.
-    probed: Option<(Probe, RemoteState)>,
+    probed: Probed,
 }
 
 /// What applying one host's segment left behind.
@@ -79,8 +78,8 @@ struct Applied {
     failed: bool,
     /// Handlers notified, by index.
     notified: Vec<usize>,
-    /// The probe, still valid for later tasks when nothing was changed.
-    still_valid: Option<(Probe, RemoteState)>,
+    /// The probe this host's diff used, marked stale when anything ran since.
+    probed: Option<Probed>,
 }
 
 impl Runner {
@@ -95,7 +94,7 @@ impl Runner {
             playbook: Arc::new(playbook),
             report: Arc::new(report),
             ssh: Arc::new(ssh),
-            marker: crate::engine::script::new_marker(),
+            marker: script::new_marker(),
             hosts: Mutex::new(HashMap::new()),
             forks,
             interrupted: Arc::default(),
@@ -248,11 +247,11 @@ impl Runner {
                 .cloned()
                 .collect();
             let probes = hosts.into_iter().map(|h| {
-                let cached = flush.states.remove(&h.name);
-                self.probe_and_diff(play, plan, h, segment.clone(), rest.clone(), cached)
+                let cached = flush.probes.remove(&h.name);
+                self.diff_host(play, plan, h, segment.clone(), rest.clone(), cached)
             });
             let mut diffs = self.decide_run_once(join_all(probes).await);
-            check_critical_flags(&mut diffs);
+            fail_critical_flag_mismatches(&mut diffs);
             for d in diffs.iter().flatten() {
                 flush.vars.insert(d.plan.name.clone(), d.vars.clone());
             }
@@ -271,15 +270,15 @@ impl Runner {
             for done in join_all(
                 diffs
                     .into_iter()
-                    .map(|d| self.apply(play, d, hold.as_deref())),
+                    .map(|d| self.apply_host(play, d, hold.as_deref())),
             )
             .await
             {
                 if done.failed {
                     flush.failed.insert(done.host.clone());
                 }
-                if let Some(state) = done.still_valid {
-                    flush.states.insert(done.host.clone(), state);
+                if let Some(probed) = done.probed {
+                    flush.probes.insert(done.host.clone(), probed);
                 }
                 flush
                     .notified
@@ -331,125 +330,11 @@ impl Runner {
             .and_then(|r| r.as_ref().ok().cloned())
     }
 
-    /// One probe exec, then the local diff of every task of the segment.
-    /// What the given tasks need to know about a host, rendered with what is
-    /// known before probing (a task whose content needs probed facts is
-    /// rendered with sample facts: its paths do not depend on them).
-    fn probe_for(&self, play: &Play, plan: &PlayPlan, h: &HostPlan, tasks: &[usize]) -> Probe {
-        let mut probe = Probe::default();
-        // Paths never depend on probed facts (diff_task checks it), so any
-        // version's facts will do to render them.
-        let vars = with_some_version(&h.vars);
-        let ctx = crate::lang::template::Templates::context(&vars);
-        for &i in tasks.iter().filter(|i| plan.selected[**i]) {
-            let task = &play.tasks[i];
-            if matches!(task.module, Module::FlushHandlers) || when_known_false(task, &h.vars) {
-                continue;
-            }
-            let r = Render {
-                templates: &self.playbook.templates,
-                vars: &vars,
-                ctx: &ctx,
-                files: &task.files,
-            };
-            // A task whose paths cannot be rendered fails in its diff, with the reason.
-            let _ = task.module.probe(&r, &mut probe, self.settings.diff);
-        }
-        probe
-    }
-
-    /// The local diff of every task of a segment, from a probe still valid
-    /// for it (`cached`), or from ONE probe exec that also covers the play's
-    /// later tasks (`rest`), so that later segments need no probe of their own.
-    async fn probe_and_diff(
-        &self,
-        play: &Play,
-        plan: &PlayPlan,
-        h: HostPlan,
-        segment: Vec<usize>,
-        rest: Vec<usize>,
-        cached: Option<(Probe, RemoteState)>,
-    ) -> Result<HostDiff, (String, String)> {
-        let started = Instant::now();
-        let pb = &self.playbook;
-        let mut tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
-        if self.stopped() {
-            tasks.clear();
-        }
-        let needs = self.probe_for(play, plan, &h, &tasks);
-        let (probe, state) = match cached.filter(|(p, _)| p.covers(&needs)) {
-            Some(valid) => valid,
-            None => {
-                let mut probe = needs;
-                let later = self.probe_for(play, plan, &h, &rest);
-                probe.merge(later);
-                let conn = self
-                    .conn(&h.name)
-                    .await
-                    .ok_or_else(|| (h.name.clone(), "not connected".to_owned()))?;
-                let _permit = self.forks.acquire().await.expect("semaphore");
-                self.report.phase(&h.name, "probing");
-                let out = conn
-                    .run(
-                        &probe.script(&self.marker),
-                        &h.r#become,
-                        self.settings.timeout,
-                    )
-                    .await
-                    .map_err(|e| (h.name.clone(), format!("probe: {e:#}")))?;
-                if out.truncated {
-                    return Err((h.name.clone(), "probe output exceeded the limit".into()));
-                }
-                let state =
-                    probe::parse(&self.marker, &out.stdout_text(), &probe).ok_or_else(|| {
-                        let err = out.stderr_text();
-                        let err = if err.is_empty() {
-                            "no output".to_owned()
-                        } else {
-                            err
-                        };
-                        (
-                            h.name.clone(),
-                            format!("probe failed (exit {:?}): {err}", out.status),
-                        )
-                    })?;
-                (probe, state)
-            }
-        };
-        let vars = host_vars_with_facts(&h.vars, &state);
-        if let Some(b) = vars.get("cis_benchmark").and_then(Value::as_str) {
-            self.report.benchmark(&h.name, b);
-        }
-        let mut steps = Vec::new();
-        let ctx = crate::lang::template::Templates::context(&vars);
-        let known = Known {
-            vars: &vars,
-            ctx: &ctx,
-            state: &state,
-            probed: &probe,
-        };
-        for &i in &tasks {
-            let step = diff_task(pb, &play.tasks[i], i, &known, self.report.redactor());
-            let failed = step.status == Status::Failed;
-            steps.push(step);
-            if failed {
-                break;
-            }
-        }
-        Ok(HostDiff {
-            plan: h,
-            vars,
-            steps,
-            elapsed: started.elapsed(),
-            probed: Some((probe, state)),
-        })
-    }
-
     /// A run-once task runs on the first host (in play order) where its `when` holds.
     fn decide_run_once(
         &self,
-        diffs: Vec<Result<HostDiff, (String, String)>>,
-    ) -> Vec<Result<HostDiff, (String, String)>> {
+        diffs: Vec<Result<HostDiff, HostFailure>>,
+    ) -> Vec<Result<HostDiff, HostFailure>> {
         let mut chosen: HashMap<usize, String> = HashMap::new();
         let mut diffs = diffs;
         for d in diffs.iter_mut().flatten() {
@@ -470,152 +355,6 @@ impl Runner {
             }
         }
         diffs
-    }
-
-    /// Applies the changes of one host in one exec and reports every task.
-    /// Returns the host, whether it failed, and the handlers it notified.
-    async fn apply(
-        &self,
-        play: &Play,
-        d: Result<HostDiff, (String, String)>,
-        hold: Option<&str>,
-    ) -> Applied {
-        let d = match d {
-            Ok(d) => d,
-            Err((host, msg)) => {
-                self.report.unreachable(&host, &play.name, &msg);
-                self.kill(&host);
-                return Applied {
-                    host,
-                    failed: true,
-                    notified: Vec::new(),
-                    still_valid: None,
-                };
-            }
-        };
-        let mut d = d;
-        // A host stops at its first failed task (a cross-host check may have failed one late).
-        if let Some(i) = d.steps.iter().position(|s| s.status == Status::Failed) {
-            d.steps.truncate(i + 1);
-        }
-        let name = d.plan.name.clone();
-        if let Some(why) = hold {
-            // Nothing is written anywhere: pending changes are reported as held back.
-            for s in d.steps.iter_mut().filter(|s| s.status == Status::Changed) {
-                s.status = Status::Skipped;
-                s.message = Some(why.to_owned());
-            }
-        }
-        let pending: Vec<&Step> = d
-            .steps
-            .iter()
-            .filter(|s| s.change.is_some() && s.status == Status::Changed)
-            .collect();
-        let mut results: HashMap<usize, (bool, String)> = HashMap::new();
-        // Why the apply stopped before reporting every task: (status of the task cut short, why).
-        let mut lost: Option<(Status, String)> = None;
-        let mut apply_time = Duration::ZERO;
-        if !self.settings.check && !pending.is_empty() && !self.stopped() {
-            let mut script = ApplyScript::new(&self.marker);
-            for s in &pending {
-                let timeout = play.tasks[s.task].timeout;
-                script.task_with_timeout(
-                    s.task,
-                    &s.change.as_ref().expect("pending").script,
-                    timeout,
-                );
-            }
-            let started = Instant::now();
-            let conn = self.conn(&name).await;
-            let run = match conn {
-                Some(c) => {
-                    let _permit = self.forks.acquire().await.expect("semaphore");
-                    self.report
-                        .phase(&name, &format!("applying {} change(s)", pending.len()));
-                    c.run(&script.finish(), &d.plan.r#become, self.settings.timeout)
-                        .await
-                }
-                None => Err(anyhow::anyhow!("not connected")),
-            };
-            apply_time = started.elapsed();
-            match run {
-                Ok(out) => {
-                    let (runs, finished) = parse_apply(&self.marker, &out.stdout_text());
-                    for r in runs {
-                        results.insert(r.index, (r.ok, r.output));
-                    }
-                    if !finished && results.values().all(|(ok, _)| *ok) {
-                        let why = format!(
-                            "apply stopped early (exit {:?}): {}",
-                            out.status,
-                            out.stderr_text()
-                        );
-                        lost = Some((Status::Failed, why));
-                    }
-                }
-                // The exec itself failed: the connection is gone, the host unreachable.
-                Err(e) => lost = Some((Status::Unreachable, format!("apply: {e:#}"))),
-            }
-        }
-        let mut failed = false;
-        let mut notify = Vec::new();
-        for step in &d.steps {
-            let task = &play.tasks[step.task];
-            let (status, message, elapsed) = match (step.status, results.get(&step.task)) {
-                (Status::Changed, Some((true, _))) => (Status::Changed, None, apply_time),
-                (Status::Changed, Some((false, output))) => {
-                    (Status::Failed, Some(output.trim().to_owned()), apply_time)
-                }
-                (Status::Changed, None) if !self.settings.check => {
-                    // Not run: an earlier task failed, or the connection was lost.
-                    if let Some((status, msg)) = lost.take() {
-                        self.report.task(
-                            &name,
-                            &play.name,
-                            task,
-                            false,
-                            status,
-                            step.change.as_ref(),
-                            Some(msg),
-                            apply_time,
-                        );
-                        if status == Status::Unreachable {
-                            self.kill(&name);
-                        }
-                        failed = true;
-                    }
-                    continue;
-                }
-                (Status::Changed, None) if !step.change.as_ref().is_some_and(|c| c.certain) => {
-                    (Status::Unknown, None, d.elapsed)
-                }
-                (s, _) => (s, step.message.clone(), d.elapsed),
-            };
-            if matches!(status, Status::Changed | Status::Unknown) {
-                notify.extend(handler_indices(play, task));
-            }
-            failed |= status == Status::Failed;
-            let output = results.get(&step.task).map(|(_, o)| o.as_str());
-            let change = step.change.as_ref();
-            self.report.task_output(
-                &name, &play.name, task, false, status, change, message, output, elapsed,
-            );
-        }
-        if let Some((_, msg)) = lost {
-            self.report.unreachable(&name, &play.name, &msg);
-            self.kill(&name);
-            failed = true;
-        }
-        // Nothing changed on the host: its probe still describes it for later segments.
-        let still_valid = (pending.is_empty() || self.settings.check)
-            .then_some(d.probed)
-            .flatten();
-        Applied {
-            host: name,
-            failed,
-            notified: notify,
-            still_valid,
-        }
     }
 }
 
@@ -647,4 +386,47 @@ fn handler_indices(play: &Play, task: &Task) -> Vec<usize> {
 /// (The SSH sessions run in tasks of their own, so crypto still uses every core.)
 async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     futures::future::join_all(futures).await
+}
+
+/// The servers of each cluster must agree on critical flags (see
+/// [`critical_flags`]): where they do not, every such server's config task
+/// fails before anything is written.
+fn fail_critical_flag_mismatches(diffs: &mut [Result<HostDiff, HostFailure>]) {
+    let is_server = |d: &HostDiff| d.vars.get("k3s_role").and_then(Value::as_str) == Some("server");
+    let cluster = |d: &HostDiff| {
+        d.vars
+            .get("k3s_cluster_name")
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .unwrap_or_default()
+    };
+    let servers: Vec<ServerConfig> = diffs
+        .iter()
+        .flatten()
+        .filter(|d| is_server(d))
+        .flat_map(|d| {
+            d.steps
+                .iter()
+                .filter_map(|s| s.k3s_config.as_deref())
+                .map(|config| ServerConfig {
+                    host: &d.plan.name,
+                    cluster: cluster(d),
+                    config,
+                })
+        })
+        .collect();
+    let messages = critical_flags::mismatches(&servers);
+    for d in diffs.iter_mut().flatten() {
+        let Some(message) = messages.get(&d.plan.name) else {
+            continue;
+        };
+        for s in d.steps.iter_mut().filter(|s| s.k3s_config.is_some()) {
+            s.status = Status::Failed;
+            s.change = None;
+            s.message = Some(message.clone());
+        }
+    }
 }

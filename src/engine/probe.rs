@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use crate::engine::error::HostError;
 use crate::engine::script::{preamble, quote};
 
 /// What the tasks of one host want to know.
@@ -57,6 +58,53 @@ pub struct RemoteState {
     pub guards: BTreeMap<String, i32>,
     /// `k3s_version`, when `k3s --version` answered.
     pub facts: BTreeMap<String, String>,
+}
+
+/// A probe and the host's answer to it. The only way to get one is from a
+/// whole, readable probe output ([`Probed::from_output`]), so a cut-short
+/// probe is never trusted.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    pub probe: Probe,
+    pub state: RemoteState,
+    /// Set once anything may have changed on the host since the probe ran.
+    stale: bool,
+}
+
+impl Probed {
+    /// Reads the answer to `probe` out of an exec's output.
+    pub fn from_output(
+        probe: Probe,
+        marker: &str,
+        out: &crate::transport::ExecOutput,
+    ) -> Result<Probed, HostError> {
+        if out.truncated {
+            return Err(HostError::ProbeTruncated);
+        }
+        match parse(marker, &out.stdout_text(), &probe) {
+            Some(state) => Ok(Probed {
+                probe,
+                state,
+                stale: false,
+            }),
+            None => Err(HostError::ProbeUnreadable {
+                status: out.status,
+                stderr: out.stderr_text(),
+            }),
+        }
+    }
+
+    /// Marks the answer out of date: something ran on the host since.
+    pub fn invalidate(&mut self) {
+        self.stale = true;
+    }
+
+    /// The one place that decides whether a probe taken earlier may stand
+    /// in for a new one: nothing ran on the host since, and it asked at
+    /// least what `needs` asks.
+    pub fn reusable_for(self, needs: &Probe) -> Option<Probed> {
+        (!self.stale && self.probe.covers(needs)).then_some(self)
+    }
 }
 
 impl Probe {

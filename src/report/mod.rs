@@ -43,6 +43,46 @@ impl Status {
     }
 }
 
+/// What one task did on one host, as the engine hands it to the report.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub status: Status,
+    /// Details and the content diff (shown with --diff).
+    pub change: Option<&'a Change>,
+    pub message: Option<&'a str>,
+    /// What the task printed on the host (shown with -vv).
+    pub output: Option<&'a str>,
+    pub duration: Duration,
+}
+
+impl<'a> Outcome<'a> {
+    pub fn new(status: Status) -> Outcome<'a> {
+        Outcome {
+            status,
+            change: None,
+            message: None,
+            output: None,
+            duration: Duration::ZERO,
+        }
+    }
+
+    pub fn change(self, change: Option<&'a Change>) -> Self {
+        Outcome { change, ..self }
+    }
+
+    pub fn message(self, message: Option<&'a str>) -> Self {
+        Outcome { message, ..self }
+    }
+
+    pub fn output(self, output: Option<&'a str>) -> Self {
+        Outcome { output, ..self }
+    }
+
+    pub fn took(self, duration: Duration) -> Self {
+        Outcome { duration, ..self }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub host: String,
@@ -178,38 +218,22 @@ impl Report {
         }
     }
 
-    /// Records an event; `change` gives details and the content diff (shown with --diff).
-    #[allow(clippy::too_many_arguments)]
+    /// Records what one task (or handler) did on one host.
     pub fn task(
         &self,
         host: &str,
         play: &str,
         task: &crate::input::playbook::Task,
         handler: bool,
-        status: Status,
-        change: Option<&Change>,
-        message: Option<String>,
-        duration: Duration,
+        outcome: Outcome,
     ) {
-        self.task_output(
-            host, play, task, handler, status, change, message, None, duration,
-        );
-    }
-
-    /// Like [`Report::task`], with what the task printed on the host (shown with -vv).
-    #[allow(clippy::too_many_arguments)]
-    pub fn task_output(
-        &self,
-        host: &str,
-        play: &str,
-        task: &crate::input::playbook::Task,
-        handler: bool,
-        status: Status,
-        change: Option<&Change>,
-        message: Option<String>,
-        output: Option<&str>,
-        duration: Duration,
-    ) {
+        let Outcome {
+            status,
+            change,
+            message,
+            output,
+            duration,
+        } = outcome;
         let scrub = |s: &str| self.redactor.scrub(s);
         let benchmark = self
             .inner
@@ -237,7 +261,7 @@ impl Report {
                 .filter(|_| self.diff)
                 .map(|d| self.unified(d)),
             output: output.map(scrub),
-            message: message.map(|m| scrub(&m)),
+            message: message.map(scrub),
             duration_ms: duration.as_millis(),
         };
         self.push(event);
