@@ -12,6 +12,7 @@ use crate::engine::probe::{Probe, RemoteState};
 use crate::input::playbook::{Play, Playbook, Task};
 use crate::k3s::facts;
 use crate::lang::expr::truthy;
+use crate::modules::error::TaskError;
 use crate::modules::{Action, Module, Render};
 use crate::plan::{HostPlan, PlayPlan};
 use crate::report::Status;
@@ -55,31 +56,18 @@ pub(super) fn host_vars_with_facts(
 }
 
 /// Explains a failure caused by an unknown k3s version (k3s not installed
-/// and no `k3s_version` variable): the task needs the version's facts.
-fn explain(task: &Task, pb: &Playbook, vars: &Map<String, Value>, message: String) -> String {
-    if vars.contains_key("k3s_era") {
-        return message;
+/// and no `k3s_version` variable): the task uses one of the facts probed
+/// from `k3s --version`.
+fn explain(vars: &Map<String, Value>, error: TaskError) -> String {
+    let missing_fact = error
+        .undefined_var()
+        .is_some_and(|v| facts::PROBED.contains(&v));
+    if vars.contains_key("k3s_era") || !missing_fact {
+        return error.to_string();
     }
-    let mut with = vars.clone();
-    let _ = facts::add_version_facts(
-        &mut with,
-        facts::SAMPLE_VERSIONS[facts::SAMPLE_VERSIONS.len() - 1],
-    );
-    let ctx = crate::lang::template::Templates::context(&with);
-    let r = Render {
-        templates: &pb.templates,
-        vars: &with,
-        ctx: &ctx,
-        files: &task.files,
-    };
-    let when_ok = task.when.iter().all(|w| w.eval(&with).is_ok());
-    if when_ok && task.module.render(&r).is_ok() {
-        format!(
-            "the k3s version of this host is unknown (`k3s --version` did not answer: k3s is not installed?) and this task depends on it; set the k3s_version variable for this host, e.g. k3s_version: v1.30.6+k3s1 ({message})"
-        )
-    } else {
-        message
-    }
+    format!(
+        "the k3s version of this host is unknown (`k3s --version` did not answer: k3s is not installed?) and this task depends on it; set the k3s_version variable for this host, e.g. k3s_version: v1.30.6+k3s1 ({error})"
+    )
 }
 
 /// What is known about a host after its probe.
@@ -118,11 +106,8 @@ pub(super) fn diff_task(
             Ok(v) if !truthy(&v) => return step(Status::Skipped, None, None),
             Ok(_) => {}
             Err(e) => {
-                return step(
-                    Status::Failed,
-                    None,
-                    Some(explain(task, pb, vars, format!("when: {e}"))),
-                );
+                let e = TaskError::Lang(e.at("when"));
+                return step(Status::Failed, None, Some(explain(vars, e)));
             }
         }
     }
@@ -134,7 +119,7 @@ pub(super) fn diff_task(
     };
     let mut action = match task.module.render(&r) {
         Ok(a) => a,
-        Err(e) => return step(Status::Failed, None, Some(explain(task, pb, vars, e))),
+        Err(e) => return step(Status::Failed, None, Some(explain(vars, e))),
     };
     // A file that holds a secret is readable by its owner only, whatever the task says.
     if let Action::File(f) = &mut action
@@ -143,14 +128,14 @@ pub(super) fn diff_task(
         f.perms.mode &= 0o700;
     }
     let mut needs = Probe::default();
-    action.probe(&mut needs, false);
-    if !probed.covers(&needs) {
+    let covered = task.module.probe(&r, &mut needs, false).is_ok() && probed.covers(&needs);
+    if !covered {
         return step(Status::Failed, None, Some("a path or guard of this task depends on facts probed from the host (k3s_version, k3s_era, ...); paths and guards may use only inventory and play variables".into()));
     }
     let mut done = match action.diff(state) {
         Ok(None) => step(Status::Ok, None, None),
         Ok(Some(change)) => step(Status::Changed, Some(change), None),
-        Err(e) => step(Status::Failed, None, Some(e)),
+        Err(e) => step(Status::Failed, None, Some(e.to_string())),
     };
     if let Action::File(f) = &action
         && f.mask_k3s_secrets

@@ -13,6 +13,7 @@ use crate::engine::script::{ApplyScript, parse_apply, quote};
 use crate::input::playbook::{Play, Playbook, Task};
 use crate::lang::expr::truthy;
 use crate::lang::template::Text;
+use crate::modules::error::TaskError;
 use crate::modules::{Change, Render};
 use crate::plan::{HostPlan, PlayPlan};
 use crate::report::{Outcome, Status};
@@ -60,6 +61,7 @@ impl Runner {
                         Outcome::new(Status::Skipped),
                     ),
                     Err(e) => {
+                        let e = e.to_string();
                         let failed = Outcome::new(Status::Failed).message(Some(&e));
                         self.report.task(&h.name, &play.name, handler, true, failed);
                         flush.failed.insert(h.name.clone());
@@ -93,6 +95,7 @@ impl Runner {
             let size = match batch_size(&self.playbook, handler, &ready[0].2, ready.len()) {
                 Ok(n) => n,
                 Err(e) => {
+                    let e = e.to_string();
                     for (h, _, _) in ready {
                         self.report.task(
                             &h.name,
@@ -164,7 +167,7 @@ impl Runner {
         &self,
         handler: &Task,
         vars: &Map<String, Value>,
-    ) -> Result<Option<Change>, String> {
+    ) -> Result<Option<Change>, TaskError> {
         for w in &handler.when {
             if !truthy(&w.eval(vars)?) {
                 return Ok(None);
@@ -190,7 +193,7 @@ impl Runner {
         change: &Change,
         vars: &Map<String, Value>,
         tail: Option<Probe>,
-    ) -> Result<Option<Probed>, String> {
+    ) -> Result<Option<Probed>, TaskError> {
         let started = Instant::now();
         let result = async {
             let mut body = change.script.clone();
@@ -225,11 +228,11 @@ impl Runner {
                 .next()
                 .ok_or_else(|| format!("did not run: {}", out.stderr_text()))?;
             if !run.ok {
-                return Err(run.output.trim().to_owned());
+                return Err(TaskError::Refused(run.output.trim().to_owned()));
             }
             // A tail probe that cannot be read whole is dropped: the next segment probes again.
             let state = tail.and_then(|p| Probed::from_output(p, &self.marker, &out).ok());
-            Ok((run.output, state))
+            Ok::<_, TaskError>((run.output, state))
         }
         .await;
         let mut shown = change.clone();
@@ -260,7 +263,7 @@ impl Runner {
                     true,
                     Outcome::new(Status::Failed)
                         .change(Some(&shown))
-                        .message(Some(&e))
+                        .message(Some(&e.to_string()))
                         .took(started.elapsed()),
                 );
                 Err(e)
@@ -273,7 +276,7 @@ impl Runner {
         &self,
         health: &crate::input::playbook::Health,
         vars: &Map<String, Value>,
-    ) -> Result<String, String> {
+    ) -> Result<String, TaskError> {
         let t = &self.playbook.templates;
         let command = t.render_text(&health.command, vars)?;
         let expect = health
@@ -282,14 +285,14 @@ impl Runner {
             .map(|e| t.render_text(e, vars))
             .transpose()?
             .unwrap_or_default();
-        let seconds = |text: &Option<Text>, default: &str| -> Result<String, String> {
+        let seconds = |text: &Option<Text>, default: &str| -> Result<String, TaskError> {
             let v = match text {
                 None => default.to_owned(),
                 Some(x) => t.render_text(x, vars)?.trim().to_owned(),
             };
             match v.parse::<f64>() {
                 Ok(s) if s > 0.0 => Ok(v),
-                _ => Err(format!("health: `{v}` is not a number of seconds")),
+                _ => Err(format!("health: `{v}` is not a number of seconds").into()),
             }
         };
         let interval = seconds(&health.interval, "2")?;
@@ -327,7 +330,7 @@ fn batch_size(
     handler: &Task,
     vars: &Map<String, Value>,
     hosts: usize,
-) -> Result<usize, String> {
+) -> Result<usize, TaskError> {
     let Some(t) = &handler.throttle else {
         return Ok(hosts.max(1));
     };
@@ -337,14 +340,14 @@ fn batch_size(
         Some(pct) => {
             let pct: f64 = pct.trim().parse().map_err(|_| bad())?;
             if !(pct > 0.0 && pct <= 100.0) {
-                return Err(bad());
+                return Err(bad().into());
             }
             ((hosts as f64) * pct / 100.0).ceil() as usize
         }
         None => text.trim().parse::<usize>().map_err(|_| bad())?,
     };
     if n == 0 {
-        return Err(bad());
+        return Err(bad().into());
     }
     Ok(n.max(1))
 }

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::{InputError, did_you_mean};
 use crate::input::source::{self, Dir};
 use crate::input::yaml::{self, OneOrMany, Vars};
+use crate::lang::error::LangError;
 use crate::lang::expr::Expr;
 use crate::lang::template::{Templates, Text};
 use crate::modules::{Module, command, directory, file, k3s_unit, permissions, service, sysctl};
@@ -102,7 +103,7 @@ impl Files {
         t: &Templates,
         name: &str,
         ctx: &handlebars::Context,
-    ) -> Result<String, String> {
+    ) -> Result<String, LangError> {
         let registered = self
             .templates
             .get(name)

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::lang::error::LangError;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Literal(Value),
@@ -257,11 +259,15 @@ impl Expr {
     }
 
     /// Evaluates against variables; `lookup` returns None for an undefined name.
-    pub fn eval(&self, vars: &serde_json::Map<String, Value>) -> Result<Value, String> {
+    pub fn eval(&self, vars: &serde_json::Map<String, Value>) -> Result<Value, LangError> {
         Ok(match self {
             Expr::Literal(v) => v.clone(),
             Expr::Var(path) => {
-                lookup(vars, path).ok_or_else(|| format!("`{}` is not defined", path.join(".")))?
+                let var = path.join(".");
+                lookup(vars, path).ok_or_else(|| LangError::Undefined {
+                    message: format!("`{var}` is not defined"),
+                    var,
+                })?
             }
             Expr::List(items) => Value::Array(
                 items
@@ -364,6 +370,7 @@ mod tests {
         Expr::parse(src)?
             .eval(vars.as_object().unwrap())
             .map(|v| truthy(&v))
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The small languages inside playbooks and inventories.
+pub mod error;
 pub mod expr;
 pub mod glob;
 pub mod template;

@@ -8,10 +8,14 @@ use handlebars::{
 use serde_json::{Map, Value};
 
 use crate::error::InputError;
+use crate::lang::error::LangError;
 
 /// Every template and templated string of a run, compiled once.
 pub struct Templates {
     hb: Handlebars<'static>,
+    /// The source of each template file, to name the variable behind a
+    /// helper's missing parameter (Handlebars names only the helper).
+    sources: std::collections::HashMap<String, String>,
 }
 
 impl Default for Templates {
@@ -21,7 +25,10 @@ impl Default for Templates {
         hb.register_escape_fn(handlebars::no_escape);
         hb.set_prevent_indent(true);
         hb.register_helper("json", Box::new(json_helper));
-        Templates { hb }
+        Templates {
+            hb,
+            sources: Default::default(),
+        }
     }
 }
 
@@ -69,6 +76,7 @@ impl Text {
 impl Templates {
     /// Compiles a template file; `name` is how errors refer to it (its path).
     pub fn add_file(&mut self, name: &str, text: &str) -> Result<(), InputError> {
+        self.sources.insert(name.to_owned(), text.to_owned());
         self.hb.register_template_string(name, text).map_err(|e| {
             let (line, col) = e.pos().unwrap_or((1, 1));
             InputError::at(name, line, col, format!("template error: {}", e.reason()))
@@ -99,39 +107,76 @@ impl Templates {
         Context::wraps(vars).expect("a JSON map is a valid context")
     }
 
-    pub fn render_text(&self, text: &Text, vars: &Map<String, Value>) -> Result<String, String> {
+    pub fn render_text(&self, text: &Text, vars: &Map<String, Value>) -> Result<String, LangError> {
         self.render_text_in(text, &Templates::context(vars))
     }
 
-    pub fn render_text_in(&self, text: &Text, ctx: &Context) -> Result<String, String> {
+    pub fn render_text_in(&self, text: &Text, ctx: &Context) -> Result<String, LangError> {
         match &text.id {
             None => Ok(text.raw.clone()),
             Some(id) => self.hb.render_with_context(id, ctx).map_err(|e| {
                 let place = id.rsplit_once('#').map(|(p, _)| p).unwrap_or(id);
-                format!("{place}: in `{}`: {}", text.raw, describe(&e))
+                describe(&e, &text.raw, ctx).at(&format!("{place}: in `{}`", text.raw))
             }),
         }
     }
 
-    pub fn render_file(&self, name: &str, vars: &Map<String, Value>) -> Result<String, String> {
+    pub fn render_file(&self, name: &str, vars: &Map<String, Value>) -> Result<String, LangError> {
         self.render_file_in(name, &Templates::context(vars))
     }
 
-    pub fn render_file_in(&self, name: &str, ctx: &Context) -> Result<String, String> {
+    pub fn render_file_in(&self, name: &str, ctx: &Context) -> Result<String, LangError> {
         self.hb.render_with_context(name, ctx).map_err(|e| {
             let (line, col) = (e.line_no.unwrap_or(1), e.column_no.unwrap_or(1));
-            format!("{name}:{line}:{col}: {}", describe(&e))
+            let source = self.sources.get(name).map_or("", String::as_str);
+            describe(&e, source, ctx).at(&format!("{name}:{line}:{col}"))
         })
     }
 }
 
-fn describe(e: &RenderError) -> String {
+fn describe(e: &RenderError, source: &str, ctx: &Context) -> LangError {
+    let undefined = |var: &str| LangError::Undefined {
+        var: var.to_owned(),
+        message: format!("variable `{var}` is not defined"),
+    };
     match e.reason() {
-        RenderErrorReason::MissingVariable(Some(path)) => {
-            format!("variable `{path}` is not defined")
+        RenderErrorReason::MissingVariable(Some(path)) => undefined(path),
+        RenderErrorReason::ParamNotFoundForIndex(..)
+        | RenderErrorReason::ParamNotFoundForName(..) => {
+            match missing_in_expression(source, e.line_no, e.column_no, ctx) {
+                Some(var) => undefined(&var),
+                None => LangError::Invalid(e.reason().to_string()),
+            }
         }
-        other => other.to_string(),
+        other => LangError::Invalid(other.to_string()),
     }
+}
+
+/// The first variable of the `{{ … }}` at line:col of `source` that the
+/// context does not define: in strict mode a helper's missing parameter is
+/// reported by the helper's name only.
+fn missing_in_expression(
+    source: &str,
+    line: Option<usize>,
+    column: Option<usize>,
+    ctx: &Context,
+) -> Option<String> {
+    const WORDS: &[&str] = &[
+        "if", "unless", "each", "with", "else", "eq", "ne", "lt", "lte", "gt", "gte", "and", "or",
+        "not", "len", "lookup", "json", "this", "true", "false", "null",
+    ];
+    let text = source.lines().nth(line.unwrap_or(1).saturating_sub(1))?;
+    let text = text
+        .get(column.unwrap_or(1).saturating_sub(1)..)
+        .unwrap_or(text);
+    let expression = text.split("}}").next()?;
+    let vars = ctx.data().as_object()?;
+    expression
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+        .filter(|w| !WORDS.contains(w))
+        .find(|w| !vars.contains_key(w.split('.').next().unwrap_or(w)))
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -160,6 +205,8 @@ mod tests {
         );
         t.add_file("b.hbs", "line one\nvalue: {{nope}}\n").unwrap();
         let err = t.render_file("b.hbs", &vars()).unwrap_err();
+        assert_eq!(err.undefined_var(), Some("nope"));
+        let err = err.to_string();
         assert!(
             err.starts_with("b.hbs:2:8:") && err.contains("`nope` is not defined"),
             "{err}"
@@ -175,5 +222,18 @@ mod tests {
         assert!(!plain.is_template());
         let templ = t.text("task", "/etc/{{name}}").unwrap();
         assert_eq!(t.render_text(&templ, &vars()).unwrap(), "/etc/a<b>&c");
+    }
+
+    #[test]
+    fn a_helper_parameter_that_is_not_defined_is_named() {
+        let mut t = Templates::default();
+        t.add_file("c.hbs", "a\n{{#if (eq k3s_era \"psp\")}}x{{/if}}\n")
+            .unwrap();
+        let err = t.render_file("c.hbs", &vars()).unwrap_err();
+        assert_eq!(err.undefined_var(), Some("k3s_era"), "{err}");
+        assert!(
+            err.to_string().contains("`k3s_era` is not defined"),
+            "{err}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::error::TaskError;
 use super::{Change, Render};
 use crate::engine::probe::{Probe, RemoteState};
 use crate::lang::template::Text;
@@ -58,7 +59,18 @@ impl Args {
         out.extend([&mut self.creates, &mut self.unless].into_iter().flatten());
     }
 
-    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+    /// Whether `creates` exists and the `unless` guard's exit status.
+    pub fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
+        if let Some(c) = r.opt(&self.creates)? {
+            p.stat.insert(super::check_path(&c)?);
+        }
+        if let Some(u) = r.opt(&self.unless)? {
+            p.add_guard(&u);
+        }
+        Ok(())
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
         Ok(Desired {
             cmd: r.text(&self.cmd)?,
             creates: r
@@ -71,15 +83,6 @@ impl Args {
 }
 
 impl Desired {
-    pub fn probe(&self, p: &mut Probe) {
-        if let Some(path) = &self.creates {
-            p.stat.insert(path.clone());
-        }
-        if let Some(guard) = &self.unless {
-            p.add_guard(guard);
-        }
-    }
-
     pub fn diff(&self, state: &RemoteState) -> Option<Change> {
         if let Some(path) = &self.creates
             && state.stat.contains_key(path)

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::error::TaskError;
 use super::{Change, Perms, Render};
 use crate::engine::probe::{Kind, Probe, RemoteState};
 use crate::engine::script::quote;
@@ -36,7 +37,12 @@ impl Args {
         );
     }
 
-    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+    pub fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
+        p.stat.insert(super::check_path(&r.text(&self.path)?)?);
+        Ok(())
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
         Ok(Desired {
             path: super::check_path(&r.text(&self.path)?)?,
             perms: Perms::render(r, &self.mode, &self.owner, &self.group, 0o755)?,
@@ -45,11 +51,7 @@ impl Args {
 }
 
 impl Desired {
-    pub fn probe(&self, p: &mut Probe) {
-        p.stat.insert(self.path.clone());
-    }
-
-    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         let path = &self.path;
         match state.stat.get(path) {
             None => Ok(Some(Change {
@@ -66,7 +68,9 @@ impl Desired {
                     owner = quote(&format!("{}:{}", self.perms.owner, self.perms.group)),
                 ),
             })),
-            Some(s) if s.kind != Kind::Dir => Err(format!("{path} exists and is not a folder")),
+            Some(s) if s.kind != Kind::Dir => Err(TaskError::Refused(format!(
+                "{path} exists and is not a folder"
+            ))),
             Some(s) => {
                 let (details, script) = self.perms.fix(path, s);
                 Ok((!details.is_empty()).then_some(Change {

@@ -4,8 +4,9 @@
 use serde::Deserialize;
 use sha2::Digest;
 
+use super::error::TaskError;
 use super::{Change, ContentDiff, Perms, Render};
-use crate::engine::probe::{Kind, MAX_CONTENT, Probe, RemoteState};
+use crate::engine::probe::{Kind, Probe, RemoteState};
 use crate::engine::script::{quote, with_payload};
 use crate::k3s::validate::Validate;
 use crate::lang::template::Text;
@@ -83,7 +84,7 @@ impl Args {
         }
     }
 
-    /// Exactly one source of content, or none for `state: absent`.
+    /// Exactly one source of content, or none for `state: absent` (checked at load).
     pub fn check(&self) -> Result<(), String> {
         let n = [&self.content, &self.src, &self.template]
             .iter()
@@ -103,7 +104,22 @@ impl Args {
         Ok(())
     }
 
-    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+    /// Metadata and checksum of dest (what a symbolic link points to with
+    /// `follow`); its content for --diff, unless the file is secret.
+    pub fn probe(&self, r: &Render, p: &mut Probe, want_content: bool) -> Result<(), TaskError> {
+        let dest = super::check_path(&r.text(&self.dest)?)?;
+        if self.follow {
+            p.stat_follow.insert(dest.clone());
+        }
+        p.stat.insert(dest.clone());
+        p.sha256.insert(dest.clone());
+        if want_content && !self.secret {
+            p.content.insert(dest);
+        }
+        Ok(())
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
         let dest = super::check_path(&r.text(&self.dest)?)?;
         let absent = self.state == State::Absent;
         let content = if absent {
@@ -138,18 +154,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 impl Desired {
-    pub fn probe(&self, p: &mut Probe, want_content: bool) {
-        if self.follow {
-            p.stat_follow.insert(self.dest.clone());
-        }
-        p.stat.insert(self.dest.clone());
-        p.sha256.insert(self.dest.clone());
-        if want_content && !self.secret && self.content.len() as u64 <= MAX_CONTENT {
-            p.content.insert(self.dest.clone());
-        }
-    }
-
-    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         if self.absent {
             return remove_diff(&self.dest, self.backup, state);
         }
@@ -173,12 +178,12 @@ impl Desired {
 }
 
 /// Removes a file (or a link) that should not exist; a folder is refused.
-fn remove_diff(dest: &str, backup: bool, state: &RemoteState) -> Result<Option<Change>, String> {
+fn remove_diff(dest: &str, backup: bool, state: &RemoteState) -> Result<Option<Change>, TaskError> {
     match state.stat.get(dest) {
         None => Ok(None),
-        Some(s) if s.kind == Kind::Dir => Err(format!(
+        Some(s) if s.kind == Kind::Dir => Err(TaskError::Refused(format!(
             "{dest} is a folder; `state: absent` removes files only"
-        )),
+        ))),
         Some(_) => {
             let q = quote(dest);
             let keep = if backup {
@@ -214,7 +219,7 @@ pub fn write_diff(
     perms: &Perms,
     opts: WriteOpts,
     state: &RemoteState,
-) -> Result<Option<Change>, String> {
+) -> Result<Option<Change>, TaskError> {
     let WriteOpts {
         secret,
         backup,
@@ -255,10 +260,12 @@ pub fn write_diff(
             certain: true,
             script: write(),
         })),
-        Some(s) if s.kind == Kind::Link => Err(format!(
+        Some(s) if s.kind == Kind::Link => Err(TaskError::Refused(format!(
             "{dest} is a symbolic link; khard does not write through links unless the task says `follow: true`"
-        )),
-        Some(s) if s.kind != Kind::File => Err(format!("{dest} exists and is not a regular file")),
+        ))),
+        Some(s) if s.kind != Kind::File => Err(TaskError::Refused(format!(
+            "{dest} exists and is not a regular file"
+        ))),
         Some(s) => {
             let same_content = state
                 .sha256

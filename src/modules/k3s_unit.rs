@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 
+use super::error::TaskError;
 use super::{Change, Render};
 use crate::engine::probe::{Probe, RemoteState};
 use crate::k3s::unit::overriding_flags;
@@ -29,14 +30,20 @@ impl Args {
         out.push(&mut self.unit);
     }
 
-    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+    /// The unit's files and its environment files, whole.
+    pub fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
+        p.content.extend(self.render(r)?.files());
+        Ok(())
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
         let unit = r.text(&self.unit)?;
         if unit.is_empty()
             || !unit
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(format!("`{unit}` is not a unit name"));
+            return Err(TaskError::Refused(format!("`{unit}` is not a unit name")));
         }
         Ok(Desired { unit })
     }
@@ -54,11 +61,7 @@ impl Desired {
         ]
     }
 
-    pub fn probe(&self, p: &mut Probe) {
-        p.content.extend(self.files());
-    }
-
-    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         let mut found = Vec::new();
         for file in self.files() {
             let Some(text) = state.content.get(&file) else {
@@ -71,12 +74,12 @@ impl Desired {
         if found.is_empty() {
             return Ok(None);
         }
-        Err(format!(
+        Err(TaskError::Refused(format!(
             "the {} service's command line overrides config.yaml, which discards the hardening: {}. \
              Move these settings into /etc/rancher/k3s/config.yaml (or the role's variables), remove them \
              from the unit or its environment file, then run `systemctl daemon-reload` and khard again",
             self.unit,
             found.join("; ")
-        ))
+        )))
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod directory;
+pub mod error;
 pub mod file;
 pub mod k3s_unit;
 pub mod permissions;
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::probe::{Probe, RemoteState, Stat};
 use crate::lang::template::{Templates, Text};
+use error::TaskError;
 
 /// A task's module with its arguments, as written.
 #[derive(Debug, Clone)]
@@ -75,30 +77,18 @@ pub struct Render<'a> {
 }
 
 impl Render<'_> {
-    pub fn text(&self, t: &Text) -> Result<String, String> {
-        self.templates.render_text_in(t, self.ctx)
+    pub fn text(&self, t: &Text) -> Result<String, TaskError> {
+        Ok(self.templates.render_text_in(t, self.ctx)?)
     }
 
-    pub fn opt(&self, t: &Option<Text>) -> Result<Option<String>, String> {
+    pub fn opt(&self, t: &Option<Text>) -> Result<Option<String>, TaskError> {
         t.as_ref().map(|t| self.text(t)).transpose()
     }
 }
 
 impl Action {
-    pub fn probe(&self, probe: &mut Probe, want_content: bool) {
-        match self {
-            Action::File(d) => d.probe(probe, want_content),
-            Action::Directory(d) => d.probe(probe),
-            Action::Sysctl(d) => d.probe(probe, want_content),
-            Action::Command(d) => d.probe(probe),
-            Action::Service(_) => {}
-            Action::Permissions(d) => d.probe(probe),
-            Action::K3sUnit(d) => d.probe(probe),
-        }
-    }
-
     /// None when the host is already as desired. Err fails the task before anything is written.
-    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         match self {
             Action::File(d) => d.diff(state),
             Action::Directory(d) => d.diff(state),
@@ -135,52 +125,23 @@ impl Module {
         Ok(())
     }
 
-    /// What the module needs to know about a host, rendering only its paths
-    /// and guards (cheap: no content is rendered for the probe).
-    pub fn probe(&self, r: &Render, p: &mut Probe, want_content: bool) -> Result<(), String> {
+    /// What the module needs to know about a host. Each module renders only
+    /// its paths and guards for this (cheap, and never dependent on probed
+    /// facts), and the diff checks that the same request was covered.
+    pub fn probe(&self, r: &Render, p: &mut Probe, want_content: bool) -> Result<(), TaskError> {
         match self {
-            Module::File(a) => {
-                let dest = check_path(&r.text(&a.dest)?)?;
-                if a.follow {
-                    p.stat_follow.insert(dest.clone());
-                }
-                p.stat.insert(dest.clone());
-                p.sha256.insert(dest.clone());
-                if want_content && !a.secret {
-                    p.content.insert(dest);
-                }
-            }
-            Module::Sysctl(a) => {
-                let dest = check_path(&r.text(&a.dest)?)?;
-                p.stat.insert(dest.clone());
-                p.sha256.insert(dest.clone());
-                if want_content {
-                    p.content.insert(dest);
-                }
-                p.sysctl.extend(a.values.iter().map(|(k, _)| k.clone()));
-            }
-            Module::Directory(a) => {
-                p.stat.insert(check_path(&r.text(&a.path)?)?);
-            }
-            Module::Permissions(a) => {
-                p.stat.insert(check_path(&r.text(&a.path)?)?);
-            }
-            Module::Command(a) => {
-                if let Some(c) = r.opt(&a.creates)? {
-                    p.stat.insert(check_path(&c)?);
-                }
-                if let Some(u) = r.opt(&a.unless)? {
-                    p.add_guard(&u);
-                }
-            }
-            Module::K3sUnit(a) => a.render(r)?.probe(p),
-            Module::Service(_) | Module::FlushHandlers => {}
+            Module::File(a) => a.probe(r, p, want_content),
+            Module::Sysctl(a) => a.probe(r, p, want_content),
+            Module::Directory(a) => a.probe(r, p),
+            Module::Permissions(a) => a.probe(r, p),
+            Module::Command(a) => a.probe(r, p),
+            Module::K3sUnit(a) => a.probe(r, p),
+            Module::Service(_) | Module::FlushHandlers => Ok(()),
         }
-        Ok(())
     }
 
     /// Renders the arguments for one host.
-    pub fn render(&self, r: &Render) -> Result<Action, String> {
+    pub fn render(&self, r: &Render) -> Result<Action, TaskError> {
         Ok(match self {
             Module::File(a) => Action::File(a.render(r)?),
             Module::Directory(a) => Action::Directory(a.render(r)?),
@@ -227,14 +188,14 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 /// A path to act on: absolute, one line, no backslashes (so probe output stays unambiguous).
-pub fn check_path(p: &str) -> Result<String, String> {
+pub fn check_path(p: &str) -> Result<String, TaskError> {
     if !p.starts_with('/') {
-        return Err(format!("path `{p}` must be absolute"));
+        return Err(TaskError::Refused(format!("path `{p}` must be absolute")));
     }
     if p.contains(['\n', '\r', '\\', '|', '\0']) || p.len() > 4096 {
-        return Err(format!(
+        return Err(TaskError::Refused(format!(
             "path `{p}` contains a character khard refuses (newline, backslash or |)"
-        ));
+        )));
     }
     Ok(p.trim_end_matches('/').to_owned()).map(|s| if s.is_empty() { "/".into() } else { s })
 }
@@ -254,7 +215,7 @@ impl Perms {
         owner: &Option<Text>,
         group: &Option<Text>,
         default: u32,
-    ) -> Result<Perms, String> {
+    ) -> Result<Perms, TaskError> {
         Ok(Perms {
             mode: r
                 .opt(mode)?

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::error::TaskError;
 use super::{Change, Perms, Render};
 use crate::engine::probe::{Kind, Probe, RemoteState};
 use crate::lang::glob::Glob;
@@ -34,7 +35,13 @@ impl Args {
         out.extend([&mut self.owner, &mut self.group].into_iter().flatten());
     }
 
-    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+    /// Every path the pattern matches (the probe expands the glob).
+    pub fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
+        p.stat.insert(super::check_path(&r.text(&self.path)?)?);
+        Ok(())
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
         Ok(Desired {
             pattern: super::check_path(&r.text(&self.path)?)?,
             perms: Perms::render(r, &Some(self.mode.clone()), &self.owner, &self.group, 0)?,
@@ -43,10 +50,6 @@ impl Args {
 }
 
 impl Desired {
-    pub fn probe(&self, p: &mut Probe) {
-        p.stat.insert(self.pattern.clone());
-    }
-
     pub fn diff(&self, state: &RemoteState) -> Option<Change> {
         let (mut details, mut script) = (Vec::new(), String::new());
         for (path, stat) in &state.stat {

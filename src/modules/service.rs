@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::error::TaskError;
 use super::{Change, Render};
 use crate::engine::script::quote;
 use crate::lang::template::Text;
@@ -34,7 +35,7 @@ impl Args {
         out.push(&mut self.name);
     }
 
-    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
         Ok(Desired {
             name: r.text(&self.name)?,
             state: self.state,

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::error::TaskError;
 use super::{Change, Perms, Render};
 use crate::engine::probe::{Probe, RemoteState, normalize_sysctl};
 use crate::engine::script::quote;
@@ -40,7 +41,19 @@ impl Args {
         out.extend(self.values.0.iter_mut().map(|(_, v)| &mut v.0));
     }
 
-    pub fn render(&self, r: &Render) -> Result<Desired, String> {
+    /// The file (checksum, content for --diff) and each key's live value.
+    pub fn probe(&self, r: &Render, p: &mut Probe, want_content: bool) -> Result<(), TaskError> {
+        let dest = super::check_path(&r.text(&self.dest)?)?;
+        p.stat.insert(dest.clone());
+        p.sha256.insert(dest.clone());
+        if want_content {
+            p.content.insert(dest);
+        }
+        p.sysctl.extend(self.values.iter().map(|(k, _)| k.clone()));
+        Ok(())
+    }
+
+    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
         let mut values = Vec::new();
         for (key, value) in self.values.iter() {
             if key.is_empty()
@@ -48,11 +61,13 @@ impl Args {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
             {
-                return Err(format!("`{key}` is not a sysctl key"));
+                return Err(TaskError::Refused(format!("`{key}` is not a sysctl key")));
             }
             let v = normalize_sysctl(&r.text(&value.0)?);
             if v.contains(['\n', '\'']) || v.is_empty() {
-                return Err(format!("value of {key} must be one line"));
+                return Err(TaskError::Refused(format!(
+                    "value of {key} must be one line"
+                )));
             }
             values.push((key.clone(), v));
         }
@@ -80,16 +95,7 @@ impl Desired {
         }
     }
 
-    pub fn probe(&self, p: &mut Probe, want_content: bool) {
-        p.stat.insert(self.dest.clone());
-        p.sha256.insert(self.dest.clone());
-        if want_content {
-            p.content.insert(self.dest.clone());
-        }
-        p.sysctl.extend(self.values.iter().map(|(k, _)| k.clone()));
-    }
-
-    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, String> {
+    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         let opts = super::file::WriteOpts::default();
         let file =
             super::file::write_diff(&self.dest, &self.content(), &Self::perms(), opts, state)?;
