@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
-use super::sudo::Step;
+use super::sudo::{Exec, Piece, drive};
 use super::{Become, ExecOutput, command_line};
 
 pub struct Local {
@@ -37,53 +37,20 @@ impl Local {
             .kill_on_drop(true)
             .spawn()
             .context("starting /bin/sh")?;
-        let mut stdin = Some(child.stdin.take().expect("piped"));
-        let mut stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let mut escalation = r#become.escalation(&self.user);
+        let mut exec = ChildExec {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            child,
+            writer: None,
+        };
+        let escalation = r#become.escalation(&self.user);
         let work = async move {
-            let mut writer = None;
-            if escalation.is_none() {
-                writer = Some(send(stdin.take().expect("stdin"), script.to_vec()));
-            }
-            let mut out = ExecOutput::default();
-            let (mut obuf, mut ebuf) = ([0u8; 8192], [0u8; 8192]);
-            let (mut o_open, mut e_open) = (true, true);
-            while o_open || e_open {
-                let (data, to_stderr) = tokio::select! {
-                    n = stdout.read(&mut obuf), if o_open => match n? { 0 => { o_open = false; continue } n => (obuf[..n].to_vec(), false) },
-                    n = stderr.read(&mut ebuf), if e_open => match n? { 0 => { e_open = false; continue } n => (ebuf[..n].to_vec(), true) },
-                };
-                let Some((esc, password)) = escalation.as_mut() else {
-                    out.push(&data, to_stderr);
-                    continue;
-                };
-                match esc.on_output(&data, to_stderr) {
-                    Step::Wait => {}
-                    Step::SendPassword => {
-                        if let Some(w) = stdin.as_mut() {
-                            w.write_all(format!("{password}\n").as_bytes()).await?;
-                        }
-                    }
-                    Step::Escalated { output } => {
-                        out.push(&output, false);
-                        escalation = None;
-                        writer = stdin.take().map(|w| send(w, script.to_vec()));
-                    }
-                    Step::Fail(why) => {
-                        let _ = child.kill().await;
-                        anyhow::bail!(why);
-                    }
-                }
-            }
-            if escalation.is_some() {
-                anyhow::bail!("sudo did not start the shell: {}", out.stderr_text());
-            }
-            if let Some(w) = writer {
+            let mut out = drive(&mut exec, script, escalation).await?;
+            if let Some(w) = exec.writer.take() {
                 let _ = w.await;
             }
-            let status = child.wait().await?;
-            out.status = status.code().map(|c| c as u32);
+            out.status = exec.child.wait().await?.code().map(|c| c as u32);
             Ok::<_, anyhow::Error>(out)
         };
         tokio::time::timeout(timeout, work)
@@ -92,12 +59,65 @@ impl Local {
     }
 }
 
-/// Writes the script to the shell's stdin, then closes it.
-fn send(mut stdin: tokio::process::ChildStdin, script: Vec<u8>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        // A script that exits early closes its stdin; that is not our error.
-        let _ = stdin.write_all(&script).await;
-    })
+/// A local child process as an [`Exec`].
+struct ChildExec {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Exec for ChildExec {
+    async fn next(&mut self) -> Result<Option<Piece>> {
+        let (mut obuf, mut ebuf) = ([0u8; 8192], [0u8; 8192]);
+        loop {
+            let (o_open, e_open) = (self.stdout.is_some(), self.stderr.is_some());
+            if !o_open && !e_open {
+                return Ok(None);
+            }
+            tokio::select! {
+                n = read(&mut self.stdout, &mut obuf), if o_open => match n? {
+                    0 => self.stdout = None,
+                    n => return Ok(Some(Piece::Stdout(obuf[..n].to_vec()))),
+                },
+                n = read(&mut self.stderr, &mut ebuf), if e_open => match n? {
+                    0 => self.stderr = None,
+                    n => return Ok(Some(Piece::Stderr(ebuf[..n].to_vec()))),
+                },
+            }
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(w) = self.stdin.as_mut() {
+            w.write_all(data).await?;
+        }
+        Ok(())
+    }
+
+    fn send_script(&mut self, script: Vec<u8>) {
+        if let Some(mut stdin) = self.stdin.take() {
+            self.writer = Some(tokio::spawn(async move {
+                // A script that exits early closes its stdin; that is not our error.
+                let _ = stdin.write_all(&script).await;
+            }));
+        }
+    }
+
+    async fn abort(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn read(
+    from: &mut Option<impl AsyncReadExt + Unpin>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match from {
+        Some(r) => r.read(buf).await,
+        None => Ok(0),
+    }
 }
 
 impl Default for Local {

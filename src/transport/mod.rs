@@ -32,7 +32,7 @@ impl ExecOutput {
         String::from_utf8_lossy(&self.stderr).trim().to_owned()
     }
 
-    fn push(&mut self, data: &[u8], to_stderr: bool) {
+    pub(crate) fn push(&mut self, data: &[u8], to_stderr: bool) {
         let room = MAX_OUTPUT.saturating_sub(self.stdout.len() + self.stderr.len());
         if data.len() > room {
             self.truncated = true;

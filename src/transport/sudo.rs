@@ -93,6 +93,75 @@ impl Escalation {
     }
 }
 
+/// One piece of what an exec produced.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(u32),
+}
+
+/// The two ends of one exec, over SSH or a local child process: what the
+/// shared loop ([`drive`]) needs to read output, answer sudo, and send the
+/// script.
+pub(crate) trait Exec {
+    /// The next piece of output; None once the command's output has ended.
+    async fn next(&mut self) -> anyhow::Result<Option<Piece>>;
+    /// Writes to the command's stdin now (sudo's password line).
+    async fn write(&mut self, data: &[u8]) -> anyhow::Result<()>;
+    /// Sends the script, then the end of input, without holding up the reads
+    /// (a script larger than the pipe would otherwise dead-lock).
+    fn send_script(&mut self, script: Vec<u8>);
+    /// Stops the command: sudo refused the password.
+    async fn abort(&mut self);
+}
+
+/// Runs one exec to its end: collects output (bounded), answers sudo's
+/// prompt with the password when escalating with one, and sends the script
+/// only once the marker proved the shell runs as the target user.
+pub(crate) async fn drive(
+    exec: &mut impl Exec,
+    script: &[u8],
+    escalation: Option<(Escalation, std::sync::Arc<String>)>,
+) -> anyhow::Result<super::ExecOutput> {
+    let mut escalation = escalation;
+    if escalation.is_none() {
+        exec.send_script(script.to_vec());
+    }
+    let mut out = super::ExecOutput::default();
+    while let Some(piece) = exec.next().await? {
+        let (data, to_stderr) = match piece {
+            Piece::Stdout(d) => (d, false),
+            Piece::Stderr(d) => (d, true),
+            Piece::Exit(status) => {
+                out.status = Some(status);
+                continue;
+            }
+        };
+        let Some((esc, password)) = escalation.as_mut() else {
+            out.push(&data, to_stderr);
+            continue;
+        };
+        match esc.on_output(&data, to_stderr) {
+            Step::Wait => {}
+            Step::SendPassword => exec.write(format!("{password}\n").as_bytes()).await?,
+            Step::Escalated { output } => {
+                out.push(&output, false);
+                escalation = None;
+                exec.send_script(script.to_vec());
+            }
+            Step::Fail(why) => {
+                exec.abort().await;
+                anyhow::bail!(why);
+            }
+        }
+    }
+    if escalation.is_some() {
+        anyhow::bail!("sudo did not start the shell: {}", out.stderr_text());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

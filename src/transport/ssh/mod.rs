@@ -18,7 +18,7 @@ use russh::client::{self, Handle};
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, Preferred};
 
-use super::sudo::Step;
+use super::sudo::{Exec, Piece, drive};
 use super::{Become, ExecOutput, command_line};
 use crate::transport::ssh::known_hosts::{KnownHosts, Verdict, host_key_name};
 
@@ -494,63 +494,17 @@ impl Session {
             channel
                 .exec(true, command_line(r#become, &self.user))
                 .await?;
-            let (mut read, write) = channel.split();
-            let write = Arc::new(write);
-            let send_script = |write: Arc<russh::ChannelWriteHalf<client::Msg>>| {
-                let script = script.to_vec();
-                tokio::spawn(async move {
-                    // The script may exit before reading all its input; that is not a failure.
-                    let _ = write.data_bytes(script).await;
-                    let _ = write.eof().await;
-                })
+            let (read, write) = channel.split();
+            let mut exec = ChannelExec {
+                read,
+                write: Arc::new(write),
+                sender: None,
             };
-            let mut escalation = r#become.escalation(&self.user);
-            let mut sender = escalation.is_none().then(|| send_script(write.clone()));
-            let mut out = ExecOutput::default();
-            while let Some(msg) = read.wait().await {
-                let (data, to_stderr) = match msg {
-                    ChannelMsg::Data { data } => (data.to_vec(), false),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => (data.to_vec(), true),
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        out.status = Some(exit_status);
-                        continue;
-                    }
-                    ChannelMsg::ExitSignal { signal_name, .. } => (
-                        format!("killed by signal {signal_name:?}\n").into_bytes(),
-                        true,
-                    ),
-                    _ => continue,
-                };
-                let Some((esc, password)) = escalation.as_mut() else {
-                    out.push(&data, to_stderr);
-                    continue;
-                };
-                match esc.on_output(&data, to_stderr) {
-                    Step::Wait => {}
-                    Step::SendPassword => {
-                        write
-                            .data_bytes(format!("{password}\n").into_bytes())
-                            .await?
-                    }
-                    Step::Escalated { output } => {
-                        out.push(&output, false);
-                        escalation = None;
-                        sender = Some(send_script(write.clone()));
-                    }
-                    Step::Fail(why) => {
-                        let _ = write.eof().await;
-                        let _ = write.close().await;
-                        bail!(why);
-                    }
-                }
-            }
-            if escalation.is_some() {
-                bail!("sudo did not start the shell: {}", out.stderr_text());
-            }
-            if let Some(s) = sender {
+            let out = drive(&mut exec, script, r#become.escalation(&self.user)).await?;
+            if let Some(s) = exec.sender.take() {
                 let _ = s.await;
             }
-            let _ = write.close().await;
+            let _ = exec.write.close().await;
             Ok::<_, anyhow::Error>(out)
         };
         let out = tokio::time::timeout(timeout, work)
@@ -567,5 +521,47 @@ impl Session {
             .handle
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
+    }
+}
+
+/// One SSH channel as an [`Exec`].
+struct ChannelExec {
+    read: russh::ChannelReadHalf,
+    write: Arc<russh::ChannelWriteHalf<client::Msg>>,
+    sender: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Exec for ChannelExec {
+    async fn next(&mut self) -> Result<Option<Piece>> {
+        while let Some(msg) = self.read.wait().await {
+            return Ok(Some(match msg {
+                ChannelMsg::Data { data } => Piece::Stdout(data.to_vec()),
+                ChannelMsg::ExtendedData { data, ext: 1 } => Piece::Stderr(data.to_vec()),
+                ChannelMsg::ExitStatus { exit_status } => Piece::Exit(exit_status),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    Piece::Stderr(format!("killed by signal {signal_name:?}\n").into_bytes())
+                }
+                _ => continue,
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        Ok(self.write.data_bytes(data.to_vec()).await?)
+    }
+
+    fn send_script(&mut self, script: Vec<u8>) {
+        let write = self.write.clone();
+        self.sender = Some(tokio::spawn(async move {
+            // The script may exit before reading all its input; that is not a failure.
+            let _ = write.data_bytes(script).await;
+            let _ = write.eof().await;
+        }));
+    }
+
+    async fn abort(&mut self) {
+        let _ = self.write.eof().await;
+        let _ = self.write.close().await;
     }
 }
