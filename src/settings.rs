@@ -92,38 +92,6 @@ impl Settings {
     }
 }
 
-/// Splits on whitespace, honouring single and double quotes as a shell does.
-fn split_words(s: &str) -> Result<Vec<String>> {
-    let (mut words, mut cur, mut quote, mut started) = (Vec::new(), String::new(), None, false);
-    for c in s.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => cur.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                started = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if started {
-                    words.push(std::mem::take(&mut cur));
-                    started = false;
-                }
-            }
-            (None, c) => {
-                cur.push(c);
-                started = true;
-            }
-        }
-    }
-    if quote.is_some() {
-        return Err(InputError::new(format!("-e `{s}`: unterminated quote")).into());
-    }
-    if started {
-        words.push(cur);
-    }
-    Ok(words)
-}
-
 /// `-e key=value`, `-e '{"a": 1}'` / `-e 'a: 1'`, or `-e @file.yaml`.
 pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>> {
     if let Some(path) = arg.strip_prefix('@') {
@@ -137,7 +105,9 @@ pub fn parse_extra_vars(arg: &str) -> Result<Map<String, Value>> {
         return Ok(vars.0);
     }
     let mut out = Map::new();
-    for pair in split_words(arg)? {
+    for pair in
+        crate::lang::words::texts(arg).map_err(|e| InputError::new(format!("-e `{arg}`: {e}")))?
+    {
         let pair = pair.as_str();
         let (k, v) = pair.split_once('=').ok_or_else(|| {
             InputError::new(format!(

@@ -42,43 +42,24 @@ fn literal(raw: &str) -> Value {
     }
 }
 
-/// Splits `a=1 b="x y"` into pairs, honouring quotes.
-fn pairs(line: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let (mut cur, mut quote) = (String::new(), None::<char>);
-    let mut words = Vec::new();
-    for c in line.chars() {
-        match quote {
-            Some(q) if c == q => {
-                quote = None;
-                cur.push(c);
-            }
-            Some(_) => cur.push(c),
-            None if c == '"' || c == '\'' => {
-                quote = Some(c);
-                cur.push(c);
-            }
-            None if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
-                }
-            }
-            None => cur.push(c),
-        }
-    }
-    if quote.is_some() {
-        return Err("unterminated quote".into());
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    for w in words {
-        let (k, v) = w
-            .split_once('=')
-            .ok_or_else(|| format!("`{w}` is not key=value"))?;
-        out.push((k.to_owned(), v.to_owned()));
-    }
-    Ok(out)
+/// Splits `a=1 b="x y"` into pairs; a quoted value stays a string.
+fn pairs(line: &str) -> Result<Vec<(String, Value)>, String> {
+    let words = crate::lang::words::split(line).map_err(|e| e.to_string())?;
+    words
+        .into_iter()
+        .map(|w| {
+            let (k, v) = w
+                .text
+                .split_once('=')
+                .ok_or_else(|| format!("`{}` is not key=value", w.text))?;
+            let value = if w.quoted {
+                Value::String(v.to_owned())
+            } else {
+                literal(v)
+            };
+            Ok((k.to_owned(), value))
+        })
+        .collect()
 }
 
 pub fn parse(file: &str, text: &str) -> Result<IniInventory, InputError> {
@@ -113,11 +94,7 @@ pub fn parse(file: &str, text: &str) -> Result<IniInventory, InputError> {
         match section.1 {
             "hosts" => {
                 let (host, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-                let vars = pairs(rest)
-                    .map_err(&at)?
-                    .into_iter()
-                    .map(|(k, v)| (k, literal(&v)))
-                    .collect();
+                let vars = pairs(rest).map_err(&at)?.into_iter().collect();
                 inv.hosts.push((section.0.clone(), host.to_owned(), vars));
             }
             "children" => inv.children.push((section.0.clone(), line.to_owned())),

@@ -61,26 +61,6 @@ fn expand(path: &str, host: &str) -> PathBuf {
     }
 }
 
-/// Splits a config line into words, honouring double quotes.
-fn words(line: &str) -> Vec<String> {
-    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-    for c in line.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            c if (c.is_whitespace() || c == '=') && !quoted => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
 impl Block {
     fn matches(&self, alias: &str) -> bool {
         if let Some(criteria) = &self.criteria {
@@ -132,13 +112,19 @@ impl SshConfig {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let mut w = words(line);
-            let key = w.remove(0).to_ascii_lowercase();
-            if key == "proxycommand" {
-                // A command line: kept as written, `=` and quotes included.
-                let rest = line[key.len()..].trim_start_matches([' ', '\t', '=']);
-                w = vec![rest.to_owned()];
+            let at =
+                |message: String| InputError::at(&path.display().to_string(), i + 1, 1, message);
+            let (key, rest) = crate::lang::words::ssh_option(line);
+            if key.is_empty() {
+                return Err(at(format!("`{line}` has no keyword")).into());
             }
+            let key = key.to_ascii_lowercase();
+            let w = if key == "proxycommand" {
+                // A command line: kept as written, `=` and quotes included.
+                vec![rest.to_owned()]
+            } else {
+                crate::lang::words::texts(rest).map_err(|e| at(e.to_string()))?
+            };
             match key.as_str() {
                 "host" => self.blocks.push(Block {
                     patterns: w,
@@ -174,15 +160,7 @@ impl SshConfig {
                         }
                     }
                 }
-                _ if w.is_empty() => {
-                    return Err(InputError::at(
-                        &path.display().to_string(),
-                        i + 1,
-                        1,
-                        format!("`{key}` needs a value"),
-                    )
-                    .into());
-                }
+                _ if w.is_empty() => return Err(at(format!("`{key}` needs a value")).into()),
                 _ => self
                     .blocks
                     .last_mut()
@@ -316,48 +294,40 @@ pub fn parse_jumps(spec: &str) -> Result<Vec<Jump>, String> {
         .collect()
 }
 
-/// The ProxyCommand in Ansible's `ansible_ssh_common_args` (`-o ProxyCommand="ssh -W %h:%p gw"`).
-pub fn proxy_command_from_ssh_args(args: &str) -> Option<String> {
-    let w = words(args);
-    let mut it = w.iter();
+/// The `-o` options in Ansible's `ansible_ssh_common_args`, split as
+/// Ansible does (shell quoting), each as (key, value); and `-J` as ProxyJump.
+fn ssh_args_options(args: &str) -> Vec<(String, String)> {
+    let words = crate::lang::words::texts(args).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut it = words.iter();
     while let Some(a) = it.next() {
-        let key = if a == "-o" {
-            it.next().map(String::as_str)
-        } else {
-            a.strip_prefix("-o")
+        let option = match a.as_str() {
+            "-o" | "-J" => it.next().map(String::as_str),
+            _ => a.strip_prefix("-o").or(a.strip_prefix("-J")),
         };
-        if key.is_some_and(|k| k.eq_ignore_ascii_case("ProxyCommand")) {
-            return it.next().cloned();
+        let Some(option) = option else { continue };
+        if a.starts_with("-J") {
+            out.push(("proxyjump".to_owned(), option.to_owned()));
+        } else {
+            let (k, v) = crate::lang::words::ssh_option(option);
+            out.push((k.to_ascii_lowercase(), v.to_owned()));
         }
     }
-    None
+    out
+}
+
+/// The ProxyCommand in Ansible's `ansible_ssh_common_args` (`-o ProxyCommand="ssh -W %h:%p gw"`).
+pub fn proxy_command_from_ssh_args(args: &str) -> Option<String> {
+    ssh_args_options(args)
+        .into_iter()
+        .find_map(|(k, v)| (k == "proxycommand").then_some(v))
 }
 
 /// The ProxyJump in Ansible's `ansible_ssh_common_args` (`-o ProxyJump=...`, `-J ...`).
 pub fn jump_from_ssh_args(args: &str) -> Option<String> {
-    let w = words(args);
-    let mut it = w.iter().peekable();
-    while let Some(a) = it.next() {
-        if a == "-J" {
-            return it.next().cloned();
-        }
-        if let Some(j) = a.strip_prefix("-J") {
-            return Some(j.to_owned());
-        }
-        if a == "-o" {
-            // words() split "ProxyJump=x" into two words.
-            if it
-                .peek()
-                .is_some_and(|k| k.eq_ignore_ascii_case("ProxyJump"))
-            {
-                it.next();
-                return it.next().cloned();
-            }
-        } else if a.starts_with("-oProxyJump") {
-            return it.next().cloned();
-        }
-    }
-    None
+    ssh_args_options(args)
+        .into_iter()
+        .find_map(|(k, v)| (k == "proxyjump").then_some(v))
 }
 
 #[cfg(test)]
@@ -418,6 +388,32 @@ mod tests {
         assert_eq!(
             proxy_command_from_ssh_args(r#"-o ProxyCommand="ssh -W %h:%p -q user@gw""#).as_deref(),
             Some("ssh -W %h:%p -q user@gw")
+        );
+    }
+
+    #[test]
+    fn a_line_without_a_keyword_is_an_error_naming_the_line() {
+        let dir = crate::testutil::TempDir::new();
+        let p = dir.file("config", "Host a\n=\n");
+        let err = SshConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("config:2:1") && err.contains("no keyword"),
+            "{err}"
+        );
+        let p = dir.file("config2", "Host 'open\n");
+        let err = SshConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("unterminated quote"), "{err}");
+    }
+
+    #[test]
+    fn options_in_ssh_args_keep_their_equals_signs() {
+        assert_eq!(
+            proxy_command_from_ssh_args("-o 'ProxyCommand=ssh -o A=b -W %h:%p gw'").as_deref(),
+            Some("ssh -o A=b -W %h:%p gw")
+        );
+        assert_eq!(
+            jump_from_ssh_args("-oProxyJump=a@b").as_deref(),
+            Some("a@b")
         );
     }
 }
