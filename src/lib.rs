@@ -1,18 +1,24 @@
 //! khard: declarative, agentless hardening of k3s clusters to the CIS
-//! Kubernetes Benchmark, over SSH. See docs/architecture.md for the map.
+//! Kubernetes Benchmark, over SSH. docs/architecture.md maps the tree.
+//!
+//! The library exists for the `khard` binary and the fuzz targets. Its
+//! public surface is what they use: the command line ([`cli`], resolved
+//! into [`settings`]), the two commands ([`app`]), exit codes and input
+//! errors ([`error`]), and the parsers of user input ([`input`], [`lang`]).
+//! Everything else is private to the crate.
 #![deny(unsafe_code)]
 
 pub mod app;
 pub mod cli;
-pub mod engine;
+mod engine;
 pub mod error;
 pub mod input;
-pub mod k3s;
+mod k3s;
 pub mod lang;
-pub mod modules;
-pub mod plan;
-pub mod report;
+mod modules;
+mod plan;
+mod report;
 pub mod settings;
 #[cfg(test)]
-pub mod testutil;
-pub mod transport;
+mod testutil;
+mod transport;

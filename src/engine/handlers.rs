@@ -236,39 +236,22 @@ impl Runner {
         }
         .await;
         let mut shown = change.clone();
-        match result {
-            Ok((output, state)) => {
-                shown.details.extend(
-                    output
-                        .lines()
-                        .map(str::to_owned)
-                        .filter(|l| l.starts_with("healthy after")),
-                );
-                self.report.task(
-                    &h.name,
-                    &play.name,
-                    handler,
-                    true,
-                    Outcome::new(Status::Changed)
-                        .change(Some(&shown))
-                        .took(started.elapsed()),
-                );
-                Ok(state)
+        let message = result.as_ref().err().map(ToString::to_string);
+        let status = match &result {
+            Ok((output, _)) => {
+                let healthy = output.lines().filter(|l| l.starts_with("healthy after"));
+                shown.details.extend(healthy.map(str::to_owned));
+                Status::Changed
             }
-            Err(e) => {
-                self.report.task(
-                    &h.name,
-                    &play.name,
-                    handler,
-                    true,
-                    Outcome::new(Status::Failed)
-                        .change(Some(&shown))
-                        .message(Some(&e.to_string()))
-                        .took(started.elapsed()),
-                );
-                Err(e)
-            }
-        }
+            Err(_) => Status::Failed,
+        };
+        let outcome = Outcome::new(status)
+            .change(Some(&shown))
+            .message(message.as_deref())
+            .took(started.elapsed());
+        self.report
+            .task(&h.name, &play.name, handler, true, outcome);
+        result.map(|(_, state)| state)
     }
 
     /// The shell line that waits until the health command succeeds (see `khard_health`).

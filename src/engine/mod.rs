@@ -1,6 +1,14 @@
-//! The executor: hosts in parallel (up to --forks), and per host a fixed
-//! number of round trips whatever the number of tasks: connect, one probe,
-//! one apply with every change in order, one exec per handler flush.
+//! The engine: runs compiled plans on hosts. Per host a fixed number of
+//! round trips whatever the number of tasks: connect, ONE probe
+//! (`probe`), a local pure diff (`diff`), ONE apply exec of every change in
+//! order (`apply`), one exec per handler flush (`handlers`). Hosts run in
+//! parallel up to --forks.
+//!
+//! Owns: ordering, concurrency, failure policy (any_errors_fatal,
+//! max_fail_percentage, rollouts), which probe answer is still valid, and
+//! turning outcomes into report events. May not touch: what a module does
+//! (it asks `modules`), how bytes reach a host (it asks `transport`), or
+//! k3s specifics (it asks `k3s`).
 
 mod apply;
 mod diff;

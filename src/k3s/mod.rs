@@ -1,4 +1,10 @@
-//! What khard knows about k3s.
+//! What khard knows about k3s, in one place: facts derived from a node's
+//! version (era, benchmark), validation of the k3s config and manifests
+//! khard writes, which unit-file flags defeat config.yaml, and the flags
+//! every server of a cluster must agree on.
+//!
+//! Owns: k3s knowledge as pure functions. May not touch: hosts, the engine's
+//! state or the report; the engine and modules call in.
 pub mod critical_flags;
 pub mod facts;
 pub mod unit;

@@ -116,19 +116,24 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Expr, String> {
-        let mut left = self.and()?;
-        while self.word("or") {
-            self.pos += 1;
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
-        }
-        Ok(left)
+        self.chain("or", Parser::and, Expr::Or)
     }
 
     fn and(&mut self) -> Result<Expr, String> {
-        let mut left = self.not()?;
-        while self.word("and") {
+        self.chain("and", Parser::not, Expr::And)
+    }
+
+    /// `operand (word operand)*`, joined from the left.
+    fn chain(
+        &mut self,
+        word: &str,
+        operand: fn(&mut Self) -> Result<Expr, String>,
+        join: fn(Box<Expr>, Box<Expr>) -> Expr,
+    ) -> Result<Expr, String> {
+        let mut left = operand(self)?;
+        while self.word(word) {
             self.pos += 1;
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
+            left = join(Box::new(left), Box::new(operand(self)?));
         }
         Ok(left)
     }

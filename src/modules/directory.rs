@@ -38,8 +38,7 @@ impl Args {
     }
 
     pub fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
-        p.stat.insert(super::check_path(&r.text(&self.path)?)?);
-        Ok(())
+        super::stat_path(r, p, &self.path)
     }
 
     pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {

@@ -1,6 +1,12 @@
-//! Modules: each turns a task's arguments into desired state, says what it
-//! needs to know about the host ([`Probe`]), compares (pure, local), and
-//! writes the shell that makes the change. One file per module.
+//! Modules: one file per task module (`file`, `directory`, `sysctl`,
+//! `command`, `service`, `permissions`, `k3s_unit`). Each turns a task's
+//! arguments into desired state for one host, says what it needs to know
+//! about the host (`Args::probe`, defined once per module), compares (pure,
+//! local `diff`), and writes the shell fragment that makes the change.
+//!
+//! Owns: the meaning of each module's arguments and its idempotence. May
+//! not touch: connections, the report, other hosts; a module sees one host's
+//! variables and probed state, nothing else.
 
 pub mod command;
 pub mod directory;
@@ -198,6 +204,12 @@ pub fn check_path(p: &str) -> Result<String, TaskError> {
         )));
     }
     Ok(p.trim_end_matches('/').to_owned()).map(|s| if s.is_empty() { "/".into() } else { s })
+}
+
+/// Asks the probe for the metadata of a task's `path` (a glob is expanded on the host).
+fn stat_path(r: &Render, p: &mut Probe, path: &Text) -> Result<(), TaskError> {
+    p.stat.insert(check_path(&r.text(path)?)?);
+    Ok(())
 }
 
 /// Mode and owner wanted on a path.

@@ -37,8 +37,7 @@ impl Args {
 
     /// Every path the pattern matches (the probe expands the glob).
     pub fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
-        p.stat.insert(super::check_path(&r.text(&self.path)?)?);
-        Ok(())
+        super::stat_path(r, p, &self.path)
     }
 
     pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {

@@ -1,6 +1,10 @@
-//! What a run reports: one event per task and host, a recap per host, and
-//! the exit code. Everything passes the [`Redactor`] on the way in, so no
-//! sink can leak a secret. Sinks: the terminal (`human`), JSON, JUnit.
+//! The report: one event per task and host, a recap per host, the exit
+//! code, and the compliance view. Everything passes the [`Redactor`]
+//! (`redact`) on the way in, so no sink can leak a secret. Sinks: the
+//! terminal (`human`), JSON, JUnit, compliance.
+//!
+//! Owns: how outcomes are shown and counted. May not touch: hosts or
+//! plans; it only receives events from the engine.
 
 pub mod compliance;
 pub mod human;

@@ -1,7 +1,12 @@
-//! Running a script on a host: over SSH (one connection per host, one
-//! channel per exec) or on this machine (`ansible_connection: local`).
-//! Either way the command is a constant `/bin/sh -s` (behind sudo with
-//! become) and the script arrives on stdin.
+//! Transport: running a script on a host, over SSH (one connection per
+//! host, one channel per exec; `ssh/`) or on this machine
+//! (`ansible_connection: local`). Either way the command is a constant
+//! `/bin/sh -s` (behind sudo with become) and the script arrives on stdin;
+//! `sudo` holds the one exec loop both use.
+//!
+//! Owns: connections, authentication, host keys, ssh_config, sudo, output
+//! limits. May not touch: what the scripts mean; it moves bytes and exit
+//! statuses.
 
 pub mod fd_limit;
 pub mod local;

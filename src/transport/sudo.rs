@@ -48,10 +48,6 @@ impl Escalation {
         )
     }
 
-    pub fn escalated(&self) -> bool {
-        self.done
-    }
-
     /// A chunk of the exec's output, from stdout or stderr.
     pub fn on_output(&mut self, data: &[u8], to_stderr: bool) -> Step {
         if to_stderr {
@@ -178,7 +174,7 @@ mod tests {
                 output: b"@@out\n".to_vec()
             }
         );
-        assert!(e.escalated());
+        assert!(e.done);
     }
 
     #[test]

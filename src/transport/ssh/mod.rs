@@ -1,8 +1,9 @@
 //! The SSH transport, on russh: one connection per host, host keys checked
-//! against known_hosts, auth by ssh-agent and private key files (each key
-//! decrypted once per run), jump hosts (ProxyJump) over direct-tcpip with
-//! the target's key checked under the target's own name, and an exec that
-//! streams the script on stdin.
+//! against known_hosts (`known_hosts`), the user's ssh_config (`config`),
+//! auth by ssh-agent and private key files (each key decrypted once per
+//! run), jump hosts (ProxyJump) over direct-tcpip with the target's key
+//! checked under the target's own name, and an exec that streams the script
+//! on stdin. May not touch anything above the transport.
 
 pub mod config;
 pub mod known_hosts;
