@@ -192,9 +192,12 @@ impl Probe {
             s.push_str("echo \"$M sysctl\"\n");
             for key in &self.sysctl {
                 let file = quote(&format!("/proc/sys/{}", key.replace('.', "/")));
+                // Read whole with cat, never with `read`: procfs answers
+                // end-of-file at any non-zero offset, and dash's `read`
+                // takes one byte at a time, so it would see one character.
                 let _ = writeln!(
                     s,
-                    "if {{ read -r v < {file}; }} 2>/dev/null; then echo {}=\"$v\"; fi",
+                    "if v=$(cat {file} 2>/dev/null); then echo {}=\"$v\"; fi",
                     quote(key)
                 );
             }
@@ -329,6 +332,56 @@ pub fn normalize_sysctl(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The read path against the test machine's own, real /proc/sys (reading
+    /// is harmless), under every shell a node may have as /bin/sh. Integer
+    /// sysctls are the trap: procfs answers end-of-file at any non-zero
+    /// offset, so dash's byte-by-byte `read` gets one digit.
+    #[test]
+    fn reads_the_real_proc_sys_whole_under_dash_bash_and_busybox() {
+        let keys = [
+            "kernel.keys.root_maxkeys",
+            "kernel.panic",
+            "vm.overcommit_memory",
+            "net.ipv4.ip_local_port_range",
+            "kernel.ostype",
+        ];
+        let mut p = Probe::default();
+        p.sysctl.extend(keys.iter().map(|k| k.to_string()));
+        let marker = crate::engine::script::new_marker();
+        let script = String::from_utf8(p.script(&marker)).unwrap();
+        let want: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                let path = format!("/proc/sys/{}", k.replace('.', "/"));
+                normalize_sysctl(std::fs::read_to_string(path).unwrap().trim_end())
+            })
+            .collect();
+        assert!(
+            want[0].len() > 1,
+            "root_maxkeys has several digits: {want:?}"
+        );
+        let shells: [&[&str]; 3] = [&["dash"], &["bash"], &["busybox", "sh"]];
+        for shell in shells {
+            let Ok(out) = std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .arg("-c")
+                .arg(&script)
+                .output()
+            else {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "{shell:?} is missing (scripts/test installs it)"
+                );
+                eprintln!("skipping {shell:?}: not installed");
+                continue;
+            };
+            let state = parse(&marker, &String::from_utf8_lossy(&out.stdout), &p)
+                .unwrap_or_else(|| panic!("{shell:?}: probe did not end"));
+            let got: Vec<String> = keys.iter().map(|k| state.sysctl[*k].clone()).collect();
+            assert_eq!(got, want, "{shell:?}");
+        }
+    }
 
     #[test]
     fn probes_a_real_folder() {

@@ -61,8 +61,14 @@ khard_health() {
   start=$(date +%s); out=""
   while :; do
     # Each try is bounded too: a check that hangs must not outlive the gate's timeout.
-    if out=$(timeout 30 /bin/sh -c "$3" </dev/null 2>&1) && { [ -z "$4" ] || [ "$out" = "$4" ]; }; then
+    # `|| s=$?`: tasks run under set -e, which a failing check must not trip.
+    s=0; out=$(timeout 30 /bin/sh -c "$3" </dev/null 2>&1) || s=$?
+    if [ $s -eq 0 ] && { [ -z "$4" ] || [ "$out" = "$4" ]; }; then
       echo "healthy after $(( $(date +%s) - start ))s"; return 0
+    fi
+    # 126/127: the check cannot run at all (a command is missing): waiting cannot help.
+    if [ $s -eq 126 ] || [ $s -eq 127 ]; then
+      echo "the health check cannot run (exit $s): $out"; return 1
     fi
     if [ $(( $(date +%s) - start )) -ge "${1%%.*}" ]; then
       echo "not healthy within ${1}s (last answer: $out)"; return 1
@@ -75,7 +81,8 @@ khard_backup() {
   mkdir -p "${b%/*}" && cp -p "$1" "$b" && echo "backup: $b"
 }
 khard_sysctl_check() {
-  v=""; read -r v < "/proc/sys/$1" 2>/dev/null
+  # cat, not read: procfs gives dash's byte-by-byte `read` one character.
+  v=$(cat "/proc/sys/$1" 2>/dev/null) || { echo "/proc/sys/$1 cannot be read after sysctl -p"; return 1; }
   set -- "$1" "$2" $v
   n=$1; want=$2; shift 2
   if [ "$*" != "$want" ]; then echo "$n is '$*' after sysctl -p, expected '$want' (another sysctl file may override it)"; return 1; fi
@@ -173,6 +180,12 @@ pub fn parse_apply(marker: &str, stdout: &str) -> (Vec<TaskRun>, bool) {
             (Some(state @ ("ok" | "fail")), Some(index)) => {
                 if let Some(mut run) = current.take().filter(|r| r.index == index) {
                     run.ok = state == "ok";
+                    // Every failure carries a message, even a silent `false`.
+                    if !run.ok && run.output.trim().is_empty() {
+                        let status = words.next().unwrap_or("?");
+                        run.output =
+                            format!("failed with exit status {status} and printed nothing");
+                    }
                     runs.push(run);
                 }
             }
@@ -271,5 +284,52 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_silent_failure_still_says_how_it_failed() {
+        let out = "@@m begin 3\n@@m fail 3 1\n";
+        let (runs, finished) = parse_apply("@@m", out);
+        assert!(!finished && !runs[0].ok);
+        assert_eq!(
+            runs[0].output,
+            "failed with exit status 1 and printed nothing"
+        );
+    }
+
+    /// A health check whose command does not exist fails at once with the
+    /// shell's message, instead of waiting out the timeout; under `set -e`, as
+    /// tasks run, a failing try does not end the wait either.
+    #[test]
+    fn a_health_check_that_cannot_run_fails_at_once() {
+        let run = |check: &str| {
+            let script = format!("set -e\n{FUNCTIONS}khard_health 300 0.1 {}\n", quote(check));
+            let started = std::time::Instant::now();
+            let out = std::process::Command::new("dash")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                started.elapsed(),
+            )
+        };
+        let (code, out, took) = run("no-such-command-khard");
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains("cannot run (exit 127)") && out.contains("not found"),
+            "{out}"
+        );
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+        let flag = crate::testutil::TempDir::new();
+        let f = flag.path().join("up");
+        let (code, out, _) = run(&format!(
+            "test -e {0} || {{ touch {0}; exit 1; }}",
+            f.display()
+        ));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("healthy after"), "{out}");
     }
 }
