@@ -8,7 +8,7 @@ use common::Fleet;
 const V130: &str = "v1.30.6+k3s1";
 const V124: &str = "v1.24.17+k3s1";
 
-fn mixed_fleet() -> Option<Fleet> {
+fn mixed_fleet() -> Fleet {
     Fleet::up(&[
         &format!("s1:server:{V130}"),
         &format!("a1:agent:{V130}"),
@@ -18,7 +18,7 @@ fn mixed_fleet() -> Option<Fleet> {
 
 #[test]
 fn check_reports_drift_without_touching_anything_then_no_drift_after_apply() {
-    let Some(fleet) = mixed_fleet() else { return };
+    let fleet = mixed_fleet();
     let before: Vec<_> = ["s1", "a1", "a2"]
         .iter()
         .map(|h| fleet.snapshot(h))
@@ -97,7 +97,7 @@ fn check_reports_drift_without_touching_anything_then_no_drift_after_apply() {
 
 #[test]
 fn reports_parse_and_secrets_never_appear() {
-    let Some(fleet) = mixed_fleet() else { return };
+    let fleet = mixed_fleet();
     let token = "K10f00dcafe::server:topsecret-token-value";
     let password = "hunter2-db-password";
     let junit = fleet.dir.join("report.xml");
@@ -220,7 +220,7 @@ fn reports_parse_and_secrets_never_appear() {
 
 #[test]
 fn limit_touches_only_the_selected_hosts() {
-    let Some(fleet) = mixed_fleet() else { return };
+    let fleet = mixed_fleet();
     let listed = fleet.apply(&["--limit", "agent:!a2", "--list-hosts"]);
     assert_eq!(listed.code, 0, "{}", listed.all());
     assert!(

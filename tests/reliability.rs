@@ -31,9 +31,7 @@ fn apply_with_known_hosts(fleet: &Fleet, known_hosts: &std::path::Path, extra: &
 
 #[test]
 fn host_keys_unknown_refused_changed_refused_new_learnt_once() {
-    let Some(fleet) = Fleet::up(&[&format!("s1:server:{V}"), &format!("a1:agent:{V}")]) else {
-        return;
-    };
+    let fleet = Fleet::up(&[&format!("s1:server:{V}"), &format!("a1:agent:{V}")]);
     let before = fleet.snapshot("s1");
 
     // Unknown: refused, nothing written, a message that says how to trust it.
@@ -104,9 +102,7 @@ fn host_keys_unknown_refused_changed_refused_new_learnt_once() {
 
 #[test]
 fn accept_new_learns_each_of_many_hosts_exactly_once() {
-    let Some(fleet) = Fleet::up(&["--count", "30", "--version", V]) else {
-        return;
-    };
+    let fleet = Fleet::up(&["--count", "30", "--version", V]);
     let learnt = fleet.dir.join("learnt_known_hosts");
     let run = apply_with_known_hosts(&fleet, &learnt, &["--accept-new-host-keys", "--check"]);
     assert_eq!(run.code, 2, "{}", run.all());
@@ -140,13 +136,11 @@ fn accept_new_learns_each_of_many_hosts_exactly_once() {
 /// A non-root login user with sudo: passwordless on one host, with a password on another.
 #[test]
 fn sudo_with_and_without_password_and_a_wrong_password_stops_after_one_host() {
-    let Some(fleet) = Fleet::up(&[
+    let fleet = Fleet::up(&[
         &format!("nopw:server:{V}"),
         &format!("pw1:agent:{V}"),
         &format!("pw2:agent:{V}"),
-    ]) else {
-        return;
-    };
+    ]);
     let user = "khardtest";
     let password = "correct-horse-battery-42";
     if Command::new("id")
@@ -250,13 +244,11 @@ fn sudo_with_and_without_password_and_a_wrong_password_stops_after_one_host() {
 
 #[test]
 fn a_host_that_dies_mid_run_is_reported_while_the_others_finish() {
-    let Some(fleet) = Fleet::up(&[
+    let fleet = Fleet::up(&[
         &format!("h1:agent:{V}"),
         &format!("h2:agent:{V}"),
         &format!("h3:agent:{V}"),
-    ]) else {
-        return;
-    };
+    ]);
     let play = fleet.dir.join("slow.yaml");
     std::fs::write(&play, "- hosts: all\n  tasks:\n    - name: slow\n      command: sleep 3\n    - name: after\n      file: { dest: /etc/rancher/done, content: \"x\\n\" }\n").unwrap();
     let inv = fleet.inventory();
@@ -296,13 +288,11 @@ fn a_host_that_dies_mid_run_is_reported_while_the_others_finish() {
 
 #[test]
 fn a_read_only_or_full_folder_keeps_the_old_file() {
-    let Some(fleet) = Fleet::up(&[
+    let fleet = Fleet::up(&[
         &format!("ro:agent:{V}"),
         &format!("full:agent:{V}"),
         &format!("ok:agent:{V}"),
-    ]) else {
-        return;
-    };
+    ]);
     // Read-only: an immutable folder (even root cannot create the temp file in it).
     let old = "vm.overcommit_memory=0\n";
     std::fs::write(fleet.path("ro", "/etc/sysctl.d/90-kubelet.conf"), old).unwrap();
@@ -365,9 +355,7 @@ fn a_read_only_or_full_folder_keeps_the_old_file() {
 fn sigint_mid_run_leaves_every_file_old_or_new_and_no_temp_files() {
     let specs: Vec<String> = (1..=6).map(|i| format!("n{i}:agent:{V}")).collect();
     let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
-    let Some(fleet) = Fleet::up_with(&specs, &["--restart-down", "1"]) else {
-        return;
-    };
+    let fleet = Fleet::up_with(&specs, &["--restart-down", "1"]);
     let inv = fleet.inventory();
     let kh = fleet.known_hosts();
     let args = [
@@ -423,9 +411,7 @@ fn sigint_mid_run_leaves_every_file_old_or_new_and_no_temp_files() {
 
 #[test]
 fn bad_input_is_refused_before_any_connection() {
-    let Some(fleet) = Fleet::up(&[&format!("s1:server:{V}")]) else {
-        return;
-    };
+    let fleet = Fleet::up(&[&format!("s1:server:{V}")]);
     let inv = fleet.inventory();
     let kh = fleet.known_hosts();
     let bad = |name: &str| format!("{FIXTURES}/bad/{name}");
@@ -571,9 +557,7 @@ fn bad_input_is_refused_before_any_connection() {
 
 #[test]
 fn timeouts_fail_the_slow_task_and_the_silent_host_only() {
-    let Some(fleet) = Fleet::up(&[&format!("h1:agent:{V}"), &format!("h2:agent:{V}")]) else {
-        return;
-    };
+    let fleet = Fleet::up(&[&format!("h1:agent:{V}"), &format!("h2:agent:{V}")]);
     // A task over its own timeout fails with a clear message, and fast.
     let play = fleet.dir.join("timeout.yaml");
     std::fs::write(
