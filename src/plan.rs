@@ -117,6 +117,13 @@ pub fn reach(host: &Host, vars: &Map<String, Value>, ssh: &SshConfig) -> Result<
             .map(|j| ssh_target(&j.host, &j.host, j.port, j.user, Vec::new(), ssh))
             .collect();
     }
+    // Names reach a local shell (ProxyCommand's %h %r) and known_hosts:
+    // refuse what OpenSSH refuses, before any connection.
+    use crate::transport::ssh::names::{check_host, check_user};
+    for t in std::iter::once(&target).chain(&target.jumps) {
+        check_host(&t.address)?;
+        check_user(&t.user)?;
+    }
     Ok(Reach::Ssh(Box::new(target)))
 }
 

@@ -180,12 +180,13 @@ impl Probe {
                 words(&self.sha256)
             );
         }
-        for path in &self.content {
+        // Each file is named in the output by its index, never by its path:
+        // a path echoed back would be shell text (`$(…)` in a dest runs).
+        for (i, path) in self.content.iter().enumerate() {
             let q = quote(path);
             let _ = writeln!(
                 s,
-                "if [ -f {q} ] && [ ! -L {q} ] && [ $(stat -c %s {q}) -le {MAX_CONTENT} ]; then echo \"$M content {}\"; base64 {q}; fi",
-                path.replace('"', "")
+                "if [ -f {q} ] && [ ! -L {q} ] && [ $(stat -c %s {q}) -le {MAX_CONTENT} ]; then echo \"$M content {i}\"; base64 {q}; fi"
             );
         }
         if !self.sysctl.is_empty() {
@@ -253,8 +254,12 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     for line in stdout.lines() {
         if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(' ')) {
             flush_content(&mut state, &mut content_path, &mut content_b64);
-            if let Some(path) = rest.strip_prefix("content ") {
-                content_path = path.to_owned();
+            if let Some(i) = rest.strip_prefix("content ") {
+                let path = i
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| probe.content.iter().nth(i));
+                content_path = path.cloned().unwrap_or_default();
                 section = "content".into();
             } else if let Some(g) = rest.strip_prefix("guard ") {
                 let mut it = g.split(' ');

@@ -212,6 +212,22 @@ fn stat_path(r: &Render, p: &mut Probe, path: &Text) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// A user or group name (or numeric id) as chown takes it: never an option,
+/// never shell text.
+fn account(name: String) -> Result<String, TaskError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '$' | '@'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!("`{name}` is not a user or group name").into())
+    }
+}
+
 /// Mode and owner wanted on a path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Perms {
@@ -234,8 +250,8 @@ impl Perms {
                 .map(|m| parse_mode(&m))
                 .transpose()?
                 .unwrap_or(default),
-            owner: r.opt(owner)?.unwrap_or_else(|| "root".into()),
-            group: r.opt(group)?.unwrap_or_else(|| "root".into()),
+            owner: account(r.opt(owner)?.unwrap_or_else(|| "root".into()))?,
+            group: account(r.opt(group)?.unwrap_or_else(|| "root".into()))?,
         })
     }
 

@@ -36,8 +36,15 @@ impl Args {
     }
 
     pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
+        let name = r.text(&self.name)?;
+        // systemd unit names: never an option, never shell text.
+        let unit_chars =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '@' | '-' | '\\');
+        if name.is_empty() || name.starts_with('-') || !name.chars().all(unit_chars) {
+            return Err(format!("`{name}` is not a systemd unit name").into());
+        }
         Ok(Desired {
-            name: r.text(&self.name)?,
+            name,
             state: self.state,
         })
     }

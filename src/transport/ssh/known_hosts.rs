@@ -175,6 +175,13 @@ impl KnownHosts {
     /// Appends `name key` to the file, once, with one writer at a time.
     pub fn learn(&self, name: &str, key: &PublicKey) -> std::io::Result<()> {
         use std::io::Write;
+        // One line per host: a name with white space or a newline would
+        // write a second (wildcard) trust line.
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(std::io::Error::other(format!(
+                "refusing to write host name {name:?} to known_hosts"
+            )));
+        }
         let _guard = self.writer.lock().expect("known_hosts writer");
         if self.check(name, key) == Verdict::Known {
             return Ok(());

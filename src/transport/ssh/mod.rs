@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod known_hosts;
+pub mod names;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use russh::{ChannelMsg, Disconnect, Preferred};
 
 use super::sudo::{Exec, Piece, drive};
 use super::{Become, ExecOutput, command_line};
+use crate::engine::script::quote;
 use crate::transport::ssh::known_hosts::{KnownHosts, Verdict, host_key_name};
 
 /// Where and as whom to connect.
@@ -326,10 +328,12 @@ fn proxy_stream(
         match (c, chars.clone().next()) {
             ('%', Some(x @ ('h' | 'p' | 'r' | '%'))) => {
                 chars.next();
+                // Quoted, on top of the names' validation at plan time: a
+                // token never becomes shell syntax.
                 match x {
-                    'h' => cmd.push_str(&target.address),
+                    'h' => cmd.push_str(&quote(&target.address)),
                     'p' => cmd.push_str(&target.port.to_string()),
-                    'r' => cmd.push_str(&target.user),
+                    'r' => cmd.push_str(&quote(&target.user)),
                     _ => cmd.push('%'),
                 }
             }
