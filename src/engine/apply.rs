@@ -20,6 +20,8 @@ struct ScriptRun {
     /// task cut short, and why.
     lost: Option<(Status, String)>,
     took: Duration,
+    /// The script was run (false: nothing pending, check mode, or interrupted).
+    ran: bool,
 }
 
 /// One reported line of a host's segment.
@@ -110,9 +112,16 @@ impl Runner {
         };
         let mut out = ScriptRun {
             took: started.elapsed(),
+            ran: true,
             ..ScriptRun::default()
         };
         match run {
+            Ok(exec) if exec.truncated => {
+                // Tasks' own output is capped on the host; past the transport's
+                // limit nothing can be trusted, so nothing is claimed.
+                let why = "the apply's output exceeded the transport's limit and was cut: what ran is unknown";
+                out.lost = Some((Status::Failed, why.to_owned()));
+            }
             Ok(exec) => {
                 let (runs, finished) = parse_apply(&self.marker, &exec.stdout_text());
                 for r in runs {
@@ -164,9 +173,13 @@ impl Runner {
 /// A host stops at its first failed task (a cross-host check may have
 /// failed one late); with `hold`, pending changes are held back, reported
 /// as skipped with the reason, and nothing is written.
-fn hold_back(steps: &mut Vec<Step>, hold: Option<&str>) {
+fn hold_back(steps: &mut [Step], hold: Option<&str>) {
     if let Some(i) = steps.iter().position(|s| s.status == Status::Failed) {
-        steps.truncate(i + 1);
+        for s in &mut steps[i + 1..] {
+            s.status = Status::NotRun;
+            s.change = None;
+            s.message = Some("not run: an earlier task failed on this host".into());
+        }
     }
     if let Some(why) = hold {
         for s in steps.iter_mut().filter(|s| s.status == Status::Changed) {
@@ -200,6 +213,7 @@ fn is_pending(s: &Step) -> bool {
 fn reconcile(steps: &[Step], run: &ScriptRun, check: bool, diff_took: Duration) -> Reconciled {
     let mut out = Reconciled::default();
     let mut lost = run.lost.clone();
+    let mut lost_why: Option<String> = None;
     for (i, step) in steps.iter().enumerate() {
         let line = |status, message, elapsed| Line {
             step: i,
@@ -220,11 +234,21 @@ fn reconcile(steps: &[Step], run: &ScriptRun, check: bool, diff_took: Duration) 
                 ));
             }
             (Status::Changed, None) if !check => {
-                // Not run: an earlier task failed, or the connection was lost.
+                // Not run: the connection was lost (the first such task says
+                // why), an earlier task failed, or the run was interrupted.
                 if let Some((status, msg)) = lost.take() {
                     out.dead |= status == Status::Unreachable;
                     out.failed = true;
+                    lost_why = Some(msg.clone());
                     out.lines.push(line(status, Some(msg), run.took));
+                } else {
+                    let why = match (&lost_why, run.ran) {
+                        (Some(m), _) => format!("not run: the apply stopped ({m})"),
+                        (None, true) => "not run: an earlier task failed on this host".into(),
+                        (None, false) => "not run: interrupted".into(),
+                    };
+                    out.lines
+                        .push(line(Status::NotRun, Some(why), Duration::ZERO));
                 }
             }
             (Status::Changed, None) if !step.change.as_ref().is_some_and(|c| c.certain) => {
@@ -269,30 +293,55 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_task_fails_the_host_and_later_ones_are_not_reported_as_run() {
+    fn a_failed_task_fails_the_host_and_later_ones_are_reported_as_not_run() {
         let steps = [
             step(0, Status::Changed),
             step(1, Status::Changed),
             step(2, Status::Changed),
         ];
-        let mut run = ScriptRun::default();
+        let mut run = ScriptRun {
+            ran: true,
+            ..ScriptRun::default()
+        };
         run.results.insert(0, (true, String::new()));
         run.results.insert(1, (false, "boom\n".into()));
         let r = reconcile(&steps, &run, false, Duration::ZERO);
-        assert_eq!(statuses(&r), [Status::Changed, Status::Failed]);
+        assert_eq!(
+            statuses(&r),
+            [Status::Changed, Status::Failed, Status::NotRun]
+        );
         assert_eq!(r.lines[1].message.as_deref(), Some("boom"));
+        assert_eq!(
+            r.lines[2].message.as_deref(),
+            Some("not run: an earlier task failed on this host")
+        );
         assert!(r.failed && !r.dead);
     }
 
     #[test]
     fn a_lost_connection_marks_the_first_unrun_task_and_the_host() {
-        let steps = [step(0, Status::Ok), step(1, Status::Changed)];
+        let steps = [
+            step(0, Status::Ok),
+            step(1, Status::Changed),
+            step(2, Status::Changed),
+        ];
         let run = ScriptRun {
             lost: Some((Status::Unreachable, "apply: connection lost".into())),
+            ran: true,
             ..ScriptRun::default()
         };
         let r = reconcile(&steps, &run, false, Duration::ZERO);
-        assert_eq!(statuses(&r), [Status::Ok, Status::Unreachable]);
+        assert_eq!(
+            statuses(&r),
+            [Status::Ok, Status::Unreachable, Status::NotRun]
+        );
+        assert!(
+            r.lines[2]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("connection lost")
+        );
         assert!(r.dead && r.unreachable.is_none(), "said once, on the task");
     }
 
@@ -304,6 +353,14 @@ mod tests {
         let r = reconcile(&steps, &ScriptRun::default(), true, Duration::ZERO);
         assert_eq!(statuses(&r), [Status::Changed, Status::Unknown]);
         assert!(!r.failed);
+    }
+
+    #[test]
+    fn an_interrupted_host_reports_its_pending_changes_as_not_run() {
+        let steps = [step(0, Status::Ok), step(1, Status::Changed)];
+        let r = reconcile(&steps, &ScriptRun::default(), false, Duration::ZERO);
+        assert_eq!(statuses(&r), [Status::Ok, Status::NotRun]);
+        assert_eq!(r.lines[1].message.as_deref(), Some("not run: interrupted"));
     }
 
     #[test]

@@ -189,10 +189,7 @@ impl Runner {
         cached: Option<Probed>,
     ) -> Result<HostDiff, HostFailure> {
         let started = Instant::now();
-        let mut tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
-        if self.stopped() {
-            tasks.clear();
-        }
+        let tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
         let needs = self.probe_for(play, plan, &h, &tasks);
         let probed = match cached.and_then(|p| p.reusable_for(&needs)) {
             Some(valid) => valid,
@@ -219,19 +216,20 @@ impl Runner {
             state: &probed.state,
             probed: &probed.probe,
         };
+        // Every selected task gets a step: those after a failure, or after
+        // Ctrl-C, are reported as not run with the reason.
+        let mut stopped_by = self.stopped().then_some("not run: interrupted");
         for &i in &tasks {
-            let step = diff_task(
-                &self.playbook,
-                &play.tasks[i],
-                i,
-                &known,
-                self.report.redactor(),
-            );
-            let failed = step.status == Status::Failed;
-            steps.push(step);
-            if failed {
-                break;
+            let task = &play.tasks[i];
+            if let Some(why) = stopped_by {
+                steps.push(Step::not_run(i, task, why));
+                continue;
             }
+            let step = diff_task(&self.playbook, task, i, &known, self.report.redactor());
+            if step.status == Status::Failed {
+                stopped_by = Some("not run: an earlier task failed on this host");
+            }
+            steps.push(step);
         }
         Ok(HostDiff {
             plan: h,

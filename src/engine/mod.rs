@@ -29,7 +29,7 @@ use crate::input::playbook::{Play, Playbook, Task};
 use crate::k3s::critical_flags::{self, ServerConfig};
 use crate::modules::{Change, Module};
 use crate::plan::{HostPlan, PlayPlan, Reach};
-use crate::report::{Report, Status};
+use crate::report::{self, Report, Status};
 use crate::settings::Settings;
 use crate::transport::Connection;
 use crate::transport::local::Local;
@@ -68,6 +68,20 @@ struct Step {
     run_once: bool,
     /// The k3s config this task writes, for the cross-server consistency check.
     k3s_config: Option<String>,
+}
+
+impl Step {
+    /// A planned task that will not run, and why.
+    fn not_run(task: usize, t: &Task, why: &str) -> Step {
+        Step {
+            task,
+            status: Status::NotRun,
+            change: None,
+            message: Some(why.to_owned()),
+            run_once: t.run_once,
+            k3s_config: None,
+        }
+    }
 }
 
 /// One host's part of a play segment after the local diff.
@@ -245,10 +259,26 @@ impl Runner {
         let mut flush = Flush::default();
         let segments = segments(play);
         for (k, segment) in segments.iter().enumerate() {
-            if self.stopped() || self.abort(play, total, flush.failed.len()) {
+            let stop = if self.stopped() {
+                Some("not run: interrupted")
+            } else if self.abort(play, total, flush.failed.len()) {
+                Some("not run: the play stopped (any_errors_fatal / max_fail_percentage)")
+            } else {
+                None
+            };
+            if let Some(why) = stop {
+                let rest: Vec<usize> = segments[k..].iter().flatten().copied().collect();
+                for h in alive.iter().filter(|h| !flush.failed.contains(&h.name)) {
+                    self.report_not_run(play, plan, h, &rest, why);
+                }
                 break;
             }
             let rest: Vec<usize> = segments[k + 1..].iter().flatten().copied().collect();
+            // A host that failed runs nothing more in this play; its tasks say so.
+            for h in alive.iter().filter(|h| flush.failed.contains(&h.name)) {
+                let why = "not run: the host failed earlier in this play";
+                self.report_not_run(play, plan, h, segment, why);
+            }
             let hosts: Vec<HostPlan> = alive
                 .iter()
                 .filter(|h| !flush.failed.contains(&h.name))
@@ -304,6 +334,27 @@ impl Runner {
         }
         for h in &plan.hosts {
             self.report.phase(&h.name, "done");
+        }
+    }
+
+    /// Reports tasks of a host that will not run, each once: skipped when
+    /// its `when:` is already false, otherwise not run, with the reason.
+    fn report_not_run(
+        &self,
+        play: &Play,
+        plan: &PlayPlan,
+        h: &HostPlan,
+        tasks: &[usize],
+        why: &str,
+    ) {
+        for &i in tasks.iter().filter(|i| plan.selected[**i]) {
+            let task = &play.tasks[i];
+            let outcome = if diff::when_known_false(task, &h.vars) {
+                report::Outcome::new(Status::Skipped)
+            } else {
+                report::Outcome::new(Status::NotRun).message(Some(why))
+            };
+            self.report.task(&h.name, &play.name, task, false, outcome);
         }
     }
 

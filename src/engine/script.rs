@@ -89,6 +89,9 @@ khard_sysctl_check() {
 }
 "#;
 
+/// Most output of one task that comes back; the rest is cut, with a note.
+pub const TASK_OUTPUT_CAP: usize = 64 * 1024;
+
 /// Builds the one script that applies every change of a host, in order,
 /// stopping at the first failure.
 pub struct ApplyScript {
@@ -99,6 +102,15 @@ impl ApplyScript {
     pub fn new(marker: &str) -> ApplyScript {
         let mut text = preamble(marker);
         text.push_str(FUNCTIONS);
+        let _ = write!(
+            text,
+            "khard_o=$(mktemp) || exit 1\ntrap 'rm -f \"$khard_o\"' EXIT\n\
+             khard_output() {{\n\
+             \x20 n=$(wc -c <\"$khard_o\")\n\
+             \x20 head -c {TASK_OUTPUT_CAP} \"$khard_o\"\n\
+             \x20 if [ \"$n\" -gt {TASK_OUTPUT_CAP} ]; then echo; echo \"[khard: output cut: $n bytes, the first {TASK_OUTPUT_CAP} shown]\"; fi\n\
+             }}\n"
+        );
         ApplyScript { text }
     }
 
@@ -112,15 +124,18 @@ impl ApplyScript {
     /// coreutils `timeout`, read from fd 3 so that stdin stays /dev/null and
     /// no payload ever appears on a command line.
     pub fn task_with_timeout(&mut self, index: usize, body: &str, timeout: Option<u64>) {
+        // Output goes to a file first and comes back capped at
+        // TASK_OUTPUT_CAP bytes, so a chatty task neither fills the
+        // transport's limit nor hides the markers of the tasks after it.
         let run = match timeout {
-            None => format!("(\nset -e\n{body}\n) </dev/null 2>&1\nr=$?\n"),
+            None => format!("(\nset -e\n{body}\n) </dev/null >\"$khard_o\" 2>&1\nr=$?\n"),
             Some(secs) => format!(
-                "timeout -k 5 {secs} /bin/sh -c 'set -e; . /dev/fd/3' 3<<'KHARD_TASK_EOF' </dev/null 2>&1\n{FUNCTIONS}{body}\nKHARD_TASK_EOF\nr=$?\n[ $r -ne 124 ] || echo \"timed out after {secs}s\"\n"
+                "timeout -k 5 {secs} /bin/sh -c 'set -e; . /dev/fd/3' 3<<'KHARD_TASK_EOF' </dev/null >\"$khard_o\" 2>&1\n{FUNCTIONS}{body}\nKHARD_TASK_EOF\nr=$?\n[ $r -ne 124 ] || echo \"timed out after {secs}s\" >>\"$khard_o\"\n"
             ),
         };
         let _ = write!(
             self.text,
-            "echo \"$M begin {index}\"\n{run}if [ $r -ne 0 ]; then echo \"$M fail {index} $r\"; exit 1; fi\necho \"$M ok {index}\"\n"
+            "echo \"$M begin {index}\"\n{run}khard_output\nif [ $r -ne 0 ]; then echo \"$M fail {index} $r\"; exit 1; fi\necho \"$M ok {index}\"\n"
         );
     }
 

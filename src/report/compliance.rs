@@ -51,11 +51,11 @@ pub fn compliance(s: &Summary, manual: &[(String, String)]) -> BTreeMap<String, 
             for id in &e.cis {
                 let entry = by_id.entry(id.clone()).or_default();
                 match e.status {
-                    Status::Skipped => {}
+                    Status::Skipped | Status::NotRun => {}
                     Status::Ok => entry.0 |= !e.guard,
                     _ => entry.1 = true,
                 }
-                if e.status != Status::Skipped {
+                if !matches!(e.status, Status::Skipped | Status::NotRun) {
                     entry.2.push(format!("{}: {}", e.status.as_str(), e.task));
                 }
             }

@@ -71,7 +71,7 @@ fn status_color(s: Status) -> &'static str {
     match s {
         Status::Ok => "32",
         Status::Changed | Status::Unknown => "33",
-        Status::Skipped => "36",
+        Status::Skipped | Status::NotRun => "36",
         Status::Failed | Status::Unreachable => "31",
     }
 }
@@ -141,7 +141,7 @@ impl Sink for Human {
                 Status::Changed | Status::Unknown => c.changed += 1,
                 Status::Failed => c.failed += 1,
                 Status::Unreachable => c.unreachable += 1,
-                Status::Skipped => c.skipped += 1,
+                Status::Skipped | Status::NotRun => c.skipped += 1,
             }
             let msg = format!(
                 "ok={} changed={} failed={} unreachable={}",
@@ -217,6 +217,9 @@ impl Sink for Human {
             );
             if s.check {
                 line.push_str(&format!(" unknown={}", c.unknown));
+            }
+            if c.not_run > 0 {
+                line.push_str(&format!(" not_run={}", c.not_run));
             }
             let _ = writeln!(self.out, "{}", line.trim_end());
         }

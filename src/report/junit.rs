@@ -34,7 +34,7 @@ pub fn render(s: &Summary) -> String {
     let skipped = s
         .events
         .iter()
-        .filter(|e| e.status == Status::Skipped)
+        .filter(|e| matches!(e.status, Status::Skipped | Status::NotRun))
         .count();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -83,6 +83,12 @@ pub fn render(s: &Summary) -> String {
                 );
             } else if e.status == Status::Skipped {
                 let _ = writeln!(x, ">\n      <skipped/>\n    </testcase>");
+            } else if e.status == Status::NotRun {
+                let _ = writeln!(
+                    x,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    escape(&body)
+                );
             } else {
                 let _ = writeln!(x, "/>");
             }

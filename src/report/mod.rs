@@ -23,7 +23,7 @@ use crate::modules::{Change, ContentDiff};
 use crate::report::redact::{REDACTED, Redactor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
     Changed,
@@ -32,6 +32,9 @@ pub enum Status {
     Skipped,
     Failed,
     Unreachable,
+    /// Planned but never run: an earlier task failed, the connection was
+    /// lost, or the run was interrupted. The message says which.
+    NotRun,
 }
 
 impl Status {
@@ -43,6 +46,7 @@ impl Status {
             Status::Skipped => "skipped",
             Status::Failed => "failed",
             Status::Unreachable => "unreachable",
+            Status::NotRun => "not run",
         }
     }
 }
@@ -123,6 +127,7 @@ pub struct Counts {
     pub unreachable: usize,
     pub failed: usize,
     pub skipped: usize,
+    pub not_run: usize,
 }
 
 /// Sinks that want events as they happen.
@@ -315,6 +320,7 @@ impl Report {
             Status::Skipped => c.skipped += 1,
             Status::Failed => c.failed += 1,
             Status::Unreachable => c.unreachable += 1,
+            Status::NotRun => c.not_run += 1,
         }
         for s in &mut inner.sinks {
             s.event(&event);
@@ -377,7 +383,7 @@ pub fn exit_code(recap: &BTreeMap<String, Counts>, check: bool, interrupted: boo
         Exit::Interrupted
     } else if recap.values().any(|c| c.unreachable > 0) {
         Exit::Unreachable
-    } else if recap.values().any(|c| c.failed > 0) {
+    } else if recap.values().any(|c| c.failed > 0 || c.not_run > 0) {
         Exit::Failed
     } else if check && recap.values().any(|c| c.changed > 0 || c.unknown > 0) {
         Exit::Drift

@@ -1,0 +1,128 @@
+//! The report tells the truth at the edges: a chatty task, a failed task,
+//! a task over its timeout. Every planned task appears exactly once, with
+//! its real status, and later tasks and handlers are accounted for. Runs on
+//! this machine through `ansible_connection: local` (the same scripts an SSH
+//! host gets), in a folder of the test's own.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+struct Here {
+    dir: PathBuf,
+}
+
+impl Here {
+    fn new(name: &str) -> Here {
+        let dir = std::env::temp_dir().join(format!("khard-honesty-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("inventory.yaml"),
+            "all:\n  hosts:\n    here:\n      ansible_connection: local\n      ansible_become: false\n",
+        )
+        .unwrap();
+        Here { dir }
+    }
+
+    fn run(&self, play: &str, args: &[&str]) -> (i32, String) {
+        let p = self.dir.join("play.yaml");
+        std::fs::write(&p, play.replace("DIR", &self.dir.display().to_string())).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_khard"))
+            .arg("apply")
+            .arg("-i")
+            .arg(self.dir.join("inventory.yaml"))
+            .args(args)
+            .arg(&p)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
+#[test]
+fn a_task_printing_more_than_the_output_limit_keeps_its_status_and_later_tasks_run() {
+    let here = Here::new("chatty");
+    let play = r#"- hosts: all
+  tasks:
+    - name: chatty
+      command: { cmd: "head -c 9437184 /dev/zero | tr '\\0' x" }
+    - name: after
+      file: { dest: DIR/after, content: "x\n" }
+      notify: note
+  handlers:
+    - name: note
+      command: { cmd: "touch DIR/handled" }
+"#;
+    let (code, out) = here.run(play, &["-vv"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("changed: [here] chatty"), "{out}");
+    assert!(
+        out.contains("[khard: output cut: 9437184 bytes"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(out.contains("changed: [here] after"), "{out}");
+    assert!(here.dir.join("after").exists());
+    assert!(
+        here.dir.join("handled").exists(),
+        "the handler was notified and ran"
+    );
+    assert!(
+        out.len() < 1024 * 1024,
+        "the output is capped: {} bytes",
+        out.len()
+    );
+}
+
+#[test]
+fn tasks_after_a_failure_or_a_timeout_are_reported_as_not_run() {
+    let here = Here::new("stop");
+    let play = r#"- hosts: all
+  tasks:
+    - name: fails
+      command: { cmd: "false" }
+    - name: never written
+      file: { dest: DIR/never, content: "x\n" }
+    - name: never run
+      command: { cmd: "touch DIR/ran" }
+"#;
+    let (code, out) = here.run(play, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("failed: [here] fails => failed with exit status 1 and printed nothing"),
+        "{out}"
+    );
+    for task in ["never written", "never run"] {
+        assert!(
+            out.contains(&format!(
+                "not run: [here] {task} => not run: an earlier task failed on this host"
+            )),
+            "{out}"
+        );
+    }
+    assert!(out.contains("not_run=2"), "{out}");
+    assert!(!here.dir.join("never").exists() && !here.dir.join("ran").exists());
+
+    let slow = r#"- hosts: all
+  tasks:
+    - name: slow
+      timeout: 1
+      command: { cmd: "sleep 5" }
+    - name: later
+      file: { dest: DIR/later, content: "x\n" }
+"#;
+    let (code, out) = here.run(slow, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("failed: [here] slow => timed out after 1s"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not run: [here] later => not run: an earlier task failed on this host"),
+        "{out}"
+    );
+}
