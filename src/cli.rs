@@ -79,6 +79,10 @@ pub struct ApplyArgs {
     #[arg(short, long, value_name = "PATTERN")]
     pub limit: Option<String>,
 
+    /// Let --limit terms that match no host pass (by default each is an error)
+    #[arg(long)]
+    pub allow_empty_limit: bool,
+
     /// Only tasks with these tags or CIS control IDs (comma-separated)
     #[arg(short, long, value_delimiter = ',', value_name = "TAGS")]
     pub tags: Vec<String>,

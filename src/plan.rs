@@ -278,7 +278,7 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
     };
     let limit = match &s.limit {
         Some(l) => Some(
-            crate::input::inventory::pattern::select(inv, l)
+            crate::input::inventory::pattern::select_with(inv, l, !s.allow_empty_limit)
                 .map_err(|e| InputError::new(format!("--limit: {e}")))?,
         ),
         None => None,

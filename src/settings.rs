@@ -17,6 +17,8 @@ pub struct Settings {
     pub diff: bool,
     pub forks: usize,
     pub limit: Option<String>,
+    /// --allow-empty-limit: terms of --limit may match nothing.
+    pub allow_empty_limit: bool,
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
     pub extra_vars: Map<String, Value>,
@@ -68,6 +70,7 @@ impl Settings {
             diff: a.diff,
             forks: a.forks,
             limit: a.limit.clone(),
+            allow_empty_limit: a.allow_empty_limit,
             tags: a.tags.clone(),
             skip_tags: a.skip_tags.clone(),
             extra_vars,

@@ -157,32 +157,83 @@ pub const SECRET_KEYS: &[&str] = &[
     "vpn-auth",
 ];
 
-/// A k3s config with the values of [`SECRET_KEYS`] replaced, so that its diff can be shown.
+/// A k3s config with the values of [`SECRET_KEYS`] replaced, so that its
+/// diff can be shown. The YAML is parsed to find them, whatever the style
+/// (plain, quoted, `|` and `>-` blocks, flow mappings, nested, `key+:`):
+/// the lines of each secret key's value are masked, then every secret value
+/// (and each line and word of a multi-line one) wherever else it appears.
+/// Text that does not parse is not shown at all.
 pub fn mask_k3s_secrets(text: &str) -> String {
+    use crate::report::redact::REDACTED;
+    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return format!("{REDACTED} (not valid YAML: not shown, it may hold secrets)\n");
+    };
+    let mut values = Vec::new();
+    secret_values(&doc, false, &mut values);
     let mut out = String::with_capacity(text.len());
+    // Indentation of the secret key whose value lines are being masked.
+    let mut masking: Option<usize> = None;
     for line in text.split_inclusive('\n') {
-        let key = line
+        let body = line.trim_end_matches(['\n', '\r']);
+        let indent = body.len() - body.trim_start_matches([' ', '-']).len();
+        let blank = body.trim().is_empty() || body.trim_start().starts_with('#');
+        if let Some(level) = masking {
+            if blank || indent > level {
+                continue;
+            }
+            masking = None;
+        }
+        let key = body
+            .trim_start_matches([' ', '-'])
             .split(':')
             .next()
             .unwrap_or("")
             .trim()
             .trim_end_matches('+')
             .trim_matches(['"', '\'']);
-        if line.contains(':')
-            && !line.starts_with([' ', '\t', '-', '#'])
-            && SECRET_KEYS.contains(&key)
-        {
-            let (head, _) = line.split_once(':').expect("has a colon");
-            out.push_str(&format!(
-                "{head}: {}{}",
-                crate::report::redact::REDACTED,
-                if line.ends_with('\n') { "\n" } else { "" }
-            ));
+        if body.contains(':') && !blank && SECRET_KEYS.contains(&key) {
+            let (head, _) = body.split_once(':').expect("has a colon");
+            out.push_str(&format!("{head}: {REDACTED}\n"));
+            masking = Some(indent);
         } else {
             out.push_str(line);
         }
     }
+    let mut pieces: Vec<&str> = Vec::new();
+    for v in &values {
+        pieces.push(v.as_str());
+        pieces.extend(v.lines().map(str::trim));
+        pieces.extend(v.split_whitespace());
+    }
+    pieces.retain(|p| p.len() >= 4);
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in pieces {
+        out = out.replace(p, REDACTED);
+    }
     out
+}
+
+/// Every scalar under a secret key, at any depth.
+fn secret_values(v: &serde_yaml::Value, under_secret: bool, out: &mut Vec<String>) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            for (k, v) in m {
+                let secret = under_secret
+                    || k.as_str()
+                        .is_some_and(|k| SECRET_KEYS.contains(&k.trim_end_matches('+')));
+                secret_values(v, secret, out);
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for i in items {
+                secret_values(i, under_secret, out);
+            }
+        }
+        serde_yaml::Value::Tagged(t) => secret_values(&t.value, under_secret, out),
+        serde_yaml::Value::String(s) if under_secret => out.push(s.clone()),
+        serde_yaml::Value::Number(n) if under_secret => out.push(n.to_string()),
+        _ => {}
+    }
 }
 
 impl Validate {
@@ -355,6 +406,34 @@ mod tests {
                 && masked.contains("server: 'https://x:6443'")
                 && masked.contains("token=not-a-key")
         );
+    }
+
+    /// One test per YAML style that can hold a secret.
+    #[test]
+    fn masks_secrets_in_every_yaml_style() {
+        let styles = [
+            "token: plain-s3cret-value\n",
+            "token: 'single s3cret value'\n",
+            "token: \"double s3cret value\"\n",
+            "token: |\n  first-s3cret-line\n  second-s3cret-line\nnode-name: n1\n",
+            "token: >-\n  folded s3cret\n  continues here\nnode-name: n1\n",
+            "{token: flow-s3cret-value, node-name: n1}\n",
+            "agent-token+: appended-s3cret\n",
+            "datastore-endpoint: postgres://u:pa55s3cret@db:5432/k3s\n",
+            "x: &a anchored-s3cret\ntoken: *a\n",
+            "nested:\n  token: nested-s3cret-value\n",
+        ];
+        for text in styles {
+            let masked = mask_k3s_secrets(text);
+            assert!(!masked.contains("s3cret"), "{text:?} -> {masked:?}");
+            assert!(masked.contains("[redacted]"), "{masked}");
+        }
+        let kept = mask_k3s_secrets("token: |\n  s3cret\nnode-name: n1\ntls-san: [a.example]\n");
+        assert!(
+            kept.contains("node-name: n1\ntls-san: [a.example]\n"),
+            "{kept}"
+        );
+        assert!(mask_k3s_secrets("token: [unclosed s3cret\n").contains("not valid YAML"));
     }
 
     #[test]

@@ -20,6 +20,11 @@ fn parse(pattern: &str) -> Result<Vec<Term>, String> {
         if raw.is_empty() {
             return Err(format!("empty term in host pattern `{pattern}`"));
         }
+        if matches!(raw, "!" | "&") {
+            return Err(format!(
+                "`{raw}` needs a host or group after it in `{pattern}`"
+            ));
+        }
         let term = if let Some(t) = raw.strip_prefix('!') {
             Term::Exclude(t.to_owned())
         } else if let Some(t) = raw.strip_prefix('&') {
@@ -135,7 +140,32 @@ fn apply_slice(hosts: &[String], slice: &str) -> Option<Vec<String>> {
 /// The hosts a pattern selects, in inventory order. An Include term that
 /// names nothing known is an error (a typo would otherwise select nothing).
 pub fn select(inv: &Inventory, pattern: &str) -> Result<Vec<String>, String> {
+    select_with(inv, pattern, false)
+}
+
+/// Like [`select`], for `--limit`: with `strict`, every term must match at
+/// least one host, exclusions and intersections included, since a typo in
+/// `all:!sever1` would otherwise silently select every host.
+pub fn select_with(inv: &Inventory, pattern: &str, strict: bool) -> Result<Vec<String>, String> {
     let terms = parse(pattern)?;
+    if strict {
+        for term in &terms {
+            let (Term::Include(w) | Term::Intersect(w) | Term::Exclude(w)) = term;
+            if resolve(inv, w)?.is_empty() {
+                let known = inv
+                    .hosts
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .chain(inv.groups.keys().map(String::as_str));
+                let hint = crate::error::did_you_mean(w, known)
+                    .map(|h| format!(" (did you mean `{h}`?)"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "`{w}` matches no host of the inventory{hint}; use --allow-empty-limit if that is intended"
+                ));
+            }
+        }
+    }
     let mut included: BTreeSet<String> = BTreeSet::new();
     let mut has_include = false;
     for term in &terms {
@@ -223,5 +253,30 @@ mod tests {
         );
         assert!(select(&inv, "server,,agent").is_err());
         assert!(select(&inv, "~s.*").is_err());
+    }
+
+    #[test]
+    fn a_limit_term_that_matches_nothing_is_an_error_exclusions_included() {
+        let inv = inv();
+        let strict = |p: &str| select_with(&inv, p, true);
+        assert!(
+            strict("!nosuch")
+                .unwrap_err()
+                .contains("`nosuch` matches no host")
+        );
+        assert!(strict("!").unwrap_err().contains("needs a host or group"));
+        assert!(
+            strict("all:!sever1")
+                .unwrap_err()
+                .contains("did you mean `server`")
+        );
+        assert!(strict("zz*").is_err(), "a glob matching nothing");
+        assert!(strict("all:&nosuch").is_err());
+        assert_eq!(strict("all:!s1").unwrap(), ["s2", "a1", "a2", "a3", "x1"]);
+        assert_eq!(
+            select_with(&inv, "all:!nosuch", false).unwrap().len(),
+            6,
+            "opt-in"
+        );
     }
 }
