@@ -160,8 +160,13 @@ pub fn select_with(inv: &Inventory, pattern: &str, strict: bool) -> Result<Vec<S
                 let hint = crate::error::did_you_mean(w, known)
                     .map(|h| format!(" (did you mean `{h}`?)"))
                     .unwrap_or_default();
+                let what = if w.contains(['*', '?', '[']) || inv.groups.contains_key(w.as_str()) {
+                    "matches no host of the inventory"
+                } else {
+                    "is neither a host nor a group of the inventory"
+                };
                 return Err(format!(
-                    "`{w}` matches no host of the inventory{hint}; use --allow-empty-limit if that is intended"
+                    "`{w}` {what}{hint}; use --allow-empty-limit if that is intended"
                 ));
             }
         }
@@ -262,7 +267,7 @@ mod tests {
         assert!(
             strict("!nosuch")
                 .unwrap_err()
-                .contains("`nosuch` matches no host")
+                .contains("`nosuch` is neither a host nor a group")
         );
         assert!(strict("!").unwrap_err().contains("needs a host or group"));
         assert!(
