@@ -95,7 +95,15 @@ impl Dir {
             Dir::Disk(p) => {
                 let mut out = Vec::new();
                 let mut stack = vec![p.clone()];
+                // Each real folder once: links to `.` or to a parent would loop.
+                let mut seen = std::collections::HashSet::new();
                 while let Some(d) = stack.pop() {
+                    let Ok(real) = std::fs::canonicalize(&d) else {
+                        continue;
+                    };
+                    if !seen.insert(real) || seen.len() > 10_000 {
+                        continue;
+                    }
                     let Ok(entries) = std::fs::read_dir(&d) else {
                         continue;
                     };
@@ -122,5 +130,27 @@ impl Dir {
                     .collect()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_back_to_a_folder_do_not_loop() {
+        let dir = crate::testutil::TempDir::new();
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("a.txt"), "a").unwrap();
+        std::os::unix::fs::symlink(".", files.join("self")).unwrap();
+        std::os::unix::fs::symlink("..", files.join("up")).unwrap();
+        let listed = Dir::Disk(files).list();
+        assert!(
+            listed.iter().any(|(n, _)| n == "a.txt"),
+            "{:?}",
+            listed.len()
+        );
+        assert!(listed.len() < 10, "{}", listed.len());
     }
 }

@@ -53,6 +53,7 @@ struct GroupYaml {
 /// Collects groups and hosts while walking a parsed inventory, in order.
 #[derive(Default)]
 struct Builder {
+    members: std::collections::HashSet<(String, String)>,
     host_order: Vec<String>,
     host_vars: BTreeMap<String, Map<String, Value>>,
     groups: BTreeMap<String, Group>,
@@ -77,9 +78,9 @@ impl Builder {
                 .entry(name.clone())
                 .or_default()
                 .extend(vars.clone());
-            let g = self.group(group);
-            if !g.hosts.contains(&name) {
-                g.hosts.push(name);
+            // A set beside the list: membership checks stay O(1) for big groups.
+            if self.members.insert((group.to_owned(), name.clone())) {
+                self.group(group).hosts.push(name);
             }
         }
         Ok(())
@@ -188,8 +189,9 @@ impl Inventory {
         }
 
         let mut hosts = Vec::new();
+        let member_of_all = memberships(&groups);
         for name in &b.host_order {
-            let member_of = memberships(&groups, name);
+            let member_of = member_of_all.get(name).cloned().unwrap_or_default();
             let mut ordered: Vec<&String> = member_of.iter().collect();
             ordered.sort_by_key(|g| (depth.get(*g).copied().unwrap_or(0), (*g).clone()));
             let mut vars = Map::new();
@@ -214,26 +216,36 @@ impl Inventory {
     }
 }
 
-/// Every group that contains `host`, directly or through its children.
-fn memberships(groups: &BTreeMap<String, Group>, host: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for (name, _) in groups.iter() {
-        if contains_host(groups, name, host, 0) {
-            found.insert(name.clone());
+/// For every host, each group that contains it, directly or through its
+/// children: direct memberships once, then each group's ancestors (linear in
+/// the inventory's size; cycles were refused by `group_depths`).
+fn memberships(groups: &BTreeMap<String, Group>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut parents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, g) in groups {
+        for c in &g.children {
+            parents.entry(c.as_str()).or_default().push(name.as_str());
         }
     }
-    found
-}
-
-fn contains_host(groups: &BTreeMap<String, Group>, group: &str, host: &str, depth: usize) -> bool {
-    let Some(g) = groups.get(group) else {
-        return false;
-    };
-    depth < 64
-        && (g.hosts.iter().any(|h| h == host)
-            || g.children
-                .iter()
-                .any(|c| contains_host(groups, c, host, depth + 1)))
+    let mut ancestors: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for name in groups.keys() {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![name.as_str()];
+        while let Some(g) = stack.pop() {
+            if seen.insert(g.to_owned()) {
+                stack.extend(parents.get(g).into_iter().flatten().copied());
+            }
+        }
+        ancestors.insert(name.as_str(), seen);
+    }
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, g) in groups {
+        for h in &g.hosts {
+            out.entry(h.clone())
+                .or_default()
+                .extend(ancestors[name.as_str()].iter().cloned());
+        }
+    }
+    out
 }
 
 /// Depth of each group below `all` (longest path), refusing cycles.
@@ -292,9 +304,41 @@ fn vars_file(dir: &Path, name: &str) -> Result<Map<String, Value>> {
 }
 
 /// Reads a file the user gave us, as UTF-8, with errors that name it.
+/// Largest input file khard reads (inventory, playbook, vars, ssh config).
+pub const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a regular file of at most [`MAX_INPUT_BYTES`]: a FIFO would hang
+/// and `/dev/zero` would never end, so anything else is refused by name.
 pub fn read_utf8(path: &Path) -> Result<String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| InputError::in_file(&path.display().to_string(), e))?;
+    use std::io::Read;
+    let name = path.display().to_string();
+    // Look before opening: opening a FIFO for reading blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(|e| InputError::in_file(&name, e))?;
+    if !meta.is_file() {
+        return Err(InputError::in_file(&name, "not a regular file").into());
+    }
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| InputError::in_file(&name, e))?
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| InputError::in_file(&name, e))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(InputError::in_file(
+            &name,
+            format!(
+                "larger than {} MiB; khard refuses it",
+                MAX_INPUT_BYTES >> 20
+            ),
+        )
+        .into());
+    }
     String::from_utf8(bytes).map_err(|e| {
         let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
             .iter()
@@ -304,6 +348,9 @@ pub fn read_utf8(path: &Path) -> Result<String> {
         InputError::at(&path.display().to_string(), line, 1, "not valid UTF-8").into()
     })
 }
+
+/// Most hosts one host range may name.
+pub const MAX_RANGE_HOSTS: u64 = 100_000;
 
 /// Expands Ansible host ranges: `node[01:20]`, `web[a:c]`, `db[1:9:2]`.
 pub fn expand_host_range(pattern: &str) -> Result<Vec<String>, String> {
@@ -332,6 +379,16 @@ pub fn expand_host_range(pattern: &str) -> Result<Vec<String>, String> {
     }
     let mut out = Vec::new();
     let tails = expand_host_range(suffix)?;
+    let count = |n: u64| (n / step as u64 + 1).saturating_mul(tails.len() as u64);
+    let too_many = |n: u64| {
+        (count(n) > MAX_RANGE_HOSTS)
+            .then(|| format!("host range `{pattern}` names more than {MAX_RANGE_HOSTS} hosts"))
+    };
+    if let (Ok(a), Ok(b)) = (parts[0].parse::<u64>(), parts[1].parse::<u64>())
+        && let Some(e) = too_many(b.saturating_sub(a))
+    {
+        return Err(e);
+    }
     let items: Vec<String> = match (parts[0].parse::<u64>(), parts[1].parse::<u64>()) {
         (Ok(a), Ok(b)) if a <= b => {
             let width = if parts[0].starts_with('0') {
@@ -443,5 +500,40 @@ k3s_cluster:
         );
         assert_eq!(expand_host_range("n[1:5:2]").unwrap(), ["n1", "n3", "n5"]);
         assert!(expand_host_range("n[5:1]").is_err());
+    }
+
+    #[test]
+    fn huge_ranges_fifos_and_endless_files_are_refused() {
+        let e = expand_host_range("node[1:100000000]").unwrap_err();
+        assert!(e.contains("more than 100000 hosts"), "{e}");
+        assert!(
+            expand_host_range("n[1:100][1:100000]").is_err(),
+            "nested ranges multiply"
+        );
+        let err = read_utf8(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(err.contains("/dev/zero: not a regular file"), "{err}");
+        let dir = crate::testutil::TempDir::new();
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let err = read_utf8(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_large_flat_group_expands_in_linear_time() {
+        let started = std::time::Instant::now();
+        let inv = load("all:\n  children:\n    agent:\n      hosts:\n        node[00001:20000]:\n");
+        assert_eq!(inv.hosts.len(), 20000);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
