@@ -43,6 +43,9 @@ pub struct Stat {
     pub mode: u32,
     pub owner: String,
     pub group: String,
+    /// Numeric ids, so that `owner: "0"` compares with what `stat` says.
+    pub uid: String,
+    pub gid: String,
     pub size: u64,
 }
 
@@ -162,14 +165,14 @@ impl Probe {
         if !self.stat.is_empty() {
             let _ = writeln!(
                 s,
-                "echo \"$M stat\"\nstat -c '%F|%a|%U|%G|%s|%n' -- {} 2>/dev/null",
+                "echo \"$M stat\"\nstat -c '%F|%a|%U|%G|%s|%u|%g|%n' -- {} 2>/dev/null",
                 words(&self.stat)
             );
         }
         if !self.stat_follow.is_empty() {
             let _ = writeln!(
                 s,
-                "echo \"$M statfollow\"\nstat -L -c '%F|%a|%U|%G|%s|%n' -- {} 2>/dev/null",
+                "echo \"$M statfollow\"\nstat -L -c '%F|%a|%U|%G|%s|%u|%g|%n' -- {} 2>/dev/null",
                 words(&self.stat_follow)
             );
         }
@@ -285,8 +288,8 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                 }
             }
             "stat" | "statfollow" => {
-                let parts: Vec<&str> = line.splitn(6, '|').collect();
-                if let [kind, mode, owner, group, size, path] = parts[..] {
+                let parts: Vec<&str> = line.splitn(8, '|').collect();
+                if let [kind, mode, owner, group, size, uid, gid, path] = parts[..] {
                     let kind = match kind {
                         "regular file" | "regular empty file" => Kind::File,
                         "directory" => Kind::Dir,
@@ -305,6 +308,8 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                             mode: u32::from_str_radix(mode, 8).unwrap_or(0),
                             owner: owner.to_owned(),
                             group: group.to_owned(),
+                            uid: uid.to_owned(),
+                            gid: gid.to_owned(),
                             size: size.parse().unwrap_or(0),
                         },
                     );

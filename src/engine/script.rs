@@ -44,11 +44,16 @@ pub const FUNCTIONS: &str = r#"khard_write() {
   if [ "${6:-0}" = 1 ] && [ -L "$d" ]; then d=$(readlink -f -- "$d") || return 1; fi
   dir=${d%/*}; [ -n "$dir" ] || dir=/
   if [ -L "$d" ]; then echo "$d is a symbolic link; khard does not write through links"; return 1; fi
-  [ -d "$dir" ] || mkdir -p "$dir" || return 1
+  # Missing parents get 0755, not the scripts' umask 077.
+  [ -d "$dir" ] || (umask 022 && mkdir -p -- "$dir") || return 1
   t=$(mktemp "$dir/.khard.XXXXXX") || return 1
   trap 'rm -f "$t"' EXIT HUP INT TERM
   base64 -d > "$t" || return 1
-  chown "$3:$4" "$t" || return 1
+  # OWNER/GROUP "" = left alone: an existing file keeps its own.
+  o=$3; g=$4
+  if [ -e "$d" ]; then [ -n "$o" ] || o=$(stat -c %u "$d"); [ -n "$g" ] || g=$(stat -c %g "$d"); fi
+  if [ -n "$o" ]; then chown -- "$o" "$t" || return 1; fi
+  if [ -n "$g" ]; then chgrp -- "$g" "$t" || return 1; fi
   chmod "$2" "$t" || return 1
   sync "$t" || return 1
   if [ "$5" = 1 ] && [ -e "$d" ]; then khard_backup "$d" || return 1; fi
@@ -77,8 +82,9 @@ khard_health() {
   done
 }
 khard_backup() {
+  # Readable by root only, whatever the original's mode: a backup may hold a token.
   b="/var/backups/khard$1.$(date +%Y%m%dT%H%M%S)"
-  mkdir -p "${b%/*}" && cp -p "$1" "$b" && echo "backup: $b"
+  (umask 077 && mkdir -p -- "${b%/*}") && cp -p -- "$1" "$b" && chmod 0600 "$b" && echo "backup: $b"
 }
 khard_sysctl_check() {
   # cat, not read: procfs gives dash's byte-by-byte `read` one character.

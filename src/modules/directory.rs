@@ -60,11 +60,12 @@ impl Desired {
                 )],
                 content: None,
                 certain: true,
+                // Missing parents get 0755 whatever the scripts' umask (077).
                 script: format!(
-                    "mkdir -p {q}\nchown {owner} {q}\nchmod {:04o} {q}",
+                    "(umask 022 && mkdir -p -- {q})\n{}chmod {:04o} {q}",
+                    self.perms.chown(path),
                     self.perms.mode,
                     q = quote(path),
-                    owner = quote(&format!("{}:{}", self.perms.owner, self.perms.group)),
                 ),
             })),
             Some(s) if s.kind != Kind::Dir => Err(TaskError::Refused(format!(

@@ -230,8 +230,8 @@ pub fn write_diff(
             "khard_write {} {:04o} {} {} {} {}",
             quote(dest),
             perms.mode,
-            quote(&perms.owner),
-            quote(&perms.group),
+            quote(perms.owner.as_deref().unwrap_or("")),
+            quote(perms.group.as_deref().unwrap_or("")),
             u8::from(backup),
             u8::from(follow)
         );

@@ -228,12 +228,14 @@ fn account(name: String) -> Result<String, TaskError> {
     }
 }
 
-/// Mode and owner wanted on a path.
+/// Mode and owner wanted on a path. An owner or group left out is left
+/// alone, as in Ansible: an existing file keeps its own, a new one gets the
+/// remote user's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Perms {
     pub mode: u32,
-    pub owner: String,
-    pub group: String,
+    pub owner: Option<String>,
+    pub group: Option<String>,
 }
 
 impl Perms {
@@ -250,9 +252,32 @@ impl Perms {
                 .map(|m| parse_mode(&m))
                 .transpose()?
                 .unwrap_or(default),
-            owner: account(r.opt(owner)?.unwrap_or_else(|| "root".into()))?,
-            group: account(r.opt(group)?.unwrap_or_else(|| "root".into()))?,
+            owner: r.opt(owner)?.map(account).transpose()?,
+            group: r.opt(group)?.map(account).transpose()?,
         })
+    }
+
+    /// root:root, for files khard owns whole (sysctl.d).
+    pub fn root(mode: u32) -> Perms {
+        Perms {
+            mode,
+            owner: Some("root".into()),
+            group: Some("root".into()),
+        }
+    }
+
+    /// The shell that sets the wanted owner and group of `path` (nothing
+    /// for what is left alone).
+    pub fn chown(&self, path: &str) -> String {
+        use crate::engine::script::quote;
+        let mut s = String::new();
+        if let Some(o) = &self.owner {
+            s.push_str(&format!("chown -- {} {}\n", quote(o), quote(path)));
+        }
+        if let Some(g) = &self.group {
+            s.push_str(&format!("chgrp -- {} {}\n", quote(g), quote(path)));
+        }
+        s
     }
 
     /// The differences from `stat`, one line each, and the shell that fixes them.
@@ -266,16 +291,27 @@ impl Perms {
             ));
             script.push_str(&format!("chmod {:04o} {}\n", self.mode, quote(path)));
         }
-        if stat.owner != self.owner || stat.group != self.group {
+        let differs = |want: &Option<String>, name: &str, id: &str| {
+            want.as_deref().is_some_and(|w| w != name && w != id)
+        };
+        let owner = differs(&self.owner, &stat.owner, &stat.uid);
+        let group = differs(&self.group, &stat.group, &stat.gid);
+        if owner || group {
+            let want =
+                |w: &Option<String>, have: &str| w.clone().unwrap_or_else(|| have.to_owned());
             details.push(format!(
                 "{path}: owner {}:{} → {}:{}",
-                stat.owner, stat.group, self.owner, self.group
+                stat.owner,
+                stat.group,
+                want(&self.owner, &stat.owner),
+                want(&self.group, &stat.group)
             ));
-            script.push_str(&format!(
-                "chown {} {}\n",
-                quote(&format!("{}:{}", self.owner, self.group)),
-                quote(path)
-            ));
+            let only = Perms {
+                mode: self.mode,
+                owner: self.owner.clone().filter(|_| owner),
+                group: self.group.clone().filter(|_| group),
+            };
+            script.push_str(&only.chown(path));
         }
         (details, script)
     }

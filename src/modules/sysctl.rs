@@ -88,11 +88,7 @@ impl Desired {
     }
 
     fn perms() -> Perms {
-        Perms {
-            mode: 0o644,
-            owner: "root".into(),
-            group: "root".into(),
-        }
+        Perms::root(0o644)
     }
 
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
