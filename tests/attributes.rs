@@ -19,7 +19,7 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
-fn apply(d: &PathBuf, play: &str) -> (i32, String) {
+fn apply(d: &std::path::Path, play: &str) -> (i32, String) {
     let p = d.join("play.yaml");
     std::fs::write(&p, play.replace("DIR", &d.display().to_string())).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_khard"))

@@ -170,8 +170,12 @@ fn shell_syntax_in_inventory_and_cli_values_never_runs() {
             ),
             format!("all:\n  hosts:\n    h1:\n      ansible_connection: local\n      v: {q}\n"),
             // ProxyCommand's %h and %r reach a local `sh -c` (CVE-2023-51385's class).
-            format!("all:\n  hosts:\n    h1:\n      ansible_host: {q}\n      ansible_ssh_common_args: '-o ProxyCommand=\"nc %h %p\"'\n"),
-            format!("all:\n  hosts:\n    h1:\n      ansible_host: 127.0.0.1\n      ansible_user: {q}\n      ansible_ssh_common_args: '-o ProxyCommand=\"echo %r >/dev/null\"'\n"),
+            format!(
+                "all:\n  hosts:\n    h1:\n      ansible_host: {q}\n      ansible_ssh_common_args: '-o ProxyCommand=\"nc %h %p\"'\n"
+            ),
+            format!(
+                "all:\n  hosts:\n    h1:\n      ansible_host: 127.0.0.1\n      ansible_user: {q}\n      ansible_ssh_common_args: '-o ProxyCommand=\"echo %r >/dev/null\"'\n"
+            ),
         ];
         for inv_text in inventories {
             let inv = s.write("inventory.yaml", &inv_text);

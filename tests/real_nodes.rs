@@ -158,7 +158,10 @@ fn a_psp_era_server_converges_and_the_readme_check_reads_the_real_kernel() {
     let localhost = vm::repo().join("inventories/localhost.yaml");
     vms.copy("old", &localhost, "/root/localhost.yaml");
     // -v shows each difference (the live values) under its task.
-    let readme = vms.ssh("old", "cd /root && khard apply --check -v -i localhost.yaml");
+    let readme = vms.ssh(
+        "old",
+        "cd /root && khard apply --check -v -i localhost.yaml",
+    );
     let stdout = String::from_utf8_lossy(&readme.stdout);
     assert_eq!(readme.status.code(), Some(2), "drift expected: {stdout}");
     assert!(!stdout.contains("(missing)"), "{stdout}");
@@ -192,7 +195,10 @@ fn a_psp_era_server_converges_and_the_readme_check_reads_the_real_kernel() {
     assert_eq!(check.code, 0, "{}", check.all());
 
     // After hardening, the README's command on the node reports no kernel drift.
-    let after = vms.ssh("old", "cd /root && khard apply --check -v -i localhost.yaml");
+    let after = vms.ssh(
+        "old",
+        "cd /root && khard apply --check -v -i localhost.yaml",
+    );
     let stdout = String::from_utf8_lossy(&after.stdout);
     assert!(!stdout.contains("(live)"), "{stdout}");
 }

@@ -2,7 +2,9 @@
 # A fleet of simulated k3s nodes for khard's tests: each node is a real
 # OpenSSH sshd on its own loopback address, with a private view of the few
 # folders khard touches. Needs root, util-linux (unshare, mount, nsenter),
-# iproute2 (ip, ss) and openssh-server/-client.
+# iproute2 (ip, ss) and openssh-server/-client, and for the fake /proc/sys
+# /dev/fuse, libfuse3 and the venv target/procsys-venv with mfusepy (PyPI)
+# that scripts/test installs (another python: env FLEET_PROCSYS_PYTHON).
 #
 # Usage:
 #   fleet.sh up DIR [--netns NAME [--bastion HOST]] [--restart-down SECS] HOST...
@@ -59,7 +61,11 @@
 #                      usr/local/bin usr/local/sbin proc/sys (all else is the real machine)
 #     fs/proc/sys      only vm/panic_on_oom vm/overcommit_memory kernel/panic
 #                      kernel/panic_on_oops kernel/keys/root_maxkeys
-#                      kernel/keys/root_maxbytes: the real sysctl reads and writes these
+#                      kernel/keys/root_maxbytes, each a plain file "N\n": the
+#                      backing store of the host's /proc/sys/KEY, which is
+#                      DIR/procsys/NAME/KEY (see procsys below), so the real
+#                      sysctl inside the host reads and writes these; a value
+#                      set replaces the file (new inode, mtime = when it was set)
 #     fs/usr/local/sbin/systemctl, fs/usr/local/bin/k3s (and curl -> k3s)
 #                      shims (systemctl.in, k3s.in beside this script), ahead of
 #                      /usr/bin in root's PATH
@@ -67,6 +73,14 @@
 #     state/           shim state: version, down_until, restarted, sa.NS.NAME;
 #                      tests may add restart_down (seconds) or never_ready
 #     mounts.fstab, sysctl.fstab   the bind mounts made inside the host
+#   procsys/           mount point of the fleet's one FUSE daemon (procsys.py
+#                      beside this script), which serves every host's fake
+#                      /proc/sys with procfs' semantics for integer sysctls: a
+#                      read at an offset > 0 is end-of-file (dash's `read` gets
+#                      one digit), size 0, a write parsed as the kernel parses an
+#                      int or refused with EINVAL, a value replacing the old one;
+#                      each host checks at start-up that its /proc/sys is served
+#                      by it. procsys.pid, procsys.log: the daemon's PID and output
 set -euo pipefail
 
 HERE=$(cd "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -76,6 +90,10 @@ PRIVATE=(etc/sysctl.d etc/rancher var/lib/rancher var/backups etc/sudoers.d etc/
 # The fake /proc/sys: path=initial value.
 SYSCTLS=(vm/panic_on_oom=0 vm/overcommit_memory=0 kernel/panic=0 kernel/panic_on_oops=0
 	kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000)
+# The FUSE daemon behind them and its python (a venv with mfusepy).
+PROCSYS=$HERE/procsys.py
+PROCSYS_PYTHON=${FLEET_PROCSYS_PYTHON:-$(cd "$HERE/../.." && pwd)/target/procsys-venv/bin/python3}
+PROCSYS_HINT='scripts/test installs what it needs (or: apt-get install libfuse3-3; python3 -m venv target/procsys-venv && target/procsys-venv/bin/pip install mfusepy)'
 
 # Runs as `sh -c` inside the host's new mount, UTS (hostname = NAME) and PID
 # namespaces, then becomes sshd.
@@ -84,14 +102,27 @@ SYSCTLS=(vm/panic_on_oom=0 vm/overcommit_memory=0 kernel/panic=0 kernel/panic_on
 # unread, assuming "." and ".." as procfs and tmpfs return them, and on ext4
 # (hash order) it then recurses into ".." forever. mount -a batches the mounts
 # into one process each (200 hosts x 15 mount(8) calls would cost seconds).
+# Each file in it is a bind mount of DIR/procsys/NAME/KEY, served by the fleet's
+# FUSE daemon; before sshd starts, the host checks that every one is on FUSE
+# and that `read` of root_maxkeys gets what its backing file holds (sh is dash:
+# its `read` takes one byte at a time, so only the first digit; bash: all).
 # shellcheck disable=SC2016 # expanded by that sh, not here
 STARTER='h=$1 name=$2; shift 2
 echo "$name" >/proc/sys/kernel/hostname || exit 1
 ssh-keygen -q -t ed25519 -N "" -C "root@$name" -f "$h/ssh_host_ed25519_key" </dev/null || exit 1
 mount -a -T "$h/mounts.fstab" || exit 1
 mkdir -p /proc/sys/vm /proc/sys/kernel/keys || exit 1
-while read -r src dst _; do : >"$dst" || exit 1; done <"$h/sysctl.fstab"
+keys="" want=""
+while read -r src dst _; do : >"$dst" || exit 1; keys="$keys $dst" want="${want}fuseblk "; done <"$h/sysctl.fstab"
 mount -a -T "$h/sysctl.fstab" || exit 1
+got=$(stat -f --printf "%T " $keys)
+[ "$got" = "$want" ] || { echo "fleet host $name: /proc/sys is not the fake: file systems of$keys: $got" >&2; exit 1; }
+read -r b <"$h/fs/proc/sys/kernel/keys/root_maxkeys" || exit 1
+read -r v </proc/sys/kernel/keys/root_maxkeys
+case $v in "$b" | "${b%"${b#?}"}") ;; *)
+	echo "fleet host $name: /proc/sys/kernel/keys/root_maxkeys reads \"$v\", its backing file \"$b\"" >&2
+	exit 1 ;;
+esac
 exec "$@"'
 
 die() {
@@ -108,14 +139,15 @@ usage() {
 
 # Fills FOUND with the PIDs of this fleet's unshare and sshd listener processes
 # (their command lines hold "-f DIR/hosts/NAME/sshd_config"; sshd's proctitle
-# keeps it too). Scans /proc with builtins only.
+# keeps it too) and of its procsys daemon ("procsys.py DIR/hosts DIR/procsys").
+# Scans /proc with builtins only.
 find_fleet_pids() {
 	local d=$1 p s args
 	FOUND=()
 	for p in /proc/[1-9]*/cmdline; do
 		mapfile -d '' -t args 2>/dev/null <"$p" || continue
 		s=" ${args[*]-} "
-		[[ $s == *" -f $d/hosts/"*"/sshd_config "* ]] || continue
+		[[ $s == *" -f $d/hosts/"*"/sshd_config "* || $s == *"/procsys.py $d/hosts $d/procsys " ]] || continue
 		p=${p#/proc/}
 		FOUND+=("${p%/cmdline}")
 	done
@@ -139,6 +171,16 @@ wait_gone() {
 	return 1
 }
 
+# Whether a mount point is MNT in our mount namespace (builtins only; MNT is
+# plain, see check_dir, so mountinfo holds it unescaped).
+is_mounted() {
+	local _a _b _c _d m _r
+	while read -r _a _b _c _d m _r; do
+		[[ $m != "$1" ]] || return 0
+	done </proc/self/mountinfo
+	return 1
+}
+
 cmd_down() {
 	[[ $# -eq 1 ]] || usage
 	local dir=$1 ns
@@ -153,6 +195,11 @@ cmd_down() {
 	done
 	find_fleet_pids "$dir"
 	((${#FOUND[@]} == 0)) || die "down: processes still alive: ${FOUND[*]}"
+	# The procsys mount (dead now that its daemon is): detach it.
+	while is_mounted "$dir/procsys"; do
+		umount -l "$dir/procsys" || die "down: cannot unmount $dir/procsys"
+	done
+	rm -f "$dir/procsys.pid"
 	if [[ -f $dir/netns ]]; then
 		read -r ns <"$dir/netns" || :
 		if [[ -n $ns && -e /run/netns/$ns ]]; then
@@ -257,9 +304,11 @@ cmd_up() {
 	[[ -z $bastion || -n ${SEEN[$bastion]-} ]] || die "--bastion $bastion is not one of the hosts"
 
 	local c i
-	for c in "$SSHD" ssh-keygen unshare nsenter mount ip ss; do
+	for c in "$SSHD" ssh-keygen unshare nsenter mount umount stat ip ss; do
 		command -v "$c" >/dev/null || die "missing $c"
 	done
+	[[ -c /dev/fuse ]] || die "no /dev/fuse for the fake /proc/sys (modprobe fuse)"
+	[[ -x $PROCSYS_PYTHON ]] || die "no $PROCSYS_PYTHON for the fake /proc/sys; $PROCSYS_HINT"
 	[[ $dir == /* ]] || dir=$PWD/$dir
 	check_dir "$dir"
 	mkdir -p "$dir"
@@ -355,7 +404,14 @@ cmd_up() {
 		dirs+=("$h/log" "$h/state" "$h/fs/proc/sys/vm" "$h/fs/proc/sys/kernel/keys")
 		for c in "${PRIVATE[@]}"; do dirs+=("$h/fs/$c"); done
 	done
-	mkdir -p "${dirs[@]}"
+	mkdir -p "${dirs[@]}" "$dir/procsys"
+	# The fake /proc/sys: one FUSE daemon for the whole fleet, serving
+	# DIR/hosts/*/fs/proc/sys at DIR/procsys; it starts up while we write the
+	# hosts' files.
+	local pid
+	"$PROCSYS_PYTHON" "$PROCSYS" "$dir/hosts" "$dir/procsys" </dev/null >"$dir/procsys.log" 2>&1 &
+	pid=$!
+	echo "$pid" >"$dir/procsys.pid"
 	for i in "${!NAMES[@]}"; do
 		name=${NAMES[i]} addr=${ADDRS[i]} h=${HDIRS[i]} v=${VERSIONS[i]}
 		# sshd is PID 1 of its own PID namespace, so PidFile none: fleet.sh
@@ -376,7 +432,7 @@ cmd_up() {
 		tab=''
 		for kv in "${SYSCTLS[@]}"; do
 			echo "${kv#*=}" >"$h/fs/proc/sys/${kv%%=*}"
-			tab+="$h/fs/proc/sys/${kv%%=*} /proc/sys/${kv%%=*} none bind 0 0"$'\n'
+			tab+="$dir/procsys/$name/${kv%%=*} /proc/sys/${kv%%=*} none bind 0 0"$'\n'
 		done
 		printf '%s' "$tab" >"$h/sysctl.fstab"
 		printf '#!/bin/sh\n# systemctl shim of fleet host %s\nH=%s\nRD=%s\n%s\n' \
@@ -409,6 +465,21 @@ cmd_up() {
 		echo "    ansible_ssh_private_key_file: $dir/id_ed25519"
 	} >"$dir/inventory.yaml"
 
+	# Wait for the fake /proc/sys: it must be mounted before any host starts
+	# (each host's mount namespace is a copy of ours).
+	local deadline=$((SECONDS + ${FLEET_UP_TIMEOUT:-60}))
+	until [[ $(stat -f -c %T "$dir/procsys" 2>/dev/null) == fuse* ]]; do
+		if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+			{
+				echo "fleet: the fake /proc/sys (FUSE daemon $PROCSYS) did not mount at $dir/procsys; procsys.log says:"
+				tail -n 5 "$dir/procsys.log" | sed 's/^/  /'
+				echo "  ($PROCSYS_HINT)"
+			} >&2
+			exit 1
+		fi
+		sleep 0.02
+	done
+
 	# Start every host at once. Each gets a private mount namespace (its bind
 	# mounts never reach the real machine) and a PID namespace with sshd as
 	# PID 1 (-D: no daemonising, which would end the namespace). --kill-child:
@@ -432,7 +503,8 @@ cmd_up() {
 		want[${ADDRS[i]}]=$i
 		[[ ${NAMES[i]} != "$bastion" ]] || want[$baddr]=$i
 	done
-	local deadline=$((SECONDS + ${FLEET_UP_TIMEOUT:-60})) line pid ppid st
+	local line ppid st
+	deadline=$((SECONDS + ${FLEET_UP_TIMEOUT:-60}))
 	while :; do
 		while read -r line; do
 			[[ $line =~ [[:space:]]([0-9.]+):22[[:space:]].*pid=([0-9]+), ]] || continue
