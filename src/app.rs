@@ -88,6 +88,14 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         (false, Format::Json) => sinks.push(Box::new(Json { out: stdout() })),
     }
     if let Some(path) = &s.junit {
+        // Found unwritable now, before any host is changed, not after.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                crate::error::InputError::new(format!("--junit {}: {e}", path.display()))
+            })?;
         sinks.push(Box::new(Junit { path: path.clone() }));
     }
     let report = Report::new(redactor, s.check, s.diff, sinks);
@@ -97,6 +105,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         .enable_all()
         .build()?;
     let runner = Runner::new(s, playbook, report)?;
+    runner.preload_keys(&plans)?;
     let interrupted = runner.interrupted.clone();
     // Ctrl-C: start nothing new, let what runs finish (remote writes are atomic), print the recap.
     runtime.spawn(async move {

@@ -331,7 +331,12 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
                 r#become: Become {
                     enabled: s.r#become || from_host.unwrap_or(from_play),
                     user: vars.get("ansible_become_user").map(text),
-                    password: s.become_password.clone(),
+                    // -K wins; otherwise the inventory's, as Ansible reads it
+                    // (a secret: the redactor learns these variables).
+                    password: s.become_password.clone().or_else(|| {
+                        var(&vars, &["ansible_become_password", "ansible_become_pass"])
+                            .map(|v| std::sync::Arc::new(text(v)))
+                    }),
                     nonce: nonce.clone(),
                 },
                 vars,

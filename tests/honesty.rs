@@ -126,3 +126,13 @@ fn tasks_after_a_failure_or_a_timeout_are_reported_as_not_run() {
         "{out}"
     );
 }
+
+#[test]
+fn an_unwritable_junit_path_is_refused_before_anything_changes() {
+    let here = Here::new("junit");
+    let play = "- hosts: all\n  tasks:\n    - name: write\n      file: { dest: DIR/written, content: \"x\\n\" }\n";
+    let (code, out) = here.run(play, &["--junit", "/nonexistent-khard/r.xml"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("--junit /nonexistent-khard/r.xml"), "{out}");
+    assert!(!here.dir.join("written").exists(), "nothing was applied");
+}

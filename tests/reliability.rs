@@ -233,7 +233,31 @@ fn sudo_with_and_without_password_and_a_wrong_password_stops_after_one_host() {
             "{h}"
         );
     }
-    for r in [&wrong, &right] {
+    // Missing sudo rights: the host answered, sudo refused. Failed (exit 3)
+    // with sudo's own message, not unreachable.
+    let mut args = base.to_vec();
+    args.extend(["--limit", "pw1", "--become"]);
+    let refused = fleet.khard(&args);
+    assert_eq!(refused.code, 3, "{}", refused.all());
+    assert!(
+        refused
+            .stdout
+            .contains("failed: [pw1] become => become (sudo) was refused: sudo:")
+            && !refused.stdout.contains("Some("),
+        "{}",
+        refused.all()
+    );
+
+    // ansible_become_password from the inventory (vars), as Ansible reads it.
+    std::fs::remove_file(fleet.path("pw2", "/etc/sysctl.d/90-kubelet.conf")).unwrap();
+    let pw_var = format!("ansible_become_password={password}");
+    let mut args = base.to_vec();
+    args.extend(["--limit", "pw2", "--become", "-e", &pw_var]);
+    let from_vars = fleet.khard(&args);
+    assert_eq!(from_vars.code, 0, "{}", from_vars.all());
+    assert!(fleet.read("pw2", "/etc/sysctl.d/90-kubelet.conf").is_some());
+
+    for r in [&wrong, &right, &refused, &from_vars] {
         assert!(
             !r.stdout.contains(password) && !r.stderr.contains(password),
             "password leaked: {}",

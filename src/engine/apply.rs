@@ -56,8 +56,14 @@ impl Runner {
         let mut d = match d {
             Ok(d) => d,
             Err(HostFailure { host, error }) => {
-                self.report
-                    .unreachable(&host, &play.name, &error.to_string());
+                if error.unreachable() {
+                    self.report
+                        .unreachable(&host, &play.name, &error.to_string());
+                } else {
+                    let msg = error.to_string();
+                    self.report
+                        .host_event(&host, &play.name, "become", Status::Failed, &msg);
+                }
                 self.kill(&host);
                 return Applied {
                     host,

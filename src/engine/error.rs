@@ -15,6 +15,16 @@ pub enum HostError {
     ProbeTruncated,
     /// The probe ran but its output could not be read back.
     ProbeUnreadable { status: Option<u32>, stderr: String },
+    /// The host answered, but sudo refused to run the script as the become
+    /// user: a failure of the host's setup, not of the connection.
+    BecomeRefused { stderr: String },
+}
+
+impl HostError {
+    /// Reported as unreachable (the connection failed), or as failed.
+    pub fn unreachable(&self) -> bool {
+        !matches!(self, HostError::BecomeRefused { .. })
+    }
 }
 
 impl fmt::Display for HostError {
@@ -29,7 +39,13 @@ impl fmt::Display for HostError {
                 } else {
                     stderr
                 };
-                write!(f, "probe failed (exit {status:?}): {err}")
+                match status {
+                    Some(code) => write!(f, "probe failed (exit status {code}): {err}"),
+                    None => write!(f, "probe failed (no exit status): {err}"),
+                }
+            }
+            HostError::BecomeRefused { stderr } => {
+                write!(f, "become (sudo) was refused: {stderr}")
             }
         }
     }

@@ -124,6 +124,18 @@ impl Runner {
         })
     }
 
+    /// Asks key passphrases before the run starts (see `SshContext::preload_keys`).
+    pub fn preload_keys(&self, plans: &[PlayPlan]) -> Result<()> {
+        let targets = plans
+            .iter()
+            .flat_map(|p| &p.hosts)
+            .filter_map(|h| match &h.reach {
+                Reach::Ssh(t) => Some(t.as_ref()),
+                Reach::Local => None,
+            });
+        self.ssh.preload_keys(targets)
+    }
+
     fn state(&self, host: &str) -> Arc<HostState> {
         self.hosts
             .lock()

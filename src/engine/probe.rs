@@ -90,6 +90,12 @@ impl Probed {
                 state,
                 stale: false,
             }),
+            // sudo speaks first on stderr and exits 1 before our shell starts.
+            None if out.stdout.is_empty() && out.stderr_text().starts_with("sudo:") => {
+                Err(HostError::BecomeRefused {
+                    stderr: out.stderr_text(),
+                })
+            }
             None => Err(HostError::ProbeUnreadable {
                 status: out.status,
                 stderr: out.stderr_text(),

@@ -149,12 +149,15 @@ impl KnownHosts {
         let entries = self.entries.lock().expect("known_hosts lock");
         let mut types = Vec::new();
         let mut changed = None;
+        // A revoked key is refused whatever else matches, in any order.
+        if let Some(e) =
+            Self::matching(&entries, name).find(|e| e.revoked && e.key.key_data() == key.key_data())
+        {
+            return Verdict::Revoked { line: e.line };
+        }
         for e in Self::matching(&entries, name) {
             let same_key = e.key.key_data() == key.key_data();
             if e.revoked {
-                if same_key {
-                    return Verdict::Revoked { line: e.line };
-                }
                 continue;
             }
             if same_key {
@@ -186,8 +189,15 @@ impl KnownHosts {
         if self.check(name, key) == Verdict::Known {
             return Ok(());
         }
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            // ~/.ssh is private, as ssh itself creates it.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
         let line = format!(
             "{name} {}\n",
@@ -282,5 +292,35 @@ mod tests {
         assert_eq!(text.matches("new ssh-ed25519").count(), 1, "{text}");
         let reread = KnownHosts::load(&kh.path).unwrap();
         assert_eq!(reread.check("new", &key(ED)), Verdict::Known);
+    }
+
+    /// OpenSSH refuses a revoked key whatever else matches: a plain entry
+    /// for the same key that comes first does not make it trusted.
+    #[test]
+    fn a_revoked_key_stays_revoked_after_a_plain_entry() {
+        let dir = crate::testutil::TempDir::new();
+        let kh = file(
+            &dir,
+            &format!("web1 ssh-ed25519 {ED2}\n@revoked * ssh-ed25519 {ED2}\n"),
+        );
+        assert_eq!(kh.check("web1", &key(ED2)), Verdict::Revoked { line: 2 });
+    }
+
+    #[test]
+    fn a_new_known_hosts_folder_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::testutil::TempDir::new();
+        let path = dir.path().join("home/.ssh/known_hosts");
+        let kh = KnownHosts::load(&path).unwrap();
+        kh.learn("h1", &key(ED)).unwrap();
+        let mode = std::fs::metadata(dir.path().join("home/.ssh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(
+            kh.learn("h2\n* ", &key(ED)).is_err(),
+            "a newline would add a wildcard line"
+        );
     }
 }

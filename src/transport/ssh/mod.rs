@@ -121,6 +121,22 @@ impl SshContext {
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// Loads every key file the targets name, asking passphrases now: on
+    /// the terminal, before any connection (and any progress display) starts,
+    /// and outside every connect timeout. Skipped when an ssh-agent is there
+    /// to answer instead (it is asked first at connect time).
+    pub fn preload_keys<'a>(&self, targets: impl IntoIterator<Item = &'a Target>) -> Result<()> {
+        if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+            return Ok(());
+        }
+        for t in targets {
+            for path in t.jumps.iter().chain([t]).flat_map(|t| &t.key_files) {
+                self.key(path)?;
+            }
+        }
+        Ok(())
+    }
+
     fn key(&self, path: &Path) -> Result<Arc<PrivateKey>> {
         if let Some(k) = self.keys.lock().expect("key cache").get(path) {
             return Ok(k.clone());
