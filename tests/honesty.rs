@@ -136,3 +136,34 @@ fn an_unwritable_junit_path_is_refused_before_anything_changes() {
     assert!(out.contains("--junit /nonexistent-khard/r.xml"), "{out}");
     assert!(!here.dir.join("written").exists(), "nothing was applied");
 }
+
+/// A handler's `creates` / `unless` are honoured, and a `creates` glob
+/// matches, as in Ansible.
+#[test]
+fn guards_hold_for_handlers_and_creates_globs_match() {
+    let here = Here::new("guards");
+    std::fs::write(here.dir.join("made-1.flag"), "").unwrap();
+    let play = r#"- hosts: all
+  tasks:
+    - name: guarded by a glob
+      command: { cmd: "touch DIR/task-ran", creates: "DIR/made-*.flag" }
+    - name: notifies
+      file: { dest: DIR/conf, content: "x\n" }
+      notify: [by creates, by unless, unguarded]
+  handlers:
+    - name: by creates
+      command: { cmd: "touch DIR/h1-ran", creates: "DIR/made-*.flag" }
+    - name: by unless
+      command: { cmd: "touch DIR/h2-ran", unless: "true" }
+    - name: unguarded
+      command: { cmd: "touch DIR/h3-ran", unless: "false" }
+"#;
+    let (code, out) = here.run(play, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: [here] guarded by a glob"), "{out}");
+    assert!(!here.dir.join("task-ran").exists());
+    assert!(out.contains("skipped: [here] handler by creates"), "{out}");
+    assert!(out.contains("skipped: [here] handler by unless"), "{out}");
+    assert!(!here.dir.join("h1-ran").exists() && !here.dir.join("h2-ran").exists());
+    assert!(here.dir.join("h3-ran").exists(), "{out}");
+}

@@ -180,7 +180,13 @@ impl Runner {
             ctx: &ctx,
             files: &handler.files,
         };
-        handler.module.render(&r)?.diff(&RemoteState::default())
+        let action = handler.module.render(&r)?;
+        let mut change = action.diff(&RemoteState::default())?;
+        // Handlers have no probe of their own: command guards run on the host.
+        if let (crate::modules::Action::Command(c), Some(change)) = (&action, change.as_mut()) {
+            change.script = c.guarded_script(&self.marker);
+        }
+        Ok(change)
     }
 
     /// Runs a handler on one host, waits for its health gate in the same
@@ -237,7 +243,12 @@ impl Runner {
         .await;
         let mut shown = change.clone();
         let message = result.as_ref().err().map(ToString::to_string);
+        let guard_held = format!("{}-guard-held", self.marker);
         let status = match &result {
+            Ok((output, _)) if output.lines().any(|l| l == guard_held) => {
+                shown.details = vec!["skipped: its creates/unless guard holds".into()];
+                Status::Skipped
+            }
             Ok((output, _)) => {
                 let healthy = output.lines().filter(|l| l.starts_with("healthy after"));
                 shown.details.extend(healthy.map(str::to_owned));

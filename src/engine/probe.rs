@@ -224,7 +224,7 @@ impl Probe {
 }
 
 /// A glob for the shell: quoted except for its wildcards, so the remote shell expands it.
-fn glob_words(pattern: &str) -> String {
+pub fn glob_words(pattern: &str) -> String {
     let mut out = String::new();
     let mut literal = String::new();
     for c in pattern.chars() {

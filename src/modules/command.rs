@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::error::TaskError;
 use super::{Change, Render};
 use crate::engine::probe::{Probe, RemoteState};
+use crate::lang::glob::Glob;
 use crate::lang::template::Text;
 
 #[derive(Debug, Clone)]
@@ -84,8 +85,12 @@ impl Args {
 
 impl Desired {
     pub fn diff(&self, state: &RemoteState) -> Option<Change> {
+        // A `creates` glob is expanded by the probe: any path it matched counts.
         if let Some(path) = &self.creates
-            && state.stat.contains_key(path)
+            && state
+                .stat
+                .keys()
+                .any(|p| p == path || Glob::PATHS.matches(path, p))
         {
             return None;
         }
@@ -100,5 +105,31 @@ impl Desired {
             certain: self.creates.is_some() || self.unless.is_some(),
             script: self.cmd.clone(),
         })
+    }
+
+    /// For a handler, which runs without a probe of its own: the guards are
+    /// checked on the host in the same exec, just before the command. When
+    /// one holds, `<marker>-guard-held` is printed and the task ends there (its
+    /// health gate included: nothing was restarted).
+    pub fn guarded_script(&self, marker: &str) -> String {
+        let mut checks = Vec::new();
+        if let Some(path) = &self.creates {
+            checks.push(format!(
+                "{{ set -- {}; [ -e \"$1\" ] || [ -L \"$1\" ]; }}",
+                crate::engine::probe::glob_words(path)
+            ));
+        }
+        if let Some(guard) = &self.unless {
+            checks.push(format!("( {guard}\n) </dev/null >/dev/null 2>&1"));
+        }
+        if checks.is_empty() {
+            return self.cmd.clone();
+        }
+        format!(
+            "if {}; then echo {}; exit 0; else\n{}\nfi",
+            checks.join(" || "),
+            crate::engine::script::quote(&format!("{marker}-guard-held")),
+            self.cmd
+        )
     }
 }
