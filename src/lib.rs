@@ -4,7 +4,8 @@
 //! The library exists for the `khard` binary and the fuzz targets. Its
 //! public surface is what they use: the command line ([`cli`], resolved
 //! into [`settings`]), the two commands ([`app`]), exit codes and input
-//! errors ([`error`]), and the parsers of user input ([`input`], [`lang`]).
+//! errors ([`error`]), and the parsers of user input ([`input`], [`lang`],
+//! and [`fuzz`] for those that are otherwise private).
 //! Everything else is private to the crate.
 #![deny(unsafe_code)]
 
@@ -12,6 +13,8 @@ pub mod app;
 pub mod cli;
 mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod input;
 mod k3s;
 pub mod lang;

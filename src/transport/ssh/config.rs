@@ -105,8 +105,21 @@ impl SshConfig {
         Ok(cfg)
     }
 
+    /// Parses config text as if read from `path` (Include is followed).
+    pub fn from_text(path: &Path, text: &str) -> Result<SshConfig> {
+        let mut cfg = SshConfig {
+            blocks: vec![Block::default()],
+        };
+        cfg.read_text(path, text, 0)?;
+        Ok(cfg)
+    }
+
     fn read(&mut self, path: &Path, depth: usize) -> Result<()> {
         let text = crate::input::inventory::read_utf8(path)?;
+        self.read_text(path, &text, depth)
+    }
+
+    fn read_text(&mut self, path: &Path, text: &str, depth: usize) -> Result<()> {
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
