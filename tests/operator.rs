@@ -262,7 +262,9 @@ fn ssh_agent_and_an_encrypted_key() {
         without.all()
     );
 
-    // An encrypted key: its passphrase is asked once, on the terminal, for both hosts.
+    // An encrypted key: its passphrase is asked once, on the terminal, for
+    // both hosts, before any connection starts: typed 1.5 s after the prompt,
+    // longer than the 1 s connect timeout, it still reaches both hosts.
     let enc = fleet.dir.join("id_encrypted");
     assert!(
         Command::new("ssh-keygen")
@@ -291,6 +293,8 @@ fn ssh_agent_and_an_encrypted_key() {
         "--known-hosts",
         kh.to_str().unwrap(),
         "--check",
+        "--connect-timeout",
+        "1",
     ];
     let run = fleet.khard_in_pty(&args, Some("open sesame\n"));
     assert!(run.stdout.contains("PLAY RECAP"), "{}", run.all());
