@@ -147,20 +147,25 @@ fn reports_parse_and_secrets_never_appear() {
     assert!(drift > 0, "drift is a failure in check mode");
     assert!(cases.iter().any(|c| c.attribute("classname") == Some("a2")));
 
-    // Apply for real (token in config.yaml), with diffs, then a failing play that handles a password.
+    // Apply for real, with diffs, then a failing play that handles a password.
+    // khard writes its flags to a drop-in and never a token: the node's own
+    // config.yaml (with its token) stays as it was.
+    let own = fleet.path("s1", "/etc/rancher/k3s/config.yaml");
+    std::fs::create_dir_all(own.parent().unwrap()).unwrap();
+    std::fs::write(&own, format!("token: {token}\ncluster-init: true\n")).unwrap();
     let apply = fleet.apply(&["--diff", "-v", "-e", &extra]);
     assert_eq!(apply.code, 0, "{}", apply.all());
     assert!(
-        fleet
-            .read("s1", "/etc/rancher/k3s/config.yaml")
+        !fleet
+            .read("s1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
             .unwrap()
             .contains(token),
-        "the token reaches the node"
+        "khard writes no token"
     );
-    assert!(
-        apply.stdout.contains("token: [redacted]"),
-        "config diff shown with the token masked: {}",
-        apply.all()
+    assert_eq!(
+        std::fs::read_to_string(&own).unwrap(),
+        format!("token: {token}\ncluster-init: true\n"),
+        "the operator's config.yaml is untouched"
     );
     let play = format!(
         "{}/tests/fixtures/secret-play/site.yaml",
@@ -237,7 +242,11 @@ fn limit_touches_only_the_selected_hosts() {
         "{}",
         run.all()
     );
-    assert!(fleet.read("a1", "/etc/rancher/k3s/config.yaml").is_some());
+    assert!(
+        fleet
+            .read("a1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .is_some()
+    );
     assert_eq!(fleet.snapshot("s1"), before_s1);
     assert_eq!(fleet.snapshot("a2"), before_a2);
     assert!(
@@ -254,7 +263,9 @@ fn limit_touches_only_the_selected_hosts() {
     assert_eq!(tagged.code, 0, "{}", tagged.all());
     assert!(fleet.read("a2", "/etc/sysctl.d/90-kubelet.conf").is_some());
     assert!(
-        fleet.read("a2", "/etc/rancher/k3s/config.yaml").is_none(),
+        fleet
+            .read("a2", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .is_none(),
         "--skip-tags config wrote the config"
     );
     let by_control = fleet.apply(&["--limit", "a2", "--tags", "4.2.6", "--list-tasks"]);

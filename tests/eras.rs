@@ -99,8 +99,13 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
             .is_some(),
         "svclb-psp on a 1.24 server (pitfall P11)"
     );
-    let old = docs(&fleet.read("old", "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
-    let api = args(&old, "kube-apiserver-arg");
+    let old = docs(
+        &fleet
+            .read("old", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .unwrap(),
+    )
+    .remove(0);
+    let api = args(&old, "kube-apiserver-arg+");
     assert!(
         api.iter().any(|a| a.contains("PodSecurityPolicy")),
         "{api:?}"
@@ -119,8 +124,13 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
 
     // PSA eras: psa.yaml with a non-empty EventRateLimit, no PodSecurityPolicy anywhere.
     for host in ["new", "mid"] {
-        let cfg = docs(&fleet.read(host, "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
-        let api = args(&cfg, "kube-apiserver-arg");
+        let cfg = docs(
+            &fleet
+                .read(host, "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+                .unwrap(),
+        )
+        .remove(0);
+        let api = args(&cfg, "kube-apiserver-arg+");
         assert!(
             api.contains(
                 &"admission-control-config-file=/var/lib/rancher/k3s/server/psa.yaml".to_owned()
@@ -174,9 +184,9 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
         );
         // Every *-arg lists each flag once.
         for key in [
-            "kube-apiserver-arg",
-            "kube-controller-manager-arg",
-            "kubelet-arg",
+            "kube-apiserver-arg+",
+            "kube-controller-manager-arg+",
+            "kubelet-arg+",
         ] {
             let names: Vec<String> = args(&cfg, key)
                 .iter()
@@ -188,31 +198,50 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
             assert_eq!(names.len(), dedup.len(), "{host} {key}: {names:?}");
         }
     }
-    let new = docs(&fleet.read("new", "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
+    let new = docs(
+        &fleet
+            .read("new", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .unwrap(),
+    )
+    .remove(0);
     assert!(
-        args(&new, "kube-apiserver-arg")
+        args(&new, "kube-apiserver-arg+")
             .contains(&"service-account-extend-token-expiration=false".to_owned()),
         "≥1.29 arg"
     );
-    let mid = docs(&fleet.read("mid", "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
+    let mid = docs(
+        &fleet
+            .read("mid", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .unwrap(),
+    )
+    .remove(0);
     assert!(
-        !args(&mid, "kube-apiserver-arg")
+        !args(&mid, "kube-apiserver-arg+")
             .iter()
             .any(|a| a.starts_with("service-account-extend-token-expiration"))
     );
 
     // Agents: agent keys only, their era's kubelet args.
     for host in ["a-old", "a-new"] {
-        let cfg = docs(&fleet.read(host, "/etc/rancher/k3s/config.yaml").unwrap()).remove(0);
+        let cfg = docs(
+            &fleet
+                .read(host, "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+                .unwrap(),
+        )
+        .remove(0);
         assert!(
-            cfg.get("kube-apiserver-arg").is_none() && cfg.get("secrets-encryption").is_none(),
+            cfg.get("kube-apiserver-arg+").is_none() && cfg.get("secrets-encryption").is_none(),
             "{host}"
         );
     }
     assert!(
         args(
-            &docs(&fleet.read("a-old", "/etc/rancher/k3s/config.yaml").unwrap())[0],
-            "kubelet-arg"
+            &docs(
+                &fleet
+                    .read("a-old", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+                    .unwrap()
+            )[0],
+            "kubelet-arg+"
         )
         .contains(&"make-iptables-util-chains=true".to_owned())
     );
@@ -279,7 +308,11 @@ fn a_unit_that_overrides_the_config_fails_the_node_and_its_controls() {
         fleet.restarts("s1").is_empty(),
         "s1 restarted with an overriding unit"
     );
-    assert!(fleet.read("s2", "/etc/rancher/k3s/config.yaml").is_some());
+    assert!(
+        fleet
+            .read("s2", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .is_some()
+    );
     let report = fleet.khard(&[
         "report",
         "-i",
@@ -318,7 +351,9 @@ fn servers_that_disagree_on_critical_flags_are_refused_and_unknown_versions_expl
     );
     for s in ["s1", "s2"] {
         assert!(
-            fleet.read(s, "/etc/rancher/k3s/config.yaml").is_none(),
+            fleet
+                .read(s, "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+                .is_none(),
             "{s} got a config"
         );
     }
@@ -345,7 +380,7 @@ fn servers_that_disagree_on_critical_flags_are_refused_and_unknown_versions_expl
     assert_eq!(two.code, 0, "{}", two.all());
     assert!(
         fleet
-            .read("s2", "/etc/rancher/k3s/config.yaml")
+            .read("s2", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
             .unwrap()
             .contains("secrets-encryption: false")
     );

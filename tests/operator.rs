@@ -69,8 +69,12 @@ fn ssh_config_aliases_and_proxyjump_through_a_bastion() {
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
-        fleet.read("s1", "/etc/rancher/k3s/config.yaml").is_some()
-            && fleet.read("a1", "/etc/rancher/k3s/config.yaml").is_some()
+        fleet
+            .read("s1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .is_some()
+            && fleet
+                .read("a1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+                .is_some()
     );
     assert!(
         fleet

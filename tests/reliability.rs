@@ -416,11 +416,11 @@ fn sigint_mid_run_leaves_every_file_old_or_new_and_no_temp_files() {
         .sum();
     assert!(restarted < 6, "the rollout went on after Ctrl-C");
     let reference = fleet
-        .read("n1", "/etc/rancher/k3s/config.yaml")
+        .read("n1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
         .expect("written before the rollout");
     for i in 1..=6 {
         let host = format!("n{i}");
-        if let Some(cfg) = fleet.read(&host, "/etc/rancher/k3s/config.yaml") {
+        if let Some(cfg) = fleet.read(&host, "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml") {
             assert_eq!(cfg, reference, "{host} has a partial file");
         }
         assert!(

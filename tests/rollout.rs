@@ -230,7 +230,9 @@ fn invalid_content_is_refused_before_anything_is_written_and_backups_stay_out_of
         "a host was contacted"
     );
     assert!(
-        fleet.read("a1", "/etc/rancher/k3s/config.yaml").is_none(),
+        fleet
+            .read("a1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .is_none(),
         "an invalid config was written"
     );
     assert!(

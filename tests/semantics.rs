@@ -170,14 +170,16 @@ fn secrets_encryption_is_not_switched_on_for_a_running_cluster_without_opt_in() 
         run.all()
     );
     assert!(
-        fleet.read("s1", "/etc/rancher/k3s/config.yaml").is_none(),
+        fleet
+            .read("s1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
+            .is_none(),
         "config written despite the guard"
     );
     let opted = fleet.apply(&["-e", "cis_secrets_encryption_on_running_cluster=true"]);
     assert_eq!(opted.code, 0, "{}", opted.all());
     assert!(
         fleet
-            .read("s1", "/etc/rancher/k3s/config.yaml")
+            .read("s1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
             .unwrap()
             .contains("secrets-encryption: true")
     );

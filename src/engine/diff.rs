@@ -142,6 +142,12 @@ pub(super) fn diff_task(
     {
         done.k3s_config = Some(String::from_utf8_lossy(&f.content).into_owned());
     }
+    // The cross-server check compares what k3s will run with, all files counted.
+    if let Action::K3sConfig(c) = &action
+        && let Ok(effective) = c.effective(state)
+    {
+        done.k3s_config = Some(crate::k3s::config::to_yaml(&effective));
+    }
     done
 }
 

@@ -20,6 +20,9 @@ pub struct Probe {
     pub sha256: BTreeSet<String>,
     /// Files whose whole content is needed (for diffs, or to read a unit file).
     pub content: BTreeSet<String>,
+    /// Globs (`*` in the last part) whose matching files' content is needed
+    /// (k3s's config.yaml.d/ drop-ins).
+    pub content_glob: BTreeSet<String>,
     /// Sysctl keys (`vm.overcommit_memory`) whose live value is needed.
     pub sysctl: BTreeSet<String>,
     /// Read-only guard commands (`unless:`) whose exit status is needed.
@@ -131,6 +134,7 @@ impl Probe {
         self.stat_follow.extend(other.stat_follow);
         self.sha256.extend(other.sha256);
         self.content.extend(other.content);
+        self.content_glob.extend(other.content_glob);
         self.sysctl.extend(other.sysctl);
         for g in other.guards {
             self.add_guard(&g);
@@ -143,6 +147,7 @@ impl Probe {
         other.stat.is_subset(&self.stat)
             && other.stat_follow.is_subset(&self.stat_follow)
             && other.sha256.is_subset(&self.sha256)
+            && other.content_glob.is_subset(&self.content_glob)
             && other.sysctl.is_subset(&self.sysctl)
             && other.guards.iter().all(|g| self.guards.contains(g))
     }
@@ -196,6 +201,16 @@ impl Probe {
             let _ = writeln!(
                 s,
                 "if [ -f {q} ] && [ ! -L {q} ] && [ $(stat -c %s {q}) -le {MAX_CONTENT} ]; then echo \"$M content {i}\"; base64 {q}; fi"
+            );
+        }
+        // Matched names come back through printf of a variable, never as
+        // script text; a name with a newline is skipped (it could not be told apart).
+        for pattern in &self.content_glob {
+            let _ = writeln!(
+                s,
+                "for f in {}; do case $f in *'
+'*) continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; fi; done",
+                glob_words(pattern)
             );
         }
         if !self.sysctl.is_empty() {
@@ -263,7 +278,18 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     for line in stdout.lines() {
         if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(' ')) {
             flush_content(&mut state, &mut content_path, &mut content_b64);
-            if let Some(i) = rest.strip_prefix("content ") {
+            if let Some(path) = rest.strip_prefix("file ") {
+                let wanted = probe
+                    .content_glob
+                    .iter()
+                    .any(|g| crate::lang::glob::Glob::PATHS.matches(g, path));
+                content_path = if wanted {
+                    path.to_owned()
+                } else {
+                    String::new()
+                };
+                section = "content".into();
+            } else if let Some(i) = rest.strip_prefix("content ") {
                 let path = i
                     .parse::<usize>()
                     .ok()

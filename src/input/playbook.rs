@@ -14,7 +14,9 @@ use crate::input::yaml::{self, OneOrMany, Vars};
 use crate::lang::error::LangError;
 use crate::lang::expr::Expr;
 use crate::lang::template::{Templates, Text};
-use crate::modules::{Module, command, directory, file, k3s_unit, permissions, service, sysctl};
+use crate::modules::{
+    Module, command, directory, file, k3s_config, k3s_unit, permissions, service, sysctl,
+};
 
 pub struct Playbook {
     /// How the user sees the playbook's path.
@@ -262,6 +264,7 @@ struct TaskFields {
     service: Option<service::Args>,
     permissions: Option<permissions::Args>,
     k3s_unit: Option<k3s_unit::Args>,
+    k3s_config: Option<k3s_config::Args>,
     meta: Option<String>,
 }
 
@@ -273,6 +276,7 @@ pub const MODULE_NAMES: &[&str] = &[
     "service",
     "permissions",
     "k3s_unit",
+    "k3s_config",
     "meta",
 ];
 
@@ -302,6 +306,9 @@ impl TryFrom<TaskFields> for TaskYaml {
         }
         if let Some(a) = f.k3s_unit {
             modules.push(Module::K3sUnit(a));
+        }
+        if let Some(a) = f.k3s_config {
+            modules.push(Module::K3sConfig(a));
         }
         if let Some(m) = f.meta {
             if m != "flush_handlers" {

@@ -5,6 +5,7 @@
 //!
 //! Owns: k3s knowledge as pure functions. May not touch: hosts, the engine's
 //! state or the report; the engine and modules call in.
+pub mod config;
 pub mod critical_flags;
 pub mod facts;
 pub mod unit;

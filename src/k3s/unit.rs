@@ -16,6 +16,19 @@ const LIST_FLAGS: &[&str] = &[
 ];
 const UNDOING_FLAGS: &[&str] = &["protect-kernel-defaults=false", "secrets-encryption=false"];
 
+/// The files that make up a unit's command line: the unit, its env file
+/// (the install script's), a drop-in override, and the distributions'
+/// environment files.
+pub fn unit_files(unit: &str) -> Vec<String> {
+    vec![
+        format!("/etc/systemd/system/{unit}.service"),
+        format!("/etc/systemd/system/{unit}.service.env"),
+        format!("/etc/systemd/system/{unit}.service.d/override.conf"),
+        format!("/etc/default/{unit}"),
+        format!("/etc/sysconfig/{unit}"),
+    ]
+}
+
 /// Flags in a unit file or environment file that override the config file.
 pub fn overriding_flags(text: &str) -> Vec<String> {
     // Join systemd's backslash continuations so one ExecStart is one line.

@@ -25,6 +25,18 @@ pub struct Desired {
     pub unit: String,
 }
 
+/// A systemd unit name as khard accepts it for k3s (letters, digits, `-`, `_`).
+pub fn unit_name(unit: &str) -> Result<String, TaskError> {
+    if unit.is_empty()
+        || !unit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("`{unit}` is not a unit name").into());
+    }
+    Ok(unit.to_owned())
+}
+
 impl Args {
     pub fn texts<'a>(&'a mut self, out: &mut Vec<&'a mut Text>) {
         out.push(&mut self.unit);
@@ -37,28 +49,15 @@ impl Args {
     }
 
     pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
-        let unit = r.text(&self.unit)?;
-        if unit.is_empty()
-            || !unit
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(TaskError::Refused(format!("`{unit}` is not a unit name")));
-        }
-        Ok(Desired { unit })
+        Ok(Desired {
+            unit: unit_name(&r.text(&self.unit)?)?,
+        })
     }
 }
 
 impl Desired {
     fn files(&self) -> Vec<String> {
-        let u = &self.unit;
-        vec![
-            format!("/etc/systemd/system/{u}.service"),
-            format!("/etc/systemd/system/{u}.service.env"),
-            format!("/etc/systemd/system/{u}.service.d/override.conf"),
-            format!("/etc/default/{u}"),
-            format!("/etc/sysconfig/{u}"),
-        ]
+        crate::k3s::unit::unit_files(&self.unit)
     }
 
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {

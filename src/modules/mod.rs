@@ -12,6 +12,7 @@ pub mod command;
 pub mod directory;
 pub mod error;
 pub mod file;
+pub mod k3s_config;
 pub mod k3s_unit;
 pub mod permissions;
 pub mod service;
@@ -34,6 +35,7 @@ pub enum Module {
     Service(service::Args),
     Permissions(permissions::Args),
     K3sUnit(k3s_unit::Args),
+    K3sConfig(k3s_config::Args),
     FlushHandlers,
 }
 
@@ -47,6 +49,7 @@ pub enum Action {
     Service(service::Desired),
     Permissions(permissions::Desired),
     K3sUnit(k3s_unit::Desired),
+    K3sConfig(k3s_config::Desired),
 }
 
 /// What would change, or changed, on a host.
@@ -103,6 +106,7 @@ impl Action {
             Action::Service(d) => Ok(Some(d.change())),
             Action::Permissions(d) => Ok(d.diff(state)),
             Action::K3sUnit(d) => d.diff(state),
+            Action::K3sConfig(d) => d.diff(state),
         }
     }
 }
@@ -123,6 +127,7 @@ impl Module {
             Module::Service(a) => a.texts(&mut texts),
             Module::Permissions(a) => a.texts(&mut texts),
             Module::K3sUnit(a) => a.texts(&mut texts),
+            Module::K3sConfig(a) => a.texts(&mut texts),
             Module::FlushHandlers => {}
         }
         for text in texts {
@@ -142,6 +147,7 @@ impl Module {
             Module::Permissions(a) => a.probe(r, p),
             Module::Command(a) => a.probe(r, p),
             Module::K3sUnit(a) => a.probe(r, p),
+            Module::K3sConfig(a) => a.probe(r, p),
             Module::Service(_) | Module::FlushHandlers => Ok(()),
         }
     }
@@ -156,6 +162,7 @@ impl Module {
             Module::Service(a) => Action::Service(a.render(r)?),
             Module::Permissions(a) => Action::Permissions(a.render(r)?),
             Module::K3sUnit(a) => Action::K3sUnit(a.render(r)?),
+            Module::K3sConfig(a) => Action::K3sConfig(a.render(r)?),
             Module::FlushHandlers => return Err("meta tasks have no action".into()),
         })
     }

@@ -66,21 +66,23 @@
 #                      DIR/procsys/NAME/KEY (see procsys below), so the real
 #                      sysctl inside the host reads and writes these; a value
 #                      set replaces the file (new inode, mtime = when it was set)
+#                      and tests read them as plain files
 #     fs/usr/local/sbin/systemctl, fs/usr/local/bin/k3s (and curl -> k3s)
 #                      shims (systemctl.in, k3s.in beside this script), ahead of
 #                      /usr/bin in root's PATH
 #     log/systemctl.log, log/k3s.log   one line per shim call, see the .in files
 #     state/           shim state: version, down_until, restarted, sa.NS.NAME;
 #                      tests may add restart_down (seconds) or never_ready
-#     mounts.fstab, sysctl.fstab   the bind mounts made inside the host
+#     mounts.fstab     the bind mounts made inside the host
 #   procsys/           mount point of the fleet's one FUSE daemon (procsys.py
 #                      beside this script), which serves every host's fake
 #                      /proc/sys with procfs' semantics for integer sysctls: a
 #                      read at an offset > 0 is end-of-file (dash's `read` gets
 #                      one digit), size 0, a write parsed as the kernel parses an
 #                      int or refused with EINVAL, a value replacing the old one;
-#                      each host checks at start-up that its /proc/sys is served
-#                      by it. procsys.pid, procsys.log: the daemon's PID and output
+#                      each host bind-mounts procsys/NAME on its /proc/sys and
+#                      checks at start-up that it is served by the daemon.
+#   procsys.pid, procsys.log   the daemon's PID and output
 set -euo pipefail
 
 HERE=$(cd "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -96,27 +98,23 @@ PROCSYS_PYTHON=${FLEET_PROCSYS_PYTHON:-$(cd "$HERE/../.." && pwd)/target/procsys
 PROCSYS_HINT='scripts/test installs what it needs (or: apt-get install libfuse3-3; python3 -m venv target/procsys-venv && target/procsys-venv/bin/pip install mfusepy)'
 
 # Runs as `sh -c` inside the host's new mount, UTS (hostname = NAME) and PID
-# namespaces, then becomes sshd.
-# /proc/sys is a tmpfs holding bind mounts of the per-host files, not a bind of
-# the per-host folder: procps `sysctl -a` skips the first two directory entries
-# unread, assuming "." and ".." as procfs and tmpfs return them, and on ext4
-# (hash order) it then recurses into ".." forever. mount -a batches the mounts
-# into one process each (200 hosts x 15 mount(8) calls would cost seconds).
-# Each file in it is a bind mount of DIR/procsys/NAME/KEY, served by the fleet's
-# FUSE daemon; before sshd starts, the host checks that every one is on FUSE
-# and that `read` of root_maxkeys gets what its backing file holds (sh is dash:
-# its `read` takes one byte at a time, so only the first digit; bash: all).
+# namespaces, then becomes sshd. mount -a batches the mounts into one process
+# (200 hosts x 12 mount(8) calls would cost seconds); the last one puts the
+# fleet's fake /proc/sys (DIR/procsys/NAME, served by its FUSE daemon) over
+# the host's /proc/sys. The host checks that before sshd starts: /proc/sys is
+# on FUSE, and `read` of root_maxkeys gets what its backing file holds (sh is
+# dash: its `read` takes one byte at a time, so only the first digit; bash: all).
+# (A plain bind of the per-host folder would not do: procps `sysctl -a` skips
+# the first two directory entries unread, assuming "." and ".." as procfs and
+# the daemon return them, and on ext4, in hash order, it then recurses into
+# ".." forever.)
 # shellcheck disable=SC2016 # expanded by that sh, not here
 STARTER='h=$1 name=$2; shift 2
 echo "$name" >/proc/sys/kernel/hostname || exit 1
 ssh-keygen -q -t ed25519 -N "" -C "root@$name" -f "$h/ssh_host_ed25519_key" </dev/null || exit 1
 mount -a -T "$h/mounts.fstab" || exit 1
-mkdir -p /proc/sys/vm /proc/sys/kernel/keys || exit 1
-keys="" want=""
-while read -r src dst _; do : >"$dst" || exit 1; keys="$keys $dst" want="${want}fuseblk "; done <"$h/sysctl.fstab"
-mount -a -T "$h/sysctl.fstab" || exit 1
-got=$(stat -f --printf "%T " $keys)
-[ "$got" = "$want" ] || { echo "fleet host $name: /proc/sys is not the fake: file systems of$keys: $got" >&2; exit 1; }
+t=$(stat -f -c %T /proc/sys/kernel/panic)
+[ "$t" = fuseblk ] || { echo "fleet host $name: /proc/sys/kernel/panic is on $t, not on the fake /proc/sys (fuseblk)" >&2; exit 1; }
 read -r b <"$h/fs/proc/sys/kernel/keys/root_maxkeys" || exit 1
 read -r v </proc/sys/kernel/keys/root_maxkeys
 case $v in "$b" | "${b%"${b#?}"}") ;; *)
@@ -428,13 +426,8 @@ cmd_up() {
 		fi
 		tab=''
 		for c in "${PRIVATE[@]}"; do tab+="$h/fs/$c /$c none bind 0 0"$'\n'; done
-		printf '%stmpfs /proc/sys tmpfs mode=0555,size=64k 0 0\n' "$tab" >"$h/mounts.fstab"
-		tab=''
-		for kv in "${SYSCTLS[@]}"; do
-			echo "${kv#*=}" >"$h/fs/proc/sys/${kv%%=*}"
-			tab+="$dir/procsys/$name/${kv%%=*} /proc/sys/${kv%%=*} none bind 0 0"$'\n'
-		done
-		printf '%s' "$tab" >"$h/sysctl.fstab"
+		printf '%s%s\n' "$tab" "$dir/procsys/$name /proc/sys none bind 0 0" >"$h/mounts.fstab"
+		for kv in "${SYSCTLS[@]}"; do echo "${kv#*=}" >"$h/fs/proc/sys/${kv%%=*}"; done
 		printf '#!/bin/sh\n# systemctl shim of fleet host %s\nH=%s\nRD=%s\n%s\n' \
 			"$name" "$h" "$rdown" "$sysctl_tmpl" >"$h/fs/usr/local/sbin/systemctl"
 		: >"$h/log/systemctl.log"

@@ -6,8 +6,8 @@ or killed; run by tests/fleet/fleet.sh with the venv's python, mfusepy + libfuse
 
 MOUNTPOINT/NAME/KEY is served from the plain file HOSTS_DIR/NAME/fs/proc/sys/KEY
 (the "backing file", which tests read and stat directly). Each fleet host
-bind-mounts MOUNTPOINT/NAME/KEY onto its /proc/sys/KEY, so the real sysctl(8)
-and shells inside the host meet procfs' semantics for integer sysctls
+bind-mounts MOUNTPOINT/NAME onto its /proc/sys, so the real sysctl(8) and
+shells inside the host meet procfs' semantics for integer sysctls
 (proc_dointvec / proc_dointvec_minmax, sysctl_writes_strict=1):
 
 - read at offset 0 returns the value ("N\\n", cut to the size asked for); any
@@ -21,7 +21,10 @@ and shells inside the host meet procfs' semantics for integer sysctls
   backing file, atomically, with "N\\n" (the file's mtime is when it was set);
 - a write at an offset > 0 is accepted and ignored (what pwrite(2) at an
   offset gets from the kernel); truncation (O_TRUNC, as fopen "w" asks) is a
-  no-op, as on procfs.
+  no-op, as on procfs;
+- directories list "." and ".." first (procps' `sysctl -a` skips the first two
+  entries unread); creating a name fails with ENOENT, removing one with
+  EACCES, chmod/chown with EPERM, as on procfs.
 
 Names starting with '.' in the backing folders are not served (the temporary
 files of the atomic replace).
@@ -180,11 +183,36 @@ class ProcSys(Operations):
         self._file(path)
         return 0
 
+    # What procfs answers to the rest: no new names, no removal, no chmod.
     def chmod(self, path, mode):
         raise FuseOSError(errno.EPERM)
 
     def chown(self, path, uid, gid):
         raise FuseOSError(errno.EPERM)
+
+    def create(self, path, mode, fi=None):
+        raise FuseOSError(errno.ENOENT)
+
+    def mkdir(self, path, mode):
+        raise FuseOSError(errno.ENOENT)
+
+    def mknod(self, path, mode, dev):
+        raise FuseOSError(errno.ENOENT)
+
+    def symlink(self, target, source):
+        raise FuseOSError(errno.ENOENT)
+
+    def link(self, target, source):
+        raise FuseOSError(errno.ENOENT)
+
+    def rename(self, old, new):
+        raise FuseOSError(errno.ENOENT)
+
+    def unlink(self, path):
+        raise FuseOSError(errno.EACCES)
+
+    def rmdir(self, path):
+        raise FuseOSError(errno.EACCES)
 
 
 def main(argv):
