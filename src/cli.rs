@@ -115,9 +115,29 @@ pub struct ApplyArgs {
     #[arg(short = 'K', long)]
     pub ask_become_pass: bool,
 
-    /// Seconds to wait for a host to accept the connection and authenticate
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    /// Seconds to wait for a host to accept the connection and authenticate (Ansible's -T)
+    #[arg(short = 'T', long, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,
+
+    /// Log in as this user where the inventory sets none (Ansible's -u, remote_user)
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub remote_user: Option<String>,
+
+    /// Private key file where the inventory sets none (Ansible's --private-key)
+    #[arg(long = "private-key", alias = "key-file", value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+
+    /// Connection type where the inventory sets none: ssh or local (Ansible's -c)
+    #[arg(short = 'c', long = "connection", value_name = "TYPE")]
+    pub connection: Option<String>,
+
+    /// Become this user instead of root (Ansible's --become-user)
+    #[arg(long, value_name = "USER")]
+    pub become_user: Option<String>,
+
+    /// Start at the first task with this name; earlier tasks are skipped (Ansible's --start-at-task)
+    #[arg(long, value_name = "NAME")]
+    pub start_at_task: Option<String>,
 
     /// Seconds one remote exec may take before the host fails
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
@@ -175,4 +195,71 @@ pub enum Color {
 pub enum Format {
     Human,
     Json,
+}
+
+/// ansible-playbook flags that khard does not have, and what to do instead:
+/// said plainly, instead of clap's nearest-name hint (which pointed
+/// `--ask-vault-pass` at `--ask-become-pass`).
+const ANSIBLE_ONLY: &[(&str, &str)] = &[
+    (
+        "--ask-vault-pass",
+        "ansible-vault files and values are not read by khard yet: decrypt the variables khard needs into a file you pass with -e @file",
+    ),
+    (
+        "--ask-vault-password",
+        "ansible-vault files and values are not read by khard yet: decrypt the variables khard needs into a file you pass with -e @file",
+    ),
+    (
+        "--vault-password-file",
+        "ansible-vault files and values are not read by khard yet: decrypt the variables khard needs into a file you pass with -e @file",
+    ),
+    (
+        "--vault-id",
+        "ansible-vault files and values are not read by khard yet: decrypt the variables khard needs into a file you pass with -e @file",
+    ),
+    (
+        "-k",
+        "password logins are not supported: khard logs in with keys (ssh-agent, --private-key, the ssh config)",
+    ),
+    (
+        "--ask-pass",
+        "password logins are not supported: khard logs in with keys (ssh-agent, --private-key, the ssh config)",
+    ),
+    (
+        "--connection-password-file",
+        "password logins are not supported: khard logs in with keys",
+    ),
+    (
+        "--step",
+        "khard has no interactive step mode: use --check --diff to see each change first",
+    ),
+    (
+        "--flush-cache",
+        "khard keeps no fact cache: every run probes the hosts",
+    ),
+    ("--syntax", "did you mean --syntax-check?"),
+    (
+        "-M",
+        "khard has no module path: its modules are built in (docs/format.md)",
+    ),
+    (
+        "--module-path",
+        "khard has no module path: its modules are built in (docs/format.md)",
+    ),
+];
+
+/// The message for an ansible-playbook flag khard lacks, if `args` hold one.
+pub fn ansible_only_flag(args: &[String]) -> Option<String> {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .find_map(|a| {
+            let flag = a.split('=').next().unwrap_or(a);
+            ANSIBLE_ONLY
+                .iter()
+                .find(|(f, _)| *f == flag)
+                .map(|(f, why)| {
+                    format!("{f} is an ansible-playbook flag that khard does not have: {why}")
+                })
+        })
 }

@@ -6,7 +6,12 @@ use khard::error::{Exit, is_input_error};
 use khard::settings::Settings;
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(message) = khard::cli::ansible_only_flag(&args) {
+        eprintln!("khard: {message}");
+        std::process::exit(Exit::Invalid.code());
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {

@@ -181,8 +181,10 @@ pub fn selected(task: &Task, tags: &[String], skip: &[String]) -> bool {
 }
 
 /// The variables of `host` in `play`, before probing.
-pub fn static_vars(play: &Play, host: &Host, extra: &Map<String, Value>) -> Map<String, Value> {
-    let mut vars = play.defaults.clone();
+pub fn static_vars(play: &Play, host: &Host, s: &Settings) -> Map<String, Value> {
+    let extra = &s.extra_vars;
+    let mut vars = s.default_vars.clone();
+    vars.extend(play.defaults.clone());
     vars.extend(host.vars.clone());
     vars.extend(play.vars.clone());
     vars.extend(facts::inventory_facts(host));
@@ -316,11 +318,28 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             names.retain(|n| l.contains(n));
         }
         let mut hosts = Vec::new();
+        // A play that decides by k3s_role (the CIS role) must know every host's:
+        // a host without one would be hardened as nothing and pass silently.
+        let uses_role = play
+            .tasks
+            .iter()
+            .chain(&play.handlers)
+            .flat_map(|t| &t.when)
+            .any(|w| w.variables().iter().any(|v| v == "k3s_role"));
         for name in names {
             let host = inv.host(&name).expect("selected from the inventory");
-            let vars = static_vars(play, host, &s.extra_vars);
+            let vars = static_vars(play, host, s);
             let reach = reach(host, &vars, &ssh)
                 .map_err(|e| InputError::new(format!("host {name}: {e}")))?;
+            if uses_role && vars.get("k3s_role").and_then(Value::as_str) == Some("none") {
+                use crate::k3s::facts::{AGENT_GROUPS, SERVER_GROUPS};
+                return Err(InputError::new(format!(
+                    "host {name} has no k3s role: it is in none of the groups khard reads as servers ({}) or agents ({}), and sets no k3s_role variable; put it in one of them or set k3s_role: server|agent",
+                    SERVER_GROUPS.join(", "),
+                    AGENT_GROUPS.join(", ")
+                ))
+                .into());
+            }
             // As in Ansible, the host's ansible_become wins over the play's
             // keyword; --become / -K on the command line win over both.
             let from_play = play.r#become || play.tasks.iter().any(|t| t.r#become == Some(true));
@@ -353,10 +372,43 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             }
             hosts.push(hp);
         }
+        // --start-at-task: plays before the named task's run nothing, its own
+        // starts there, later ones run whole (as ansible-playbook does).
+        let start = match &s.start_at_task {
+            None => 0,
+            Some(name) => {
+                let first = pb.plays.iter().enumerate().find_map(|(pi, p)| {
+                    p.tasks
+                        .iter()
+                        .position(|t| &t.name == name)
+                        .map(|ti| (pi, ti))
+                });
+                match first {
+                    Some((pi, ti)) if pi == index => ti,
+                    Some((pi, _)) if pi > index => play.tasks.len(),
+                    Some(_) => 0,
+                    None => {
+                        let names = pb
+                            .plays
+                            .iter()
+                            .flat_map(|p| &p.tasks)
+                            .map(|t| t.name.as_str());
+                        let hint = crate::error::did_you_mean(name, names)
+                            .map(|h| format!(" (did you mean `{h}`?)"))
+                            .unwrap_or_default();
+                        return Err(InputError::new(format!(
+                            "--start-at-task: no task is named `{name}`{hint}"
+                        ))
+                        .into());
+                    }
+                }
+            }
+        };
         let selected = play
             .tasks
             .iter()
-            .map(|t| selected(t, &s.tags, &s.skip_tags))
+            .enumerate()
+            .map(|(i, t)| i >= start && selected(t, &s.tags, &s.skip_tags))
             .collect();
         plans.push(PlayPlan {
             index,

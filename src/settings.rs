@@ -22,6 +22,11 @@ pub struct Settings {
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
     pub extra_vars: Map<String, Value>,
+    /// Connection defaults from Ansible's flags (-u, --private-key, -c,
+    /// --become-user): the lowest precedence, below every inventory variable.
+    pub default_vars: Map<String, Value>,
+    /// --start-at-task: tasks before the first one of this name are skipped.
+    pub start_at_task: Option<String>,
     /// --known-hosts: one file for every host; otherwise ssh config's or ~/.ssh/known_hosts.
     pub known_hosts: Option<PathBuf>,
     /// -F: the OpenSSH client config to read instead of ~/.ssh/config.
@@ -69,6 +74,8 @@ impl Settings {
             check: a.check,
             diff: a.diff,
             forks: a.forks,
+            default_vars: default_vars(a)?,
+            start_at_task: a.start_at_task.clone(),
             limit: a.limit.clone(),
             allow_empty_limit: a.allow_empty_limit,
             tags: a.tags.clone(),
@@ -93,6 +100,32 @@ impl Settings {
             syntax_check: a.syntax_check,
         })
     }
+}
+
+/// Ansible's connection flags as the variables they stand for.
+fn default_vars(a: &ApplyArgs) -> Result<Map<String, Value>> {
+    let mut out = Map::new();
+    if let Some(c) = &a.connection {
+        if !matches!(c.as_str(), "ssh" | "local" | "smart") {
+            return Err(
+                InputError::new(format!("-c {c}: khard connects with ssh or local")).into(),
+            );
+        }
+        out.insert("ansible_connection".into(), Value::from(c.clone()));
+    }
+    if let Some(u) = &a.remote_user {
+        out.insert("ansible_user".into(), Value::from(u.clone()));
+    }
+    if let Some(k) = &a.private_key {
+        out.insert(
+            "ansible_ssh_private_key_file".into(),
+            Value::from(k.display().to_string()),
+        );
+    }
+    if let Some(u) = &a.become_user {
+        out.insert("ansible_become_user".into(), Value::from(u.clone()));
+    }
+    Ok(out)
 }
 
 /// `-e key=value`, `-e '{"a": 1}'` / `-e 'a: 1'`, or `-e @file.yaml`.

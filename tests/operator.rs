@@ -94,7 +94,7 @@ fn ssh_config_aliases_and_proxyjump_through_a_bastion() {
     std::fs::write(
         &inv2,
         format!(
-            "all:\n  hosts:\n    s1: {{ansible_host: {}}}\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {}\n    ansible_ssh_common_args: '-o ProxyJump=root@{veth}'\n",
+            "all:\n  hosts:\n    s1: {{ansible_host: {}, k3s_role: server}}\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {}\n    ansible_ssh_common_args: '-o ProxyJump=root@{veth}'\n",
             addr(&fleet, "s1"),
             key.display()
         ),
@@ -132,7 +132,7 @@ fn ssh_config_aliases_and_proxyjump_through_a_bastion() {
     std::fs::write(
         &inv3,
         format!(
-            "all:\n  hosts:\n    s1: {{ansible_host: {}}}\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {}\n    khard_proxy_jump: 'root@{veth},root@{}'\n",
+            "all:\n  hosts:\n    s1: {{ansible_host: {}, k3s_role: server}}\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {}\n    khard_proxy_jump: 'root@{veth},root@{}'\n",
             addr(&fleet, "s1"),
             key.display(),
             addr(&fleet, "a1")
@@ -161,7 +161,7 @@ fn ssh_config_aliases_and_proxyjump_through_a_bastion() {
     std::fs::write(
         &inv4,
         format!(
-            "all:\n  hosts:\n    s1: {{ansible_host: {}}}\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {k}\n    ansible_ssh_common_args: '-o ProxyCommand=\"ssh -i {k} -o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes -o BatchMode=yes -W %h:%p root@{veth}\"'\n",
+            "all:\n  hosts:\n    s1: {{ansible_host: {}, k3s_role: server}}\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {k}\n    ansible_ssh_common_args: '-o ProxyCommand=\"ssh -i {k} -o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes -o BatchMode=yes -W %h:%p root@{veth}\"'\n",
             addr(&fleet, "s1"),
             k = key.display(),
             kh = kh.display(),

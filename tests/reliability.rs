@@ -624,7 +624,7 @@ fn timeouts_fail_the_slow_task_and_the_silent_host_only() {
     let inv2 = fleet.dir.join("with-silent.yaml");
     let text = std::fs::read_to_string(&inv).unwrap().replace(
         "  vars:\n",
-        &format!("  hosts:\n    silent: {{ ansible_host: {silent} }}\n  vars:\n"),
+        &format!("  hosts:\n    silent: {{ ansible_host: {silent}, k3s_role: agent }}\n  vars:\n"),
     );
     std::fs::write(&inv2, text).unwrap();
     let started = std::time::Instant::now();

@@ -56,7 +56,7 @@ fn ecdsa_and_rsa_keys_log_in() {
         auth.push_str(&std::fs::read_to_string(key.with_extension("pub")).unwrap());
         std::fs::write(fleet.dir.join("authorized_keys"), auth).unwrap();
         let inv = fleet.dir.join(format!("{kind}.yaml"));
-        std::fs::write(&inv, format!("all:\n  hosts:\n    s1: {{ansible_host: {addr}, ansible_user: root, ansible_ssh_private_key_file: {}}}\n", key.display())).unwrap();
+        std::fs::write(&inv, format!("all:\n  hosts:\n    s1: {{ansible_host: {addr}, ansible_user: root, k3s_role: server, ansible_ssh_private_key_file: {}}}\n", key.display())).unwrap();
         let run = fleet.khard(&[
             "apply",
             "-i",

@@ -141,14 +141,18 @@ struct PlayYaml {
     #[serde(default)]
     name: Option<String>,
     hosts: String,
-    #[serde(default, rename = "become")]
+    #[serde(
+        default,
+        rename = "become",
+        deserialize_with = "crate::input::yaml::bool11"
+    )]
     r#become: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::yaml::bool11")]
     any_errors_fatal: bool,
     #[serde(default)]
     max_fail_percentage: Option<f64>,
     /// Accepted for compatibility with Ansible playbooks; khard gathers what it needs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::yaml::opt_bool11")]
     #[allow(dead_code)]
     gather_facts: Option<bool>,
     #[serde(default)]
@@ -251,20 +255,35 @@ struct TaskFields {
     notify: Option<OneOrMany>,
     tags: Option<OneOrMany>,
     cis: Option<Cis>,
-    #[serde(rename = "become")]
+    #[serde(
+        rename = "become",
+        default,
+        deserialize_with = "crate::input::yaml::opt_bool11"
+    )]
     r#become: Option<bool>,
     timeout: Option<u64>,
+    #[serde(default, deserialize_with = "crate::input::yaml::opt_bool11")]
     run_once: Option<bool>,
     throttle: Option<crate::input::yaml::Scalar>,
     health: Option<Health>,
+    #[serde(default, alias = "ansible.builtin.file")]
     file: Option<file::Args>,
     directory: Option<directory::Args>,
+    #[serde(default, alias = "ansible.posix.sysctl")]
     sysctl: Option<sysctl::Args>,
+    #[serde(default, alias = "ansible.builtin.command")]
     command: Option<command::Args>,
+    #[serde(
+        default,
+        alias = "ansible.builtin.service",
+        alias = "ansible.builtin.systemd",
+        alias = "ansible.builtin.systemd_service"
+    )]
     service: Option<service::Args>,
     permissions: Option<permissions::Args>,
     k3s_unit: Option<k3s_unit::Args>,
     k3s_config: Option<k3s_config::Args>,
+    #[serde(default, alias = "ansible.builtin.meta")]
     meta: Option<String>,
 }
 

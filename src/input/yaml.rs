@@ -272,3 +272,60 @@ mod item_line_tests {
         assert_eq!(super::item_lines(text), vec![3, 6]);
     }
 }
+
+/// A boolean as Ansible reads YAML (1.1): `true`/`false`, and `yes`/`no`,
+/// `on`/`off`, `y`/`n` in any case, where a boolean is expected.
+pub fn bool11<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    // A visitor, so that an error points at the value's own line.
+    struct Bool11;
+    impl serde::de::Visitor<'_> for Bool11 {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a boolean (true/false, yes/no, on/off)")
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<bool, E> {
+            Ok(b)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<bool, E> {
+            match s.to_ascii_lowercase().as_str() {
+                "yes" | "y" | "on" | "true" => Ok(true),
+                "no" | "n" | "off" | "false" => Ok(false),
+                _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+            }
+        }
+    }
+    d.deserialize_any(Bool11)
+}
+
+/// [`bool11`] for an optional field.
+pub fn opt_bool11<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool11(d).map(Some)
+}
+
+#[cfg(test)]
+mod bool_tests {
+    #[derive(serde::Deserialize)]
+    struct T {
+        #[serde(deserialize_with = "super::bool11")]
+        b: bool,
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_as_ansible_reads_them() {
+        for (text, want) in [
+            ("yes", true),
+            ("No", false),
+            ("ON", true),
+            ("off", false),
+            ("true", true),
+            ("y", true),
+        ] {
+            let t: T = serde_yaml::from_str(&format!("b: {text}")).unwrap();
+            assert_eq!(t.b, want, "{text}");
+        }
+        assert!(serde_yaml::from_str::<T>("b: maybe").is_err());
+    }
+}

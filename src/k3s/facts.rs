@@ -9,6 +9,12 @@ use crate::input::inventory::Host;
 /// since they are only known after probing.
 pub const PROBED: &[&str] = &["k3s_version", "k3s_minor", "k3s_era", "cis_benchmark"];
 
+/// Groups that make a host a k3s server, and an agent: k3s-ansible's
+/// current layout (`server`, `agent`, since 2023) and its older one
+/// (`master`, `node`).
+pub const SERVER_GROUPS: &[&str] = &["server", "servers", "master", "masters"];
+pub const AGENT_GROUPS: &[&str] = &["agent", "agents", "node", "nodes"];
+
 /// `server` or `agent` from the groups or the `k3s_role` var, as k3s-ansible lays them out.
 pub fn k3s_role(host: &Host) -> &'static str {
     match host.vars.get("k3s_role").and_then(Value::as_str) {
@@ -16,9 +22,9 @@ pub fn k3s_role(host: &Host) -> &'static str {
         Some("agent") => return "agent",
         _ => {}
     }
-    if host.groups.contains("server") || host.groups.contains("servers") {
+    if SERVER_GROUPS.iter().any(|g| host.groups.contains(*g)) {
         "server"
-    } else if host.groups.contains("agent") || host.groups.contains("agents") {
+    } else if AGENT_GROUPS.iter().any(|g| host.groups.contains(*g)) {
         "agent"
     } else {
         "none"

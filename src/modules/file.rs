@@ -29,10 +29,10 @@ pub struct Args {
     #[serde(default, deserialize_with = "super::opt_text")]
     pub group: Option<Text>,
     /// Never show the content or its diff.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::yaml::bool11")]
     pub secret: bool,
     /// Keep the replaced file under /var/backups/khard.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::yaml::bool11")]
     pub backup: bool,
     #[serde(default)]
     pub validate: Option<Validate>,
@@ -40,7 +40,7 @@ pub struct Args {
     #[serde(default)]
     pub state: State,
     /// When dest is a symbolic link, write the file it points to (otherwise refused).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::yaml::bool11")]
     pub follow: bool,
 }
 

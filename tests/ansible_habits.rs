@@ -1,0 +1,159 @@
+//! What Ansible users bring: their flags, YAML 1.1 booleans, fully
+//! qualified module names, k3s-ansible's older group names, and flags
+//! khard does not have, which say so.
+
+mod common;
+
+use std::process::Command;
+
+use common::Fleet;
+
+fn khard(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_khard"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("khard-habits-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn yaml_1_1_booleans_fqcn_modules_start_at_task_and_dash_c_local() {
+    let d = scratch("play");
+    // No ansible_connection in the inventory: `-c local` supplies it.
+    std::fs::write(
+        d.join("inv.yaml"),
+        "all:\n  hosts:\n    here:\n      ansible_become: no\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("play.yaml"),
+        format!(
+            "- hosts: all\n  become: no\n  gather_facts: no\n  any_errors_fatal: yes\n  tasks:\n    - name: first\n      ansible.builtin.command: {{ cmd: \"touch {0}/first\" }}\n    - name: second\n      ansible.builtin.command:\n        cmd: \"touch {0}/second\"\n        creates: {0}/second\n      run_once: Yes\n    - name: third\n      file: {{ dest: {0}/third, content: \"x\\n\", backup: on }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = khard(
+        &d,
+        &["apply", "-i", "inv.yaml", "play.yaml", "--syntax-check"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "inv.yaml",
+            "-c",
+            "local",
+            "--start-at-task",
+            "second",
+            "play.yaml",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !d.join("first").exists(),
+        "--start-at-task skipped the first task: {out}"
+    );
+    assert!(
+        d.join("second").exists() && d.join("third").exists(),
+        "{out}"
+    );
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "inv.yaml",
+            "-c",
+            "local",
+            "--start-at-task",
+            "secnd",
+            "play.yaml",
+        ],
+    );
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("did you mean `second`"), "{out}");
+    let (code, out) = khard(&d, &["apply", "-i", "inv.yaml", "-c", "winrm", "play.yaml"]);
+    assert_eq!(code, 5, "{out}");
+    let (code, out) = khard(
+        &d,
+        &["apply", "-i", "inv.yaml", "play.yaml", "--ask-vault-pass"],
+    );
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("--ask-vault-pass is an ansible-playbook flag that khard does not have")
+            && !out.contains("ask-become-pass"),
+        "{out}"
+    );
+    let (code, out) = khard(&d, &["apply", "-i", "inv.yaml", "-k", "play.yaml"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("password logins are not supported"), "{out}");
+}
+
+#[test]
+fn pre_2023_k3s_ansible_groups_and_hosts_without_a_role() {
+    let d = scratch("groups");
+    std::fs::write(
+        d.join("hosts.ini"),
+        "[master]\n10.0.0.1\n\n[node]\n10.0.0.2\n10.0.0.3\n\n[k3s_cluster:children]\nmaster\nnode\n",
+    )
+    .unwrap();
+    let (code, out) = khard(&d, &["apply", "-i", "hosts.ini", "--list-hosts"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("10.0.0.1 (server)") && out.contains("10.0.0.2 (agent)"),
+        "{out}"
+    );
+    std::fs::write(d.join("odd.yaml"), "all:\n  hosts:\n    lonely:\n").unwrap();
+    let (code, out) = khard(&d, &["apply", "-i", "odd.yaml", "--check"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("host lonely has no k3s role")
+            && out.contains("master")
+            && out.contains("node"),
+        "{out}"
+    );
+}
+
+/// `-u` and `--private-key` stand in where the inventory names no user or
+/// key, as ansible-playbook's do.
+#[test]
+fn dash_u_and_private_key_fill_in_for_the_inventory() {
+    let fleet = Fleet::up(&["s1:server:v1.30.6+k3s1"]);
+    let inv = fleet.dir.join("bare.yaml");
+    let text = std::fs::read_to_string(fleet.inventory()).unwrap();
+    let bare: String = text
+        .lines()
+        .filter(|l| !l.contains("ansible_user") && !l.contains("ansible_ssh_private_key_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&inv, bare).unwrap();
+    let key = fleet.dir.join("id_ed25519");
+    let kh = fleet.known_hosts();
+    let run = fleet.khard(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "--check",
+        "-u",
+        "root",
+        "--private-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(run.stdout.contains("unreachable=0"), "{}", run.all());
+}
