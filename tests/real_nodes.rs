@@ -3,6 +3,7 @@
 //! kernel's /proc/sys, the real `sysctl`, systemd doing the restarts, dash
 //! as /bin/sh. The simulated fleet cannot show what these do differently.
 
+mod common;
 mod vm;
 
 use vm::Vms;

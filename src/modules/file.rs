@@ -164,14 +164,8 @@ impl Desired {
             follow: self.follow,
         };
         let mut change = write_diff(&self.dest, &self.content, &self.perms, opts, state)?;
-        if self.mask_k3s_secrets
-            && let Some(d) = change.as_mut().and_then(|c| c.content.as_mut())
-        {
-            d.after = crate::k3s::validate::mask_k3s_secrets(&d.after);
-            d.before = d
-                .before
-                .as_deref()
-                .map(crate::k3s::validate::mask_k3s_secrets);
+        if self.mask_k3s_secrets {
+            super::mask_k3s_diff(&mut change);
         }
         Ok(change)
     }

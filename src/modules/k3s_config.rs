@@ -209,13 +209,7 @@ impl Desired {
             state,
         )?;
         // config.yaml holds the token: its diff is shown masked.
-        if let Some(d) = change.as_mut().and_then(|c| c.content.as_mut()) {
-            d.after = crate::k3s::validate::mask_k3s_secrets(&d.after);
-            d.before = d
-                .before
-                .as_deref()
-                .map(crate::k3s::validate::mask_k3s_secrets);
-        }
+        super::mask_k3s_diff(&mut change);
         Ok(change)
     }
 }

@@ -213,6 +213,17 @@ pub fn check_path(p: &str) -> Result<String, TaskError> {
     Ok(p.trim_end_matches('/').to_owned()).map(|s| if s.is_empty() { "/".into() } else { s })
 }
 
+/// Masks the secret keys of a k3s config in a change's content diff.
+fn mask_k3s_diff(change: &mut Option<Change>) {
+    if let Some(d) = change.as_mut().and_then(|c| c.content.as_mut()) {
+        d.after = crate::k3s::validate::mask_k3s_secrets(&d.after);
+        d.before = d
+            .before
+            .as_deref()
+            .map(crate::k3s::validate::mask_k3s_secrets);
+    }
+}
+
 /// Asks the probe for the metadata of a task's `path` (a glob is expanded on the host).
 fn stat_path(r: &Render, p: &mut Probe, path: &Text) -> Result<(), TaskError> {
     p.stat.insert(check_path(&r.text(path)?)?);

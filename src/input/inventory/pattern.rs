@@ -137,6 +137,23 @@ fn apply_slice(hosts: &[String], slice: &str) -> Option<Vec<String>> {
     }
 }
 
+/// Why a term selects nothing, with a did-you-mean among hosts and groups.
+fn unmatched(inv: &Inventory, w: &str) -> String {
+    let known = inv
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .chain(inv.groups.keys().map(String::as_str));
+    let hint = crate::error::did_you_mean(w, known)
+        .map(|h| format!(" (did you mean `{h}`?)"))
+        .unwrap_or_default();
+    if w.contains(['*', '?', '[']) || inv.groups.contains_key(w) {
+        format!("`{w}` matches no host of the inventory{hint}")
+    } else {
+        format!("`{w}` is neither a host nor a group of the inventory{hint}")
+    }
+}
+
 /// The hosts a pattern selects, in inventory order. An Include term that
 /// names nothing known is an error (a typo would otherwise select nothing).
 pub fn select(inv: &Inventory, pattern: &str) -> Result<Vec<String>, String> {
@@ -152,21 +169,9 @@ pub fn select_with(inv: &Inventory, pattern: &str, strict: bool) -> Result<Vec<S
         for term in &terms {
             let (Term::Include(w) | Term::Intersect(w) | Term::Exclude(w)) = term;
             if resolve(inv, w)?.is_empty() {
-                let known = inv
-                    .hosts
-                    .iter()
-                    .map(|h| h.name.as_str())
-                    .chain(inv.groups.keys().map(String::as_str));
-                let hint = crate::error::did_you_mean(w, known)
-                    .map(|h| format!(" (did you mean `{h}`?)"))
-                    .unwrap_or_default();
-                let what = if w.contains(['*', '?', '[']) || inv.groups.contains_key(w.as_str()) {
-                    "matches no host of the inventory"
-                } else {
-                    "is neither a host nor a group of the inventory"
-                };
                 return Err(format!(
-                    "`{w}` {what}{hint}; use --allow-empty-limit if that is intended"
+                    "{}; use --allow-empty-limit if that is intended",
+                    unmatched(inv, w)
                 ));
             }
         }
@@ -181,17 +186,7 @@ pub fn select_with(inv: &Inventory, pattern: &str, strict: bool) -> Result<Vec<S
                 && !w.contains(['*', '?', '['])
                 && !inv.groups.contains_key(w.as_str())
             {
-                let known = inv
-                    .hosts
-                    .iter()
-                    .map(|h| h.name.as_str())
-                    .chain(inv.groups.keys().map(String::as_str));
-                let hint = crate::error::did_you_mean(w, known)
-                    .map(|h| format!(" (did you mean `{h}`?)"))
-                    .unwrap_or_default();
-                return Err(format!(
-                    "`{w}` is neither a host nor a group of the inventory{hint}"
-                ));
+                return Err(unmatched(inv, w));
             }
             included.extend(found);
         }
