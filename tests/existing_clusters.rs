@@ -13,6 +13,7 @@ use common::Fleet;
 
 const V130: &str = "v1.30.6+k3s1";
 const V124: &str = "v1.24.17+k3s1";
+const V126: &str = "v1.26.15+k3s1";
 const V120: &str = "v1.20.15+k3s1";
 const DROPIN: &str = "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml";
 
@@ -50,6 +51,7 @@ fn existing_configs_keep_every_key_and_the_hardening_is_appended() {
         &format!("ha:server:{V130}"),
         &format!("db:server:{V124}"),
         &format!("w1:agent:{V130}"),
+        &format!("mid:server:{V126}"),
     ]);
     let originals = [
         ("ha", "/etc/rancher/k3s/config.yaml", HA_SERVER),
@@ -72,6 +74,7 @@ fn existing_configs_keep_every_key_and_the_hardening_is_appended() {
     std::fs::create_dir_all(&hv).unwrap();
     std::fs::write(hv.join("ha.yaml"), "k3s_cluster_name: east\n").unwrap();
     std::fs::write(hv.join("db.yaml"), "k3s_cluster_name: west\n").unwrap();
+    std::fs::write(hv.join("mid.yaml"), "k3s_cluster_name: middle\n").unwrap();
 
     let run = fleet.apply(&["--diff"]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -102,7 +105,7 @@ fn existing_configs_keep_every_key_and_the_hardening_is_appended() {
 
     let again = fleet.apply(&[]);
     assert_eq!(again.code, 0, "{}", again.all());
-    for host in ["ha", "db", "w1"] {
+    for host in ["ha", "db", "w1", "mid"] {
         assert_eq!(again.count(host, "changed"), 0, "{}", again.all());
     }
     let check = fleet.apply(&["--check"]);

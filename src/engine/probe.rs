@@ -420,6 +420,28 @@ mod tests {
         }
     }
 
+    /// A probe answer cut at the output limit is never trusted, whoever ran
+    /// it (the probe exec, or the tail of a handler's exec).
+    #[test]
+    fn a_cut_short_probe_is_refused() {
+        let p = Probe::default();
+        let marker = "@@m";
+        let whole = crate::transport::ExecOutput {
+            status: Some(0),
+            stdout: format!("{marker} facts\n{marker} end\n").into_bytes(),
+            ..Default::default()
+        };
+        assert!(Probed::from_output(p.clone(), marker, &whole).is_ok());
+        let cut = crate::transport::ExecOutput {
+            truncated: true,
+            ..whole
+        };
+        assert_eq!(
+            Probed::from_output(p, marker, &cut).unwrap_err(),
+            HostError::ProbeTruncated
+        );
+    }
+
     #[test]
     fn probes_a_real_folder() {
         let tmp = crate::testutil::TempDir::new();
