@@ -29,6 +29,8 @@ pub fn report(mut s: Settings) -> Result<Exit> {
 
 fn run(s: Settings, compliance: bool) -> Result<Exit> {
     let started = Instant::now();
+    // Vault passwords before any input is read: inventories and vars files may be vaulted.
+    crate::input::vault::set_secrets(s.vault.secrets()?);
     let inventory = Inventory::load(&s.inventory)?;
     let playbook = Playbook::load(s.playbook.as_deref())?;
     let mut plans = plan(&inventory, &playbook, &s)?;
@@ -57,6 +59,10 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     }
     for h in plans.iter().flat_map(|p| &p.hosts) {
         redactor.learn(&h.vars);
+    }
+    // Whatever came out of a vault is a secret, whatever its variable's name.
+    for v in crate::input::vault::decrypted() {
+        redactor.add(&v);
     }
     let stdout = || Box::new(std::io::stdout());
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -134,7 +140,13 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
 /// The sudo password: from the terminal without echo, or one line of stdin
 /// when there is no terminal (CI, tests).
 fn ask_password() -> Result<String> {
-    let from_tty = rpassword::prompt_password("BECOME password: ");
+    ask_secret("BECOME password: ", "-K")
+}
+
+/// A secret from the terminal without echo, or one line of stdin when there
+/// is no terminal (CI, tests); `flag` names the option in errors.
+pub fn ask_secret(prompt: &str, flag: &str) -> Result<String> {
+    let from_tty = rpassword::prompt_password(prompt);
     let password = match from_tty {
         Ok(p) => p,
         Err(_) => {
@@ -144,7 +156,7 @@ fn ask_password() -> Result<String> {
         }
     };
     if password.is_empty() {
-        return Err(crate::error::InputError::new("-K: empty sudo password").into());
+        return Err(crate::error::InputError::new(format!("{flag}: empty password")).into());
     }
     Ok(password)
 }

@@ -135,6 +135,18 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "USER")]
     pub become_user: Option<String>,
 
+    /// Ask for the ansible-vault password once (for `!vault` values and encrypted vars files)
+    #[arg(long, alias = "ask-vault-password")]
+    pub ask_vault_pass: bool,
+
+    /// File holding the ansible-vault password, or an executable that prints it (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub vault_password_file: Vec<PathBuf>,
+
+    /// A vault id and where its password comes from: `label@FILE`, `label@prompt`, or `FILE` (repeatable)
+    #[arg(long, value_name = "[LABEL@]SOURCE")]
+    pub vault_id: Vec<String>,
+
     /// Start at the first task with this name; earlier tasks are skipped (Ansible's --start-at-task)
     #[arg(long, value_name = "NAME")]
     pub start_at_task: Option<String>,
@@ -198,25 +210,9 @@ pub enum Format {
 }
 
 /// ansible-playbook flags that khard does not have, and what to do instead:
-/// said plainly, instead of clap's nearest-name hint (which pointed
-/// `--ask-vault-pass` at `--ask-become-pass`).
+/// said plainly, instead of clap's nearest-name hint (which pointed `-k`
+/// at nothing useful and `--ask-pass` at `--ask-become-pass`).
 const ANSIBLE_ONLY: &[(&str, &str)] = &[
-    (
-        "--ask-vault-pass",
-        "ansible-vault files and values are not read by khard yet: decrypt the variables khard needs into a file you pass with -e @file",
-    ),
-    (
-        "--ask-vault-password",
-        "ansible-vault files and values are not read by khard yet: decrypt the variables khard needs into a file you pass with -e @file",
-    ),
-    (
-        "--vault-password-file",
-        "ansible-vault files and values are not read by khard yet: decrypt the variables khard needs into a file you pass with -e @file",
-    ),
-    (
-        "--vault-id",
-        "ansible-vault files and values are not read by khard yet: decrypt the variables khard needs into a file you pass with -e @file",
-    ),
     (
         "-k",
         "password logins are not supported: khard logs in with keys (ssh-agent, --private-key, the ssh config)",

@@ -25,6 +25,8 @@ pub struct Settings {
     /// Connection defaults from Ansible's flags (-u, --private-key, -c,
     /// --become-user): the lowest precedence, below every inventory variable.
     pub default_vars: Map<String, Value>,
+    /// ansible-vault password sources, in the order given.
+    pub vault: VaultSources,
     /// --start-at-task: tasks before the first one of this name are skipped.
     pub start_at_task: Option<String>,
     /// --known-hosts: one file for every host; otherwise ssh config's or ~/.ssh/known_hosts.
@@ -76,6 +78,11 @@ impl Settings {
             forks: a.forks,
             default_vars: default_vars(a)?,
             start_at_task: a.start_at_task.clone(),
+            vault: VaultSources {
+                ask: a.ask_vault_pass,
+                files: a.vault_password_file.clone(),
+                ids: a.vault_id.clone(),
+            },
             limit: a.limit.clone(),
             allow_empty_limit: a.allow_empty_limit,
             tags: a.tags.clone(),
@@ -100,6 +107,86 @@ impl Settings {
             syntax_check: a.syntax_check,
         })
     }
+}
+
+/// Where ansible-vault passwords come from (--ask-vault-pass,
+/// --vault-password-file, --vault-id).
+#[derive(Debug, Clone, Default)]
+pub struct VaultSources {
+    pub ask: bool,
+    pub files: Vec<PathBuf>,
+    pub ids: Vec<String>,
+}
+
+impl VaultSources {
+    /// Reads every password: files (an executable file is run and its first
+    /// line taken, as Ansible does), and the terminal once where asked.
+    pub fn secrets(&self) -> Result<Vec<crate::input::vault::Secret>> {
+        use crate::input::vault::Secret;
+        let mut out = Vec::new();
+        let from = |source: &str| -> Result<String> {
+            if source == "prompt" {
+                return crate::app::ask_secret("Vault password: ", "--ask-vault-pass");
+            }
+            password_file(std::path::Path::new(source))
+        };
+        if self.ask {
+            out.push(Secret {
+                id: None,
+                password: from("prompt")?,
+            });
+        }
+        for f in &self.files {
+            out.push(Secret {
+                id: None,
+                password: password_file(f)?,
+            });
+        }
+        for spec in &self.ids {
+            let (id, source) = match spec.split_once('@') {
+                Some((id, source)) => (Some(id.to_owned()), source),
+                None => (None, spec.as_str()),
+            };
+            out.push(Secret {
+                id,
+                password: from(source)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A vault password file: its first line, or what it prints when executable.
+fn password_file(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| InputError::new(format!("vault password file {name}: {e}")))?;
+    let text = if meta.permissions().mode() & 0o111 != 0 {
+        let out = std::process::Command::new(path)
+            .output()
+            .map_err(|e| InputError::new(format!("vault password script {name}: {e}")))?;
+        if !out.status.success() {
+            return Err(InputError::new(format!(
+                "vault password script {name} failed ({})",
+                out.status
+            ))
+            .into());
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        crate::input::inventory::read_utf8(path)?
+    };
+    let password = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned();
+    if password.is_empty() {
+        return Err(InputError::new(format!("vault password file {name} is empty")).into());
+    }
+    Ok(password)
 }
 
 /// Ansible's connection flags as the variables they stand for.

@@ -88,14 +88,10 @@ fn yaml_1_1_booleans_fqcn_modules_start_at_task_and_dash_c_local() {
     assert!(out.contains("did you mean `second`"), "{out}");
     let (code, out) = khard(&d, &["apply", "-i", "inv.yaml", "-c", "winrm", "play.yaml"]);
     assert_eq!(code, 5, "{out}");
-    let (code, out) = khard(
-        &d,
-        &["apply", "-i", "inv.yaml", "play.yaml", "--ask-vault-pass"],
-    );
+    let (code, out) = khard(&d, &["apply", "-i", "inv.yaml", "play.yaml", "--step"]);
     assert_eq!(code, 5, "{out}");
     assert!(
-        out.contains("--ask-vault-pass is an ansible-playbook flag that khard does not have")
-            && !out.contains("ask-become-pass"),
+        out.contains("--step is an ansible-playbook flag that khard does not have"),
         "{out}"
     );
     let (code, out) = khard(&d, &["apply", "-i", "inv.yaml", "-k", "play.yaml"]);

@@ -9,4 +9,5 @@
 pub mod inventory;
 pub mod playbook;
 pub mod source;
+pub mod vault;
 pub mod yaml;

@@ -69,6 +69,34 @@ pub fn to_json(value: serde_yaml::Value) -> Value {
     }
 }
 
+/// Like [`to_json`], decrypting `!vault` values (ansible-vault).
+pub fn to_json_decrypting(value: serde_yaml::Value) -> Result<Value, String> {
+    use serde_yaml::Value as Y;
+    Ok(match value {
+        Y::Tagged(t) if t.tag == "vault" => match t.value {
+            Y::String(envelope) => Value::String(
+                crate::input::vault::decrypt(&envelope)
+                    .map_err(|e| format!("a !vault value {e}"))?,
+            ),
+            _ => {
+                return Err("a !vault value must be a string (`!vault |` and the envelope)".into());
+            }
+        },
+        Y::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .map(to_json_decrypting)
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| Ok((scalar_key(k), to_json_decrypting(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => to_json(other),
+    })
+}
+
 fn scalar_key(key: serde_yaml::Value) -> String {
     match key {
         serde_yaml::Value::String(s) => s,
@@ -135,13 +163,13 @@ pub struct Vars(pub serde_json::Map<String, Value>);
 impl<'de> Deserialize<'de> for Vars {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let ordered = Ordered::<serde_yaml::Value>::deserialize(deserializer)?;
-        Ok(Vars(
-            ordered
-                .0
-                .into_iter()
-                .map(|(k, v)| (k, to_json(v)))
-                .collect(),
-        ))
+        let mut vars = serde_json::Map::new();
+        for (k, v) in ordered.0 {
+            let v = to_json_decrypting(v)
+                .map_err(|e| serde::de::Error::custom(format!("variable `{k}`: {e}")))?;
+            vars.insert(k, v);
+        }
+        Ok(Vars(vars))
     }
 }
 

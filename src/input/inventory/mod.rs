@@ -339,14 +339,20 @@ pub fn read_utf8(path: &Path) -> Result<String> {
         )
         .into());
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
             .iter()
             .filter(|b| **b == b'\n')
             .count()
             + 1;
-        InputError::at(&path.display().to_string(), line, 1, "not valid UTF-8").into()
-    })
+        InputError::at(&path.display().to_string(), line, 1, "not valid UTF-8")
+    })?;
+    // A whole file encrypted with ansible-vault (group_vars/all/vault.yml).
+    if crate::input::vault::is_vault(&text) {
+        return crate::input::vault::decrypt(&text)
+            .map_err(|e| InputError::in_file(&name, e).into());
+    }
+    Ok(text)
 }
 
 /// Most hosts one host range may name.

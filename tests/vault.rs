@@ -1,0 +1,127 @@
+//! ansible-vault, with files made by the real `ansible-vault`
+//! (tests/fixtures/vault/): a vaulted vars file in group_vars and a
+//! `!vault |` value in the inventory decrypt with --vault-password-file or
+//! --vault-id; the plain value reaches the host, never the output; a wrong
+//! password is a clear error before anything runs (exit 5).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault")
+}
+
+fn setup(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("khard-vault-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("group_vars/all")).unwrap();
+    std::fs::copy(
+        fixtures().join("vars-1.1.yml"),
+        d.join("group_vars/all/vault.yml"),
+    )
+    .unwrap();
+    let inline = std::fs::read_to_string(fixtures().join("inline.yml")).unwrap();
+    // k3s-ansible's pre-2023 layout (master/node), this machine as the master.
+    std::fs::write(
+        d.join("hosts.yml"),
+        format!(
+            "k3s_cluster:\n  children:\n    master:\n      hosts:\n        here:\n          ansible_connection: local\n          ansible_become: false\n          {}\n    node:\n      hosts: {{}}\n",
+            inline.trim_end().replace('\n', "\n          ")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("play.yml"),
+        format!(
+            "- hosts: all\n  tasks:\n    - name: token file\n      file: {{ dest: {}/token, content: \"{{{{k3s_token}}}}\\n\", mode: \"0600\" }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    d
+}
+
+fn khard(d: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_khard"))
+        .args(args)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn vaulted_files_and_values_decrypt_and_stay_secret() {
+    let d = setup("ok");
+    let pw = fixtures().join("password");
+    let pw = pw.to_str().unwrap();
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "hosts.yml",
+            "--vault-password-file",
+            pw,
+            "--diff",
+            "-vv",
+            "play.yml",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("token")).unwrap(),
+        "K10vaulted::server:s3cret\n",
+        "the plain value reaches the host"
+    );
+    for secret in ["K10vaulted", "s3cret-become-pw", "$ANSIBLE_VAULT"] {
+        assert!(!out.contains(secret), "{secret} in the output: {out}");
+    }
+    // --vault-id with the label of the inline value, and the password from a script.
+    let script = d.join("pw.sh");
+    std::fs::write(&script, format!("#!/bin/sh\ncat {pw}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let id = format!("prod@{}", script.display());
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "hosts.yml",
+            "--vault-id",
+            &id,
+            "--check",
+            "play.yml",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_wrong_or_missing_vault_password_stops_before_anything_runs() {
+    let d = setup("wrong");
+    let bad = d.join("bad-password");
+    std::fs::write(&bad, "not-it\n").unwrap();
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "hosts.yml",
+            "--vault-password-file",
+            bad.to_str().unwrap(),
+            "play.yml",
+        ],
+    );
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("wrong password"), "{out}");
+    assert!(!d.join("token").exists());
+    let (code, out) = khard(&d, &["apply", "-i", "hosts.yml", "play.yml"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("no vault password was given"), "{out}");
+    assert!(!d.join("token").exists());
+}
