@@ -272,6 +272,79 @@ fn preflight(pb: &Playbook, play: &Play, host: &HostPlan) -> Result<(), String> 
     Ok(())
 }
 
+/// Variables khard reads to reach and log in to a host.
+const CONNECTION_VARS: &[&str] = &[
+    "ansible_host",
+    "ansible_ssh_host",
+    "ansible_port",
+    "ansible_ssh_port",
+    "ansible_user",
+    "ansible_ssh_user",
+    "ansible_connection",
+    "ansible_ssh_private_key_file",
+    "ansible_private_key_file",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
+    "ansible_become",
+    "ansible_become_user",
+    "ansible_become_password",
+    "ansible_become_pass",
+];
+
+/// khard's templates are Handlebars: a variable it uses that holds Jinja
+/// (`{{ … }}`, `{% … %}`, as k3s-ansible's inventories do) would be written
+/// out literally. Refused before connecting, naming the variable and, where
+/// the inventory or its vars files hold it, the file and line; variables
+/// khard does not use are left alone.
+fn check_no_jinja(
+    host: &str,
+    vars: &Map<String, Value>,
+    used: &std::collections::BTreeSet<String>,
+    inventory: &std::path::Path,
+) -> Result<()> {
+    let jinja = |v: &Value| {
+        v.as_str()
+            .is_some_and(|s| s.contains("{{") || s.contains("{%"))
+    };
+    for (name, value) in vars.iter().filter(|(n, v)| used.contains(*n) && jinja(v)) {
+        let place = find_definition(inventory, name)
+            .map(|p| format!("{p}: "))
+            .unwrap_or_default();
+        return Err(InputError::new(format!(
+            "{place}host {host}: variable `{name}` holds a Jinja expression ({}), which khard does not evaluate (its templates are Handlebars); give it a plain value",
+            value.as_str().unwrap_or_default()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// `file:line` of the first line that sets `name` in the inventory or the
+/// group_vars / host_vars beside it.
+fn find_definition(inventory: &std::path::Path, name: &str) -> Option<String> {
+    let dir = inventory.parent().unwrap_or(std::path::Path::new("."));
+    let mut files = vec![inventory.to_path_buf()];
+    for sub in ["group_vars", "host_vars"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match std::fs::read_dir(e.path()) {
+                Ok(inner) => files.extend(inner.flatten().map(|i| i.path())),
+                Err(_) => files.push(e.path()),
+            }
+        }
+    }
+    files.into_iter().find_map(|f| {
+        let text = std::fs::read_to_string(&f).ok()?;
+        let line = text.lines().position(|l| {
+            let l = l.trim_start();
+            l.starts_with(&format!("{name}:")) || l.starts_with(&format!("{name}="))
+        })?;
+        Some(format!("{}:{}", f.display(), line + 1))
+    })
+}
+
 /// Builds the plans of every play, refusing bad input with a clear message.
 pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan>> {
     let ssh = match &s.ssh_config {
@@ -318,6 +391,16 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             names.retain(|n| l.contains(n));
         }
         let mut hosts = Vec::new();
+        // Names the play's templates, `when:`s and khard itself (to connect) use.
+        let mut used = pb.templates.mentioned_names();
+        used.extend(
+            play.tasks
+                .iter()
+                .chain(&play.handlers)
+                .flat_map(|t| &t.when)
+                .flat_map(|w| w.variables()),
+        );
+        used.extend(CONNECTION_VARS.iter().map(|v| v.to_string()));
         // A play that decides by k3s_role (the CIS role) must know every host's:
         // a host without one would be hardened as nothing and pass silently.
         let uses_role = play
@@ -329,6 +412,7 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
         for name in names {
             let host = inv.host(&name).expect("selected from the inventory");
             let vars = static_vars(play, host, s);
+            check_no_jinja(&name, &vars, &used, &s.inventory)?;
             let reach = reach(host, &vars, &ssh)
                 .map_err(|e| InputError::new(format!("host {name}: {e}")))?;
             if uses_role && vars.get("k3s_role").and_then(Value::as_str) == Some("none") {

@@ -153,3 +153,29 @@ fn dash_u_and_private_key_fill_in_for_the_inventory() {
     ]);
     assert!(run.stdout.contains("unreachable=0"), "{}", run.all());
 }
+
+/// A k3s-ansible inventory keeps its Jinja strings: those khard does not use
+/// stay untouched, one it uses is refused with file:line, also by
+/// --syntax-check.
+#[test]
+fn jinja_in_a_variable_khard_uses_is_refused_with_its_place() {
+    let d = scratch("jinja");
+    std::fs::write(
+        d.join("inv.yml"),
+        "k3s_cluster:\n  children:\n    server:\n      hosts:\n        10.0.0.1:\n  vars:\n    api_endpoint: \"{{ hostvars[groups['server'][0]]['ansible_host'] | default(groups['server'][0]) }}\"\n    k3s_version: v1.30.6+k3s1\n",
+    )
+    .unwrap();
+    let (code, out) = khard(&d, &["apply", "-i", "inv.yml", "--syntax-check"]);
+    assert_eq!(code, 0, "an unused Jinja variable is left alone: {out}");
+    std::fs::write(
+        d.join("inv.yml"),
+        "k3s_cluster:\n  children:\n    server:\n      hosts:\n        s1:\n          ansible_host: \"{{ lookup('env', 'S1') }}\"\n",
+    )
+    .unwrap();
+    let (code, out) = khard(&d, &["apply", "-i", "inv.yml", "--syntax-check"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("inv.yml:6: host s1: variable `ansible_host` holds a Jinja expression"),
+        "{out}"
+    );
+}

@@ -89,6 +89,7 @@ impl Templates {
             return Ok(Text::plain(raw));
         }
         let id = format!("{place}#{}", self.hb.get_templates().len());
+        self.sources.insert(id.clone(), raw.to_owned());
         self.hb.register_template_string(&id, raw).map_err(|e| {
             InputError::new(format!(
                 "{place}: template error in `{raw}`: {}",
@@ -99,6 +100,22 @@ impl Templates {
             raw: raw.to_owned(),
             id: Some(id),
         })
+    }
+
+    /// Every name a template or templated string mentions (a superset of the
+    /// variables it uses: words of its `{{ }}` are taken whole).
+    pub fn mentioned_names(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for src in self.sources.values() {
+            for expr in src.split("{{").skip(1).filter_map(|p| p.split("}}").next()) {
+                out.extend(
+                    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+        out
     }
 
     /// The variables as a rendering context. Building one copies every
