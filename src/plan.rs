@@ -306,7 +306,7 @@ fn check_no_jinja(
         v.as_str()
             .is_some_and(|s| s.contains("{{") || s.contains("{%"))
     };
-    for (name, value) in vars.iter().filter(|(n, v)| used.contains(*n) && jinja(v)) {
+    if let Some((name, value)) = vars.iter().find(|(n, v)| used.contains(*n) && jinja(v)) {
         let place = find_definition(inventory, name)
             .map(|p| format!("{p}: "))
             .unwrap_or_default();
