@@ -179,3 +179,35 @@ fn jinja_in_a_variable_khard_uses_is_refused_with_its_place() {
         "{out}"
     );
 }
+
+/// Messages say what a user needs: a tab named as a tab, a close role name,
+/// the address and port that refused.
+#[test]
+fn messages_name_tabs_roles_and_addresses() {
+    let d = scratch("messages");
+    std::fs::write(d.join("tab.yml"), "all:\n\thosts:\n    a:\n").unwrap();
+    let (code, out) = khard(&d, &["apply", "-i", "tab.yml", "--list-hosts"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("tab.yml:2:1") && out.contains("holds a tab"),
+        "{out}"
+    );
+    std::fs::write(d.join("inv.yml"), "all:\n  hosts:\n    h1:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n      k3s_role: agent\n").unwrap();
+    std::fs::write(d.join("r.yml"), "- hosts: all\n  roles: [cis_k3z]\n").unwrap();
+    let (code, out) = khard(&d, &["apply", "-i", "inv.yml", "r.yml", "--syntax-check"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("did you mean `cis_k3s`"), "{out}");
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "inv.yml",
+            "--check",
+            "--known-hosts",
+            "/dev/null",
+        ],
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("cannot connect to 127.0.0.1:1"), "{out}");
+}

@@ -467,8 +467,18 @@ fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -
             RoleRef::Full { role, vars } => (role.as_str(), Some(vars)),
         };
         let base = find_role(dir, name).ok_or_else(|| {
+            // Suggest among the roles that exist beside the playbook and built in.
+            let mut known: Vec<String> = [dir.join("roles"), source::parent(dir).join("roles")]
+                .iter()
+                .flat_map(|d| d.list())
+                .filter_map(|(rel, _)| rel.split('/').next().map(str::to_owned))
+                .collect();
+            known.push("cis_k3s".into());
+            let hint = crate::error::did_you_mean(name, known.iter().map(String::as_str))
+                .map(|h| format!(" (did you mean `{h}`?)"))
+                .unwrap_or_default();
             InputError::new(format!(
-                "{place}: role `{name}` not found in roles/ beside the playbook, nor built in"
+                "{place}: role `{name}` not found in roles/ beside the playbook, nor built in{hint}"
             ))
         })?;
         let files = Arc::new(Files::load(&base, templates)?);

@@ -12,7 +12,18 @@ use crate::error::{InputError, did_you_mean};
 
 /// Parses `text` (the contents of `file`) into `T`.
 pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, InputError> {
-    serde_yaml::from_str(text).map_err(|e| located(file, &e))
+    serde_yaml::from_str(text).map_err(|e| {
+        let mut err = located(file, &e);
+        // serde_yaml says "cannot start any token" for a tab: name it.
+        let line = e
+            .location()
+            .and_then(|l| text.lines().nth(l.line().saturating_sub(1)));
+        if line.is_some_and(|l| l.contains('\t')) {
+            err.message
+                .push_str(" (the line holds a tab: YAML indents with spaces only)");
+        }
+        err
+    })
 }
 
 /// Turns a serde_yaml error into "file:line:col: message", with a "did you

@@ -237,13 +237,20 @@ impl SshContext {
             }
         };
         let mut handle = match tokio::time::timeout(timeout, connected).await {
-            Err(_) => return Err(format!("connect timed out after {}s", timeout.as_secs())),
+            Err(_) => {
+                return Err(format!(
+                    "connect to {}:{} timed out after {}s",
+                    target.address,
+                    target.port,
+                    timeout.as_secs()
+                ));
+            }
             Ok(Err(e)) => {
                 return Err(verdict
                     .lock()
                     .expect("verdict")
                     .take()
-                    .unwrap_or_else(|| describe(&e)));
+                    .unwrap_or_else(|| describe(&e, target)));
             }
             Ok(Ok(h)) => h,
         };
@@ -424,10 +431,11 @@ fn preferred(known: &[Algorithm]) -> Preferred {
     }
 }
 
-fn describe(e: &russh::Error) -> String {
+fn describe(e: &russh::Error, target: &Target) -> String {
+    let (a, p) = (&target.address, target.port);
     match e {
-        russh::Error::IO(io) => format!("cannot connect: {io}"),
-        other => format!("ssh: {other}"),
+        russh::Error::IO(io) => format!("cannot connect to {a}:{p}: {io}"),
+        other => format!("ssh to {a}:{p}: {other}"),
     }
 }
 
