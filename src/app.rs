@@ -178,6 +178,41 @@ fn manual_controls(plans: &[PlayPlan]) -> Vec<(String, String)> {
 
 fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
     let mut out = std::io::stdout().lock();
+    if s.format == Format::Json {
+        let role = |h: &crate::plan::HostPlan| {
+            h.vars
+                .get("k3s_role")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let plays: Vec<serde_json::Value> = plans
+            .iter()
+            .map(|p| {
+                let play = &pb.plays[p.index];
+                let mut o = serde_json::json!({"play": play.name, "pattern": play.hosts});
+                if s.list_hosts {
+                    o["hosts"] = p
+                        .hosts
+                        .iter()
+                        .map(|h| serde_json::json!({"name": h.name, "k3s_role": role(h)}))
+                        .collect();
+                }
+                if s.list_tasks {
+                    o["tasks"] = play
+                        .tasks
+                        .iter()
+                        .zip(&p.selected)
+                        .filter(|(t, sel)| **sel && !matches!(t.module, crate::modules::Module::FlushHandlers))
+                        .map(|(t, _)| serde_json::json!({"name": t.name, "cis": t.cis, "tags": t.tags}))
+                        .collect();
+                }
+                o
+            })
+            .collect();
+        let _ = writeln!(out, "{}", serde_json::Value::Array(plays));
+        return;
+    }
     for p in plans {
         let play = &pb.plays[p.index];
         let _ = writeln!(out, "play: {} (hosts: {})", play.name, play.hosts);

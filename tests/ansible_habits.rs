@@ -211,3 +211,48 @@ fn messages_name_tabs_roles_and_addresses() {
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("cannot connect to 127.0.0.1:1"), "{out}");
 }
+
+/// `-i` as ansible-playbook takes it: a comma list, or a folder of
+/// inventories (with its group_vars); `--list-hosts --format json`.
+#[test]
+fn inventory_as_a_host_list_or_a_folder_and_lists_as_json() {
+    let d = scratch("inventories");
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "10.0.0.1,10.0.0.2,",
+            "--list-hosts",
+            "--format",
+            "json",
+            "-e",
+            "k3s_role=agent",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v[0]["hosts"][1]["name"], "10.0.0.2", "{out}");
+    assert_eq!(v[0]["hosts"][0]["k3s_role"], "agent", "{out}");
+    let inv = d.join("inventory");
+    std::fs::create_dir_all(inv.join("group_vars")).unwrap();
+    std::fs::write(inv.join("10-servers.ini"), "[server]\ns1\n").unwrap();
+    std::fs::write(inv.join("20-agents.yml"), "agent:\n  hosts:\n    a1:\n").unwrap();
+    std::fs::write(
+        inv.join("group_vars/agent.yml"),
+        "k3s_version: v1.24.17+k3s1\n",
+    )
+    .unwrap();
+    std::fs::write(inv.join("README.md"), "not an inventory\n").unwrap();
+    let (code, out) = khard(&d, &["apply", "-i", "inventory", "--list-hosts"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("s1 (server)") && out.contains("a1 (agent)"),
+        "{out}"
+    );
+    let (code, out) = khard(
+        &d,
+        &["apply", "-i", "inventory", "--list-tasks", "--limit", "a1"],
+    );
+    assert_eq!(code, 0, "{out}");
+}

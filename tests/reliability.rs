@@ -650,8 +650,9 @@ fn timeouts_fail_the_slow_task_and_the_silent_host_only() {
     );
     assert_eq!(run.code, 4, "{}", run.all());
     assert!(
-        run.stdout
-            .contains("unreachable: [silent] connect => silent: connect to 127.0.9.9:22 timed out after 2s"),
+        run.stdout.contains(
+            "unreachable: [silent] connect => silent: connect to 127.0.9.9:22 timed out after 2s"
+        ),
         "{}",
         run.all()
     );

@@ -59,7 +59,63 @@ struct Builder {
     groups: BTreeMap<String, Group>,
 }
 
+/// Files of an inventory folder that are inventories (as Ansible skips
+/// others): YAML, INI or extension-less, not hidden, not backups.
+fn is_inventory_file(p: &Path) -> bool {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase());
+    !name.starts_with('.')
+        && !name.ends_with('~')
+        && matches!(
+            ext.as_deref(),
+            None | Some("yaml" | "yml" | "ini" | "cfg" | "hosts")
+        )
+}
+
 impl Builder {
+    /// Adds one inventory file's hosts and groups (YAML or INI).
+    fn add_text(&mut self, path: &Path, text: &str) -> Result<()> {
+        let file = path.display().to_string();
+        if crate::input::inventory::ini::looks_like_ini(text) {
+            let ini = crate::input::inventory::ini::parse(&file, text)?;
+            let err = |e: String| InputError::in_file(&file, e);
+            for (group, pattern, vars) in ini.hosts {
+                // Hosts before any section sit directly in `all` (Ansible's "ungrouped").
+                let group = if group == "ungrouped" {
+                    "all".to_owned()
+                } else {
+                    group
+                };
+                if group != "all" {
+                    self.add_child("all", &group);
+                }
+                self.add_host(&group, &pattern, vars).map_err(err)?;
+            }
+            for (parent, child) in ini.children {
+                if parent != "all" {
+                    self.add_child("all", &parent);
+                }
+                self.add_child(&parent, &child);
+            }
+            for (group, vars) in ini.vars {
+                self.group(&group).vars.extend(vars);
+            }
+            return Ok(());
+        }
+        let top: Ordered<Option<GroupYaml>> = yaml::parse(&file, text)?;
+        for (name, raw) in top.0 {
+            if name != "all" {
+                self.add_child("all", &name);
+            }
+            self.walk(&name, raw.unwrap_or_default())
+                .map_err(|e| InputError::in_file(&file, e))?;
+        }
+        Ok(())
+    }
+
     fn group(&mut self, name: &str) -> &mut Group {
         self.groups.entry(name.to_owned()).or_default()
     }
@@ -111,8 +167,41 @@ impl Builder {
 }
 
 impl Inventory {
-    /// Loads an inventory file plus `group_vars/` and `host_vars/` beside it.
+    /// Loads an inventory as ansible-playbook's `-i` takes it: a file (YAML
+    /// or INI), a folder (every inventory file in it, in name order), or a
+    /// comma-separated host list (`host1,host2,`); plus `group_vars/` and
+    /// `host_vars/` beside the file or in the folder.
     pub fn load(path: &Path) -> Result<Inventory> {
+        let spec = path.to_string_lossy();
+        if !path.exists() && spec.contains(',') {
+            let mut b = Builder::default();
+            b.group("all");
+            for host in spec.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                b.add_host("all", host, Map::new())
+                    .map_err(|e| InputError::new(format!("-i {spec}: {e}")))?;
+            }
+            return Inventory::build(b, &spec, Path::new("."));
+        }
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| InputError::in_file(&spec, e))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_inventory_file(p))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(
+                    InputError::in_file(&spec, "a folder with no inventory file in it").into(),
+                );
+            }
+            let mut b = Builder::default();
+            b.group("all");
+            for f in &files {
+                b.add_text(f, &read_utf8(f)?)?;
+            }
+            return Inventory::build(b, &spec, path);
+        }
         let text = read_utf8(path)?;
         Inventory::from_text(path, &text)
     }
@@ -120,47 +209,11 @@ impl Inventory {
     /// Parses inventory text (YAML or INI) as if read from `path`; `group_vars/`
     /// and `host_vars/` are looked up beside `path`.
     pub fn from_text(path: &Path, text: &str) -> Result<Inventory> {
-        let file = path.display().to_string();
-        let text = text.to_owned();
         let mut b = Builder::default();
         b.group("all");
-        if crate::input::inventory::ini::looks_like_ini(&text) {
-            let ini = crate::input::inventory::ini::parse(&file, &text)?;
-            let err = |e: String| InputError::in_file(&file, e);
-            for (group, pattern, vars) in ini.hosts {
-                // Hosts before any section sit directly in `all` (Ansible's "ungrouped").
-                let group = if group == "ungrouped" {
-                    "all".to_owned()
-                } else {
-                    group
-                };
-                if group != "all" {
-                    b.add_child("all", &group);
-                }
-                b.add_host(&group, &pattern, vars).map_err(err)?;
-            }
-            for (parent, child) in ini.children {
-                if parent != "all" {
-                    b.add_child("all", &parent);
-                }
-                b.add_child(&parent, &child);
-            }
-            for (group, vars) in ini.vars {
-                b.group(&group).vars.extend(vars);
-            }
-            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            return Inventory::build(b, &file, &dir);
-        }
-        let top: Ordered<Option<GroupYaml>> = yaml::parse(&file, &text)?;
-        for (name, raw) in top.0 {
-            if name != "all" {
-                b.add_child("all", &name);
-            }
-            b.walk(&name, raw.unwrap_or_default())
-                .map_err(|e| InputError::in_file(&file, e))?;
-        }
+        b.add_text(path, text)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Inventory::build(b, &file, &dir)
+        Inventory::build(b, &path.display().to_string(), &dir)
     }
 
     fn build(b: Builder, file: &str, dir: &Path) -> Result<Inventory> {
