@@ -55,9 +55,10 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ApplyArgs {
-    /// Inventory file (Ansible YAML)
+    /// Inventory: a file (YAML or INI), a folder of them, or `host1,host2,`;
+    /// default: ANSIBLE_INVENTORY or ansible.cfg's inventory
     #[arg(short, long, value_name = "FILE")]
-    pub inventory: PathBuf,
+    pub inventory: Option<PathBuf>,
 
     /// Playbook file; without one, khard runs its built-in CIS hardening playbook
     #[arg(value_name = "PLAYBOOK")]
@@ -71,9 +72,9 @@ pub struct ApplyArgs {
     #[arg(short = 'D', long)]
     pub diff: bool,
 
-    /// How many hosts to work on at once
-    #[arg(short, long, default_value_t = 100, value_name = "N")]
-    pub forks: usize,
+    /// How many hosts to work on at once (default 100, or ANSIBLE_FORKS / ansible.cfg's forks)
+    #[arg(short, long, value_name = "N")]
+    pub forks: Option<usize>,
 
     /// Only these hosts: names, groups, globs; `a:b` union, `a:!b` exclusion, `a:&b` intersection
     #[arg(short, long, value_name = "PATTERN")]
@@ -115,9 +116,10 @@ pub struct ApplyArgs {
     #[arg(short = 'K', long)]
     pub ask_become_pass: bool,
 
-    /// Seconds to wait for a host to accept the connection and authenticate (Ansible's -T)
-    #[arg(short = 'T', long, default_value_t = 10, value_name = "SECONDS")]
-    pub connect_timeout: u64,
+    /// Seconds to wait for a host to accept the connection and authenticate (Ansible's -T;
+    /// default 10, or ANSIBLE_TIMEOUT / ansible.cfg's timeout)
+    #[arg(short = 'T', long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
 
     /// Log in as this user where the inventory sets none (Ansible's -u, remote_user)
     #[arg(short = 'u', long = "user", value_name = "USER")]

@@ -53,7 +53,23 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_args(a: &ApplyArgs) -> Result<Settings> {
-        if a.forks == 0 {
+        let ansible = crate::input::ansible_cfg::AnsibleDefaults::load();
+        Settings::from_args_with(a, &ansible)
+    }
+
+    /// Like `from_args`, with the Ansible settings given: flags win over
+    /// them, they win over khard's defaults.
+    pub fn from_args_with(
+        a: &ApplyArgs,
+        ansible: &crate::input::ansible_cfg::AnsibleDefaults,
+    ) -> Result<Settings> {
+        let inventory = a.inventory.clone().or_else(|| ansible.inventory.clone()).ok_or_else(|| {
+            InputError::new(
+                "no inventory: give one with -i FILE (or set ANSIBLE_INVENTORY, or `inventory` in ansible.cfg)",
+            )
+        })?;
+        let forks = a.forks.or(ansible.forks).unwrap_or(100);
+        if forks == 0 {
             return Err(InputError::new("--forks must be at least 1").into());
         }
         let mut extra_vars = Map::new();
@@ -71,12 +87,12 @@ impl Settings {
                 .or_insert(Value::String(batch.clone()));
         }
         Ok(Settings {
-            inventory: a.inventory.clone(),
+            inventory,
             playbook: a.playbook.clone(),
             check: a.check,
             diff: a.diff,
-            forks: a.forks,
-            default_vars: default_vars(a)?,
+            forks,
+            default_vars: default_vars(a, ansible)?,
             start_at_task: a.start_at_task.clone(),
             vault: VaultSources {
                 ask: a.ask_vault_pass,
@@ -90,11 +106,16 @@ impl Settings {
             extra_vars,
             known_hosts: a.known_hosts.clone(),
             ssh_config: a.ssh_config.clone(),
-            accept_new_host_keys: a.accept_new_host_keys,
-            r#become: a.r#become || a.ask_become_pass,
+            // host_key_checking = False: new hosts are learnt (a changed key is
+            // still refused: khard never skips the check).
+            accept_new_host_keys: a.accept_new_host_keys
+                || ansible.host_key_checking == Some(false),
+            r#become: a.r#become || a.ask_become_pass || ansible.r#become == Some(true),
             become_password: None,
             ask_become_pass: a.ask_become_pass,
-            connect_timeout: Duration::from_secs(a.connect_timeout.max(1)),
+            connect_timeout: Duration::from_secs(
+                a.connect_timeout.or(ansible.timeout).unwrap_or(10).max(1),
+            ),
             timeout: Duration::from_secs(a.timeout.max(1)),
             force_handlers: a.force_handlers,
             format: a.format,
@@ -190,7 +211,10 @@ fn password_file(path: &std::path::Path) -> Result<String> {
 }
 
 /// Ansible's connection flags as the variables they stand for.
-fn default_vars(a: &ApplyArgs) -> Result<Map<String, Value>> {
+fn default_vars(
+    a: &ApplyArgs,
+    ansible: &crate::input::ansible_cfg::AnsibleDefaults,
+) -> Result<Map<String, Value>> {
     let mut out = Map::new();
     if let Some(c) = &a.connection {
         if !matches!(c.as_str(), "ssh" | "local" | "smart") {
@@ -200,16 +224,16 @@ fn default_vars(a: &ApplyArgs) -> Result<Map<String, Value>> {
         }
         out.insert("ansible_connection".into(), Value::from(c.clone()));
     }
-    if let Some(u) = &a.remote_user {
+    if let Some(u) = a.remote_user.as_ref().or(ansible.remote_user.as_ref()) {
         out.insert("ansible_user".into(), Value::from(u.clone()));
     }
-    if let Some(k) = &a.private_key {
+    if let Some(k) = a.private_key.as_ref().or(ansible.private_key_file.as_ref()) {
         out.insert(
             "ansible_ssh_private_key_file".into(),
             Value::from(k.display().to_string()),
         );
     }
-    if let Some(u) = &a.become_user {
+    if let Some(u) = a.become_user.as_ref().or(ansible.become_user.as_ref()) {
         out.insert("ansible_become_user".into(), Value::from(u.clone()));
     }
     Ok(out)

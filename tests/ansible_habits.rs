@@ -256,3 +256,41 @@ fn inventory_as_a_host_list_or_a_folder_and_lists_as_json() {
     );
     assert_eq!(code, 0, "{out}");
 }
+
+/// ansible.cfg and the ANSIBLE_* variables, found where Ansible finds them.
+#[test]
+fn ansible_cfg_and_environment_supply_defaults() {
+    let d = scratch("cfg");
+    std::fs::write(
+        d.join("cfg-hosts.yml"),
+        "server:\n  hosts:\n    from-cfg:\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("env-hosts.yml"),
+        "server:\n  hosts:\n    from-env:\n",
+    )
+    .unwrap();
+    let (code, out) = khard(&d, &["apply", "--list-hosts"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("no inventory"), "{out}");
+    std::fs::write(
+        d.join("ansible.cfg"),
+        "[defaults]\ninventory = cfg-hosts.yml\nremote_user = deploy\nforks = 7\n",
+    )
+    .unwrap();
+    let (code, out) = khard(&d, &["apply", "--list-hosts"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("from-cfg (server)"), "{out}");
+    let out = Command::new(env!("CARGO_BIN_EXE_khard"))
+        .args(["apply", "--list-hosts"])
+        .current_dir(&d)
+        .env("ANSIBLE_INVENTORY", d.join("env-hosts.yml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("from-env (server)"),
+        "the environment wins: {text}"
+    );
+}

@@ -6,6 +6,7 @@
 //! hosts, groups, plays and tasks. May not touch: the network, templates'
 //! rendering for a host (that is `plan` and `engine`), or any k3s knowledge
 //! beyond the variables it reads.
+pub mod ansible_cfg;
 pub mod inventory;
 pub mod playbook;
 pub mod source;
