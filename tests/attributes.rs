@@ -83,20 +83,13 @@ fn missing_parents_are_0755_and_backups_root_only() {
     let play = "- hosts: all\n  tasks:\n    - name: replace with backup\n      file: { dest: DIR/token.yaml, content: \"x: 1\\n\", backup: true }\n";
     let (code, out) = apply(&d, play);
     assert_eq!(code, 0, "{out}");
-    let backup = out
-        .lines()
-        .find_map(|l| l.split("backup: ").nth(1))
-        .map(str::trim)
-        .map(PathBuf::from);
-    let backup = backup.unwrap_or_else(|| {
-        let dir = PathBuf::from(format!("/var/backups/khard{}", d.display()));
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .next()
-            .unwrap()
-    });
+    let folder = PathBuf::from(format!("/var/backups/khard{}", d.display()));
+    let backup = std::fs::read_dir(&folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .expect("a backup");
     let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o600, "{}", backup.display());
     let _ = std::fs::remove_dir_all(format!("/var/backups/khard{}", d.display()));

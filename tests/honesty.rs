@@ -167,3 +167,41 @@ fn guards_hold_for_handlers_and_creates_globs_match() {
     assert!(!here.dir.join("h1-ran").exists() && !here.dir.join("h2-ran").exists());
     assert!(here.dir.join("h3-ran").exists(), "{out}");
 }
+
+/// Output for people: skips whose `when:` is false are folded into a count
+/// (listed with -v), a per-task summary says which hosts each task changed
+/// or failed on, and -q keeps why something failed.
+#[test]
+fn output_folds_skips_summarises_tasks_and_quiet_keeps_failures() {
+    let here = Here::new("output");
+    let play = r#"- hosts: all
+  tasks:
+    - name: never here
+      when: false
+      command: { cmd: "true" }
+    - name: writes
+      file: { dest: DIR/w, content: "x\n" }
+    - name: breaks
+      command: { cmd: "echo broken >&2; false" }
+"#;
+    let (code, out) = here.run(play, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(!out.contains("skipped: [here] never here"), "{out}");
+    assert!(
+        out.contains("(1 skipped task(s) whose `when:` is false not shown; -v lists them)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("TASK SUMMARY\nwrites: changed on 1 (here)\nbreaks: failed on 1 (here)"),
+        "{out}"
+    );
+    let (_, verbose) = here.run(play, &["-v"]);
+    assert!(verbose.contains("skipped: [here] never here"), "{verbose}");
+    let (code, quiet) = here.run(play, &["-q"]);
+    assert_eq!(code, 3, "{quiet}");
+    assert!(quiet.contains("failed: [here] breaks => broken"), "{quiet}");
+    assert!(
+        !quiet.contains("TASK SUMMARY") && !quiet.contains("ok: [here]"),
+        "{quiet}"
+    );
+}

@@ -22,6 +22,17 @@ pub struct Human {
     pub out: Box<dyn Write + Send>,
     /// Progress bars, when stdout is a terminal.
     pub progress: Option<Progress>,
+    /// What happened, per task, for the summary at the end.
+    pub tasks: TaskSummary,
+}
+
+/// Per task (in the order first seen): the hosts it changed and failed on,
+/// and how many skip lines were folded.
+#[derive(Default)]
+pub struct TaskSummary {
+    order: Vec<String>,
+    by_task: HashMap<String, (Vec<String>, Vec<String>)>,
+    folded_skips: usize,
 }
 
 pub struct Progress {
@@ -149,7 +160,34 @@ impl Sink for Human {
             );
             p.overall.set_message(msg);
         }
-        if self.quiet {
+        let name = format!("{}{}", if e.handler { "handler " } else { "" }, e.task);
+        if matches!(
+            e.status,
+            Status::Changed | Status::Unknown | Status::Failed | Status::Unreachable
+        ) && e.task != "connect"
+        {
+            let t = &mut self.tasks;
+            if !t.by_task.contains_key(&name) {
+                t.order.push(name.clone());
+            }
+            let entry = t.by_task.entry(name).or_default();
+            match e.status {
+                Status::Failed | Status::Unreachable => entry.1.push(e.host.clone()),
+                _ => entry.0.push(e.host.clone()),
+            }
+        }
+        // -q keeps why something failed; everything else waits for the recap.
+        let failure = matches!(e.status, Status::Failed | Status::Unreachable);
+        if self.quiet && !failure {
+            return;
+        }
+        // A task whose `when:` is false on a host says nothing new: counted, shown with -v.
+        let plain_skip = e.status == Status::Skipped
+            && e.message.is_none()
+            && e.details.is_empty()
+            && !e.handler;
+        if plain_skip && self.verbose == 0 {
+            self.tasks.folded_skips += 1;
             return;
         }
         let label = match (e.status, e.check) {
@@ -201,6 +239,37 @@ impl Sink for Human {
             }
             p.overall.finish_and_clear();
             let _ = p.multi.clear();
+        }
+        if self.tasks.folded_skips > 0 && !self.quiet {
+            let _ = writeln!(
+                self.out,
+                "({} skipped task(s) whose `when:` is false not shown; -v lists them)",
+                self.tasks.folded_skips
+            );
+        }
+        // Which hosts each task changed or failed on, task by task.
+        if !self.quiet && !self.tasks.order.is_empty() {
+            let _ = writeln!(self.out, "\nTASK SUMMARY");
+            let verb = if s.check { "would change" } else { "changed" };
+            for name in &self.tasks.order {
+                let (changed, failed) = &self.tasks.by_task[name];
+                let mut parts = Vec::new();
+                if !changed.is_empty() {
+                    parts.push(format!(
+                        "{verb} on {} ({})",
+                        changed.len(),
+                        changed.join(", ")
+                    ));
+                }
+                if !failed.is_empty() {
+                    parts.push(format!(
+                        "failed on {} ({})",
+                        failed.len(),
+                        failed.join(", ")
+                    ));
+                }
+                let _ = writeln!(self.out, "{name}: {}", parts.join("; "));
+            }
         }
         let _ = writeln!(self.out, "\nPLAY RECAP");
         for (host, c) in &s.recap {
