@@ -208,8 +208,7 @@ impl Probe {
         for pattern in &self.content_glob {
             let _ = writeln!(
                 s,
-                "for f in {}; do case $f in *'
-'*) continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; fi; done",
+                "for f in {}; do case $f in *'\n'*) continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; fi; done",
                 glob_words(pattern)
             );
         }
