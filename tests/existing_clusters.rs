@@ -162,8 +162,19 @@ fn existing_configs_keep_every_key_and_the_hardening_is_appended() {
 /// config file at all, and the node fails before anything is written.
 #[test]
 fn older_releases_get_a_merge_and_the_oldest_a_clear_refusal() {
-    let fleet = Fleet::up(&[&format!("old:server:{V120}"), "ancient:agent:v1.18.20+k3s1"]);
+    let fleet = Fleet::up(&[
+        &format!("old:server:{V120}"),
+        "ancient:agent:v1.18.20+k3s1",
+        &format!("linked:server:{V120}"),
+    ]);
     put(&fleet, "old", "/etc/rancher/k3s/config.yaml", HA_SERVER);
+    // A config.yaml khard cannot read whole (a link) is never merged blind.
+    put(&fleet, "linked", "/etc/rancher/k3s/real.yaml", HA_SERVER);
+    std::os::unix::fs::symlink(
+        "real.yaml",
+        fleet.path("linked", "/etc/rancher/k3s/config.yaml"),
+    )
+    .unwrap();
     put(&fleet, "ancient", "/etc/rancher/k3s/config.yaml", AGENT);
     let run = fleet.apply(&["--diff"]);
     assert_eq!(run.code, 3, "{}", run.all());

@@ -133,6 +133,14 @@ impl Desired {
                 Ok((self.dropin.clone(), header + &body, Mode::DropIn))
             }
             Mode::Merge => {
+                // Merging blind would drop the operator's keys: a config.yaml
+                // that exists but did not come back whole is refused.
+                if state.stat.contains_key(CONFIG) && !state.content.contains_key(CONFIG) {
+                    return Err(format!(
+                        "{CONFIG} could not be read whole (a link, or over 256 KiB); khard merges only into a file it can read, so nothing was written"
+                    )
+                    .into());
+                }
                 let existing = Self::text(state, CONFIG).unwrap_or_default();
                 let merged = cfg::merge_into(&existing, &self.wanted)
                     .map_err(|e| format!("{CONFIG}: {e}"))?;
