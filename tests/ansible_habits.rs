@@ -150,8 +150,23 @@ fn dash_u_and_private_key_fill_in_for_the_inventory() {
         "root",
         "--private-key",
         key.to_str().unwrap(),
+        "-vvv",
     ]);
     assert!(run.stdout.contains("unreachable=0"), "{}", run.all());
+    // -vvv: how the host was reached, down to the key and the host key's fingerprint.
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("connected: [s1]"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("root@127.0.1.1:22")
+            && line.contains(&format!("key {}", key.display()))
+            && line.contains("host key ssh-ed25519 SHA256:"),
+        "{}",
+        run.all()
+    );
 }
 
 /// A k3s-ansible inventory keeps its Jinja strings: those khard does not use

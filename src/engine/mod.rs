@@ -230,7 +230,7 @@ impl Runner {
             .get_or_init(|| async {
                 let _permit = self.forks.acquire().await.expect("semaphore");
                 self.report.phase(&h.name, "connecting");
-                match &h.reach {
+                let conn = match &h.reach {
                     Reach::Local => Ok(Arc::new(Connection::Local(Local::new()))),
                     Reach::Ssh(t) => self
                         .ssh
@@ -238,7 +238,11 @@ impl Runner {
                         .await
                         .map(|s| Arc::new(Connection::Ssh(s)))
                         .map_err(|e| e.to_string()),
+                };
+                if let Ok(c) = &conn {
+                    self.report.connection(&h.name, &c.describe());
                 }
+                conn
             })
             .await
             .clone()

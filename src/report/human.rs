@@ -118,6 +118,12 @@ impl Sink for Human {
         }
     }
 
+    fn connection(&mut self, host: &str, how: &str) {
+        if self.verbose >= 3 {
+            self.line(&format!("connected: [{host}] {how}"));
+        }
+    }
+
     fn phase(&mut self, host: &str, what: &str) {
         let Some(p) = self.progress.as_mut() else {
             return;

@@ -137,6 +137,8 @@ pub trait Sink: Send {
     fn play(&mut self, _name: &str, _check: bool) {}
     /// What a host is doing now ("probing", "applying 3 changes", ... "done").
     fn phase(&mut self, _host: &str, _what: &str) {}
+    /// How a host was reached (address, user, key, host key, jumps), for -vvv.
+    fn connection(&mut self, _host: &str, _how: &str) {}
     fn event(&mut self, _e: &Event) {}
     fn finish(&mut self, _report: &Summary) {}
 }
@@ -207,6 +209,14 @@ impl Report {
     pub fn phase(&self, host: &str, what: &str) {
         for s in &mut self.inner.lock().expect("report").sinks {
             s.phase(host, what);
+        }
+    }
+
+    /// How a host was reached; secrets are scrubbed like everything else.
+    pub fn connection(&self, host: &str, how: &str) {
+        let how = self.redactor.scrub(how);
+        for s in &mut self.inner.lock().expect("report").sinks {
+            s.connection(host, &how);
         }
     }
 

@@ -117,6 +117,14 @@ impl Connection {
         }
     }
 
+    /// How the host was reached, for -vvv.
+    pub fn describe(&self) -> String {
+        match self {
+            Connection::Ssh(s) => s.description.clone(),
+            Connection::Local(l) => format!("local, as {}", l.user),
+        }
+    }
+
     /// Exec channels opened so far (always 0 for local).
     pub fn channels(&self) -> usize {
         match self {

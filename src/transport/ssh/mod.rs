@@ -181,6 +181,7 @@ impl SshContext {
             known_hosts: known.clone(),
             accept_new: self.accept_new || target.accept_new,
             verdict: Arc::new(Mutex::new(None)),
+            seen: Arc::new(Mutex::new(None)),
         };
         Ok((checker, known))
     }
@@ -195,12 +196,31 @@ impl SshContext {
                     .map_err(|e| fail(format!("jump host: {e}")))?,
             ),
         };
-        let handle = self.open(target, via.as_deref()).await.map_err(fail)?;
+        let (handle, how) = self.open(target, via.as_deref()).await.map_err(fail)?;
+        let chain: Vec<String> = target
+            .jumps
+            .iter()
+            .map(|j| format!("{}@{}:{}", j.user, j.address, j.port))
+            .collect();
+        let via_text = if chain.is_empty() {
+            String::new()
+        } else {
+            format!(", via {}", chain.join(" -> "))
+        };
+        let proxy = target
+            .proxy_command
+            .as_deref()
+            .map(|p| format!(", ProxyCommand `{p}`"))
+            .unwrap_or_default();
         Ok(Session {
             handle,
             _via: via,
             user: target.user.clone(),
             channels: AtomicUsize::new(0),
+            description: format!(
+                "{}@{}:{}, {how}{via_text}{proxy}",
+                target.user, target.address, target.port
+            ),
         })
     }
 
@@ -209,9 +229,10 @@ impl SshContext {
         &self,
         target: &Target,
         via: Option<&Handle<Checker>>,
-    ) -> Result<Handle<Checker>, String> {
+    ) -> Result<(Handle<Checker>, String), String> {
         let (checker, known) = self.checker(target)?;
         let verdict = checker.verdict.clone();
+        let seen = checker.seen.clone();
         let config = self.config(target, &known, &checker.name);
         let timeout = target.connect_timeout.unwrap_or(self.connect_timeout);
         let connected = async {
@@ -257,7 +278,10 @@ impl SshContext {
         match tokio::time::timeout(timeout, self.authenticate(&mut handle, target)).await {
             Err(_) => Err("authentication timed out".into()),
             Ok(Err(e)) => Err(format!("{e:#}")),
-            Ok(Ok(())) => Ok(handle),
+            Ok(Ok(key)) => {
+                let host_key = seen.lock().expect("seen").take().unwrap_or_default();
+                Ok((handle, format!("{key}, host key {host_key}")))
+            }
         }
     }
 
@@ -278,7 +302,8 @@ impl SshContext {
                     let h = Arc::new(
                         self.open(hop, via.as_deref())
                             .await
-                            .map_err(|e| format!("{}: {e}", hop.name))?,
+                            .map_err(|e| format!("{}: {e}", hop.name))?
+                            .0,
                     );
                     cache.insert(key, h.clone());
                     h
@@ -289,7 +314,8 @@ impl SshContext {
         via.ok_or_else(|| "empty jump list".into())
     }
 
-    async fn authenticate(&self, handle: &mut Handle<Checker>, target: &Target) -> Result<()> {
+    /// Logs in; returns which key did it (for -vvv).
+    async fn authenticate(&self, handle: &mut Handle<Checker>, target: &Target) -> Result<String> {
         let user = target.user.as_str();
         let use_agent = target.key_files.is_empty() || !target.identities_only;
         if use_agent
@@ -298,12 +324,17 @@ impl SshContext {
             for id in agent.request_identities().await.unwrap_or_default() {
                 let key = id.public_key().into_owned();
                 let hash = rsa_hash(handle, key.algorithm()).await?;
+                let what = format!(
+                    "ssh-agent key {} {}",
+                    key.algorithm(),
+                    key.fingerprint(russh::keys::HashAlg::Sha256)
+                );
                 if let Ok(r) = handle
                     .authenticate_publickey_with(user, key, hash, &mut agent)
                     .await
                     && r.success()
                 {
-                    return Ok(());
+                    return Ok(what);
                 }
             }
         }
@@ -322,7 +353,7 @@ impl SshContext {
                 .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
                 .await?;
             if r.success() {
-                return Ok(());
+                return Ok(format!("key {}", path.display()));
             }
             tried.push(path.display().to_string());
         }
@@ -445,6 +476,8 @@ struct Checker {
     known_hosts: Arc<KnownHosts>,
     accept_new: bool,
     verdict: Arc<Mutex<Option<String>>>,
+    /// The fingerprint of the key the server presented (shown with -vvv).
+    seen: Arc<Mutex<Option<String>>>,
 }
 
 impl client::Handler for Checker {
@@ -459,6 +492,11 @@ impl client::Handler for Checker {
                 Some("host certificates are not supported".into());
             return Ok(false);
         };
+        *self.seen.lock().expect("seen") = Some(format!(
+            "{} {}",
+            key.algorithm(),
+            key.fingerprint(russh::keys::HashAlg::Sha256)
+        ));
         let file = self.known_hosts.path.display();
         let refuse = |msg: String| {
             *self.verdict.lock().expect("verdict") = Some(msg);
@@ -500,6 +538,8 @@ pub struct Session {
     _via: Option<Arc<Handle<Checker>>>,
     user: String,
     channels: AtomicUsize,
+    /// Address, user, key, host key and jump chain (shown with -vvv).
+    pub description: String,
 }
 
 impl Session {
