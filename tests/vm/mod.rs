@@ -138,19 +138,31 @@ impl Vms {
         path
     }
 
+    /// `ssh` or `scp` with the options both need: strict host keys from
+    /// the VMs' known_hosts, the tests' key, no prompts.
+    fn client(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+        ])
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            self.known_hosts().display()
+        ))
+        .arg("-i")
+        .arg(Vms::key());
+        c
+    }
+
     /// Runs a command on a node as root, through the real OpenSSH client.
     pub fn ssh(&self, node: &str, command: &str) -> Output {
-        let n = self.node(node);
-        Command::new("ssh")
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.known_hosts().display()
-            ))
-            .arg("-i")
-            .arg(Vms::key())
-            .args(["-p", &n.port.to_string(), "root@127.0.0.1", command])
+        let port = self.node(node).port.to_string();
+        self.client("ssh")
+            .args(["-p", &port, "root@127.0.0.1", command])
             .output()
             .expect("ssh")
     }
@@ -168,23 +180,10 @@ impl Vms {
 
     /// Copies a local file to a node.
     pub fn copy(&self, node: &str, from: &Path, to: &str) {
-        let n = self.node(node);
-        let out = Command::new("scp")
-            .args([
-                "-q",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.known_hosts().display()
-            ))
-            .arg("-i")
-            .arg(Vms::key())
-            .args(["-P", &n.port.to_string()])
+        let port = self.node(node).port.to_string();
+        let out = self
+            .client("scp")
+            .args(["-q", "-P", &port])
             .arg(from)
             .arg(format!("root@127.0.0.1:{to}"))
             .output()
