@@ -153,9 +153,20 @@ impl Desired {
     /// computation used for conflicts and the cross-server check.
     pub fn effective(&self, state: &RemoteState) -> Result<cfg::Effective, TaskError> {
         let (target, content, mode) = self.target(state)?;
+        self.effective_with(state, &target, &content, &mode)
+    }
+
+    /// [`Desired::effective`] for a target already rendered.
+    fn effective_with(
+        &self,
+        state: &RemoteState,
+        target: &str,
+        content: &str,
+        mode: &Mode,
+    ) -> Result<cfg::Effective, TaskError> {
         let mut files: Vec<(String, String)> = Vec::new();
         let config = if target == CONFIG {
-            Some(content.clone())
+            Some(content.to_owned())
         } else {
             Self::text(state, CONFIG)
         };
@@ -175,7 +186,7 @@ impl Desired {
                 })
                 .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
                 .collect();
-            dropins.push((target.clone(), content));
+            dropins.push((target.to_owned(), content.to_owned()));
             dropins.sort_by(|a, b| a.0.cmp(&b.0));
             files.extend(dropins);
         }
@@ -195,7 +206,7 @@ impl Desired {
 
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         let (target, content, mode) = self.target(state)?;
-        let effective = self.effective(state)?;
+        let effective = self.effective_with(state, &target, &content, &mode)?;
         let conflicts = cfg::conflicts(&effective, &self.wanted, &target);
         if !conflicts.is_empty() {
             return Err(format!(
