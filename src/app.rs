@@ -89,6 +89,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
                 color,
                 out: stdout(),
                 progress: (tty && !s.quiet).then(crate::report::human::Progress::new),
+                waits: Default::default(),
                 tasks: Default::default(),
             }))
         }

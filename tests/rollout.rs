@@ -67,6 +67,37 @@ fn servers_one_at_a_time_then_agents_in_batches() {
         !fleet.log("s1", "k3s.log").contains("EtcdIsVoter"),
         "s1 has no embedded etcd"
     );
+    // Without a terminal, each wait is a line when it starts and when it ends, in order.
+    let at = |line: &str| {
+        run.stdout
+            .find(line)
+            .unwrap_or_else(|| panic!("no `{line}` in:\n{}", run.all()))
+    };
+    let s2_waits = at("waiting: [s2] handler restart k3s => for batch 2 of 3\n");
+    let s1_gate = at("waiting: [s1] handler restart k3s => until healthy\n");
+    let s1_healthy = at("waited: [s1] handler restart k3s => healthy after ");
+    let s2_starts = at("waited: [s2] handler restart k3s => batch 2 of 3 starts after ");
+    assert!(
+        s2_waits < s1_gate && s1_gate < s1_healthy && s1_healthy < s2_starts,
+        "waits out of order:\n{}",
+        run.all()
+    );
+    let waited = |line: &str| -> u64 {
+        let rest = &run.stdout[at(line) + line.len()..];
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        waited("waited: [s1] handler restart k3s => healthy after ") >= 1,
+        "k3s is down 1.5 s after a restart: {}",
+        run.all()
+    );
+    assert!(waited("waited: [s3] handler restart k3s => batch 3 of 3 starts after ") >= 3);
+    at(
+        "waiting: [a1] handler restart k3s-agent => for batch 1 of 2, after handler `restart k3s`\n",
+    );
+    at("waiting: [a3] handler restart k3s-agent => for batch 2 of 2\n");
+    at("waited: [a3] handler restart k3s-agent => healthy after ");
+    assert!(!run.stdout.contains("still waiting"), "no wait lasted 30 s");
 
     let mut last_healthy = 0.0;
     for s in ["s1", "s2", "s3"] {
@@ -133,6 +164,62 @@ fn servers_one_at_a_time_then_agents_in_batches() {
             "{host} restarted on a run that changed nothing"
         );
     }
+}
+
+#[test]
+fn a_terminal_shows_each_host_waiting_and_the_bar_moving() {
+    let specs: Vec<String> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|s| format!("{s}:server:{V}"))
+        .collect();
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let fleet = Fleet::up_with(&specs, &["--restart-down", "2.5"]);
+    let (inv, kh) = (fleet.inventory(), fleet.known_hosts());
+    let args = [
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "-e",
+        "k3s_health_interval=0.2",
+    ];
+    let run = fleet.khard_in_pty(&args, None);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for shown in [
+        "handler restart k3s: waiting for batch 2 of 3",
+        "handler restart k3s: waiting for batch 3 of 3",
+        "handler restart k3s: waiting until healthy (1 s)",
+    ] {
+        assert!(
+            run.stdout.contains(shown),
+            "`{shown}` never shown: {:?}",
+            run.stdout
+        );
+    }
+    assert!(
+        !run.stdout.contains("waiting: [s"),
+        "plain wait lines belong to pipes, not terminals"
+    );
+    // The bar counts outcomes as they come, so it moves while s3 waits for its turn.
+    let frames: Vec<&str> = run.stdout.split(" tasks").collect();
+    let mut positions_while_s3_waits = std::collections::BTreeSet::new();
+    for pair in frames.windows(2) {
+        let position = pair[0]
+            .rsplit("] ")
+            .next()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        if pair[1].contains("waiting for batch 3 of 3") {
+            positions_while_s3_waits.insert(position.to_owned());
+        }
+    }
+    assert!(
+        positions_while_s3_waits.len() >= 2,
+        "the bar stood still during the rollout: {positions_while_s3_waits:?}"
+    );
 }
 
 #[test]

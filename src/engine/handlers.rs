@@ -3,7 +3,7 @@
 //! same exec, halting the rollout when a batch fails.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -52,7 +52,10 @@ impl Runner {
                     .cloned()
                     .unwrap_or_else(|| h.vars.clone());
                 match self.handler_change(handler, &vars) {
-                    Ok(Some(change)) => todo[hi].push((h, change, vars)),
+                    Ok(Some(change)) => {
+                        self.report.expect(&h.name, 1);
+                        todo[hi].push((h, change, vars));
+                    }
                     Ok(None) => self.report.task(
                         &h.name,
                         &play.name,
@@ -75,6 +78,132 @@ impl Runner {
             .enumerate()
             .flat_map(|(hi, v)| v.iter().map(move |(h, _, _)| (h.name.as_str(), hi)))
             .collect();
+        // Hosts with nothing left in the play are done now, not after everyone's rollout.
+        if next.is_empty() {
+            for h in alive
+                .iter()
+                .filter(|h| !last_handler.contains_key(h.name.as_str()))
+            {
+                self.report.phase(&h.name, "done");
+            }
+        }
+        let rollout = self.roll_out(play, plan, &todo, &last_handler, flush, next);
+        tokio::select! {
+            () = rollout => {}
+            () = self.tick_waits() => {}
+        }
+    }
+
+    /// Runs each handler's batches in turn. A host that is not in the batch
+    /// running now waits, and says what for, until its batch starts.
+    async fn roll_out(
+        &self,
+        play: &Play,
+        plan: &PlayPlan,
+        todo: &[Vec<HandlerRun<'_>>],
+        last_handler: &HashMap<&str, usize>,
+        flush: &mut Flush,
+        next: &[usize],
+    ) {
+        let steps = self.batches(play, todo, flush);
+        let wait_for = |i: usize, host: &str| {
+            let step = &steps[i];
+            let mut what = format!("for batch {} of {}", step.batch + 1, step.of);
+            let before = i.checked_sub(1).map(|b| &steps[b]);
+            if let Some(before) = before.filter(|b| b.handler != step.handler) {
+                let name = &play.handlers[before.handler].name;
+                what.push_str(&format!(", after handler `{name}`"));
+            }
+            let task = format!("handler {}", play.handlers[step.handler].name);
+            self.report.wait_start(host, &task, &what);
+        };
+        let mut seen = BTreeSet::new();
+        for (i, step) in steps.iter().enumerate() {
+            for (h, _, _) in step.runs {
+                if seen.insert(h.name.as_str()) && i > 0 {
+                    wait_for(i, &h.name);
+                }
+            }
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let (hi, batch) = (step.handler, step.runs);
+            let handler = &play.handlers[hi];
+            let not_run = if self.stopped() {
+                Some((Status::Skipped, "not run: interrupted".to_owned()))
+            } else {
+                flush.halted.as_ref().map(|why| {
+                    (
+                        Status::Failed,
+                        format!("not run: the rollout stopped because {why}"),
+                    )
+                })
+            };
+            let which = format!("batch {} of {}", step.batch + 1, step.of);
+            for (h, _, _) in batch {
+                self.report.wait_end(&h.name, |waited| match &not_run {
+                    None => format!("{which} starts after {} s", waited.as_secs()),
+                    Some(_) => format!("{which} will not run"),
+                });
+            }
+            if let Some((status, msg)) = not_run {
+                for (h, _, _) in batch {
+                    self.report.task(
+                        &h.name,
+                        &play.name,
+                        handler,
+                        true,
+                        Outcome::new(status).message(Some(&msg)),
+                    );
+                    if status == Status::Failed {
+                        flush.failed.insert(h.name.clone());
+                    }
+                }
+                continue;
+            }
+            let runs = join_all(batch.iter().map(|(h, change, vars)| {
+                let tail = (last_handler.get(h.name.as_str()) == Some(&hi) && !next.is_empty())
+                    .then(|| self.probe_for(play, plan, h, next));
+                self.run_handler(play, handler, h, change, vars, tail)
+            }))
+            .await;
+            for ((h, _, _), result) in batch.iter().zip(runs) {
+                // The host's next handler, if any, is another wait; after its last, it is done.
+                let later = (i + 1..steps.len())
+                    .find(|&j| steps[j].runs.iter().any(|(o, _, _)| o.name == h.name));
+                match later {
+                    Some(j) => wait_for(j, &h.name),
+                    None if next.is_empty() => self.report.phase(&h.name, "done"),
+                    None => {}
+                }
+                match result {
+                    Ok(Some(state)) => {
+                        flush.probes.insert(h.name.clone(), state);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        flush.failed.insert(h.name.clone());
+                        if flush.halted.is_none()
+                            && (handler.throttle.is_some() || handler.health.is_some())
+                        {
+                            flush.halted =
+                                Some(format!("`{}` failed on {}: {e}", handler.name, h.name));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every batch to run, in order: each handler's hosts in batches of its
+    /// `throttle`. In check mode, and for a handler whose `throttle` is
+    /// invalid, the outcome is reported here and no batch is made.
+    fn batches<'a>(
+        &self,
+        play: &Play,
+        todo: &'a [Vec<HandlerRun<'a>>],
+        flush: &mut Flush,
+    ) -> Vec<Batch<'a>> {
+        let mut steps = Vec::new();
         for (hi, ready) in todo.iter().enumerate() {
             let handler = &play.handlers[hi];
             if ready.is_empty() {
@@ -92,8 +221,16 @@ impl Runner {
                 }
                 continue;
             }
-            let size = match batch_size(&self.playbook, handler, &ready[0].2, ready.len()) {
-                Ok(n) => n,
+            match batch_size(&self.playbook, handler, &ready[0].2, ready.len()) {
+                Ok(size) => {
+                    let of = ready.len().div_ceil(size);
+                    steps.extend(ready.chunks(size).enumerate().map(|(batch, runs)| Batch {
+                        handler: hi,
+                        batch,
+                        of,
+                        runs,
+                    }));
+                }
                 Err(e) => {
                     let e = e.to_string();
                     for (h, _, _) in ready {
@@ -106,59 +243,18 @@ impl Runner {
                         );
                         flush.failed.insert(h.name.clone());
                     }
-                    continue;
-                }
-            };
-            for batch in ready.chunks(size) {
-                let not_run = if self.stopped() {
-                    Some((Status::Skipped, "not run: interrupted".to_owned()))
-                } else {
-                    flush.halted.as_ref().map(|why| {
-                        (
-                            Status::Failed,
-                            format!("not run: the rollout stopped because {why}"),
-                        )
-                    })
-                };
-                if let Some((status, msg)) = not_run {
-                    for (h, _, _) in batch {
-                        self.report.task(
-                            &h.name,
-                            &play.name,
-                            handler,
-                            true,
-                            Outcome::new(status).message(Some(&msg)),
-                        );
-                        if status == Status::Failed {
-                            flush.failed.insert(h.name.clone());
-                        }
-                    }
-                    continue;
-                }
-                let runs = join_all(batch.iter().map(|(h, change, vars)| {
-                    let tail = (last_handler.get(h.name.as_str()) == Some(&hi) && !next.is_empty())
-                        .then(|| self.probe_for(play, plan, h, next));
-                    self.run_handler(play, handler, h, change, vars, tail)
-                }))
-                .await;
-                for ((h, _, _), result) in batch.iter().zip(runs) {
-                    match result {
-                        Ok(Some(state)) => {
-                            flush.probes.insert(h.name.clone(), state);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            flush.failed.insert(h.name.clone());
-                            if flush.halted.is_none()
-                                && (handler.throttle.is_some() || handler.health.is_some())
-                            {
-                                flush.halted =
-                                    Some(format!("`{}` failed on {}: {e}", handler.name, h.name));
-                            }
-                        }
-                    }
                 }
             }
+        }
+        steps
+    }
+
+    /// Tells the report, about once a second, how long each wait has lasted.
+    async fn tick_waits(&self) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            self.report.wait_tick();
         }
     }
 
@@ -201,14 +297,23 @@ impl Runner {
         tail: Option<Probe>,
     ) -> Result<Option<Probed>, TaskError> {
         let started = Instant::now();
+        let task = format!("handler {}", handler.name);
+        let health_line = format!("{} health", self.marker);
         let result = async {
-            let mut body = change.script.clone();
-            if let Some(health) = &handler.health {
-                body.push('\n');
-                body.push_str(&self.health_call(health, vars)?);
-            }
             let mut script = ApplyScript::new(&self.marker);
-            script.task(0, &body);
+            match &handler.health {
+                // The script says when the restart is over and the health wait
+                // begins; fd 3 is closed for everything else it starts.
+                Some(health) => script.task_reporting(
+                    0,
+                    &format!(
+                        "{{\n{}\n}} 3>&-\necho \"$M health\" >&3\n{} 3>&-",
+                        change.script,
+                        self.health_call(health, vars)?
+                    ),
+                ),
+                None => script.task(0, &change.script),
+            }
             let mut bytes = script.finish();
             if let Some(p) = &tail {
                 bytes.extend_from_slice(&p.script(&self.marker));
@@ -216,14 +321,19 @@ impl Runner {
             let conn = self.conn(&h.name).await.ok_or("not connected")?;
             let out = {
                 let _permit = self.forks.acquire().await.expect("semaphore");
-                let waiting = if handler.health.is_some() {
-                    ", waiting until healthy"
-                } else {
-                    ""
+                self.report.phase(&h.name, &format!("{task}: running"));
+                let partial = std::sync::Mutex::new(Vec::new());
+                let watch = |data: &[u8]| {
+                    let mut buf = partial.lock().expect("line buffer");
+                    buf.extend_from_slice(data);
+                    while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=end).collect();
+                        if line[..end] == *health_line.as_bytes() {
+                            self.report.wait_start(&h.name, &task, "until healthy");
+                        }
+                    }
                 };
-                self.report
-                    .phase(&h.name, &format!("{}{waiting}", handler.name));
-                conn.run(&bytes, &h.r#become, self.settings.timeout)
+                conn.run_watched(&bytes, &h.r#become, self.settings.timeout, &watch)
                     .await
                     .map_err(|e| format!("{e:#}"))?
             };
@@ -241,6 +351,13 @@ impl Runner {
             Ok::<_, TaskError>((run.output, state))
         }
         .await;
+        self.report.wait_end(&h.name, |waited| match &result {
+            Ok(_) => format!("healthy after {} s", waited.as_secs()),
+            Err(_) => format!(
+                "stopped waiting after {} s: the handler failed",
+                waited.as_secs()
+            ),
+        });
         let mut shown = change.clone();
         let message = result.as_ref().err().map(ToString::to_string);
         let guard_held = format!("{}-guard-held", self.marker);
@@ -303,6 +420,14 @@ impl Runner {
 
 /// A handler to run on a host: the host, the change, the host's variables.
 type HandlerRun<'a> = (&'a HostPlan, Change, Map<String, Value>);
+
+/// One batch of a handler's rollout: batch `batch` (from 0) of `of`.
+struct Batch<'a> {
+    handler: usize,
+    batch: usize,
+    of: usize,
+    runs: &'a [HandlerRun<'a>],
+}
 
 /// Handler state of a play: who notified what, who failed, and whether the rollout stopped.
 #[derive(Default)]

@@ -147,12 +147,16 @@ impl Runner {
 
     /// Runs every play; returns SSH channels opened per host.
     pub async fn run(&self, plans: &[PlayPlan]) -> BTreeMap<String, usize> {
-        let mut hosts = std::collections::BTreeSet::new();
-        for h in plans.iter().flat_map(|p| &p.hosts) {
-            self.report.host(&h.name);
-            hosts.insert(h.name.clone());
+        // How many task outcomes each host will report, for the progress bar.
+        let mut planned = BTreeMap::new();
+        for plan in plans {
+            let tasks = plan.selected.iter().filter(|s| **s).count();
+            for h in &plan.hosts {
+                self.report.host(&h.name);
+                *planned.entry(h.name.clone()).or_default() += tasks;
+            }
         }
-        self.report.start(hosts.len());
+        self.report.start(&planned);
         if !self.sudo_password_works(plans).await {
             return self.close_all().await;
         }

@@ -126,6 +126,15 @@ impl ApplyScript {
         self.task_with_timeout(index, body, None);
     }
 
+    /// Like [`ApplyScript::task`], with fd 3 open on the exec's own stdout,
+    /// so the body can say where it is while it runs (`echo "$M …" >&3`).
+    /// The body must close fd 3 for anything long-lived it starts (`3>&-`):
+    /// a daemon holding it would keep the exec open.
+    pub fn task_reporting(&mut self, index: usize, body: &str) {
+        let run = format!("(\nset -e\n{body}\n) 3>&1 </dev/null >\"$khard_o\" 2>&1\nr=$?\n");
+        self.push_task(index, &run);
+    }
+
     /// Like [`ApplyScript::task`]; with a timeout the body runs under
     /// coreutils `timeout`, read from fd 3 so that stdin stays /dev/null and
     /// no payload ever appears on a command line.
@@ -139,6 +148,11 @@ impl ApplyScript {
                 "timeout -k 5 {secs} /bin/sh -c 'set -e; . /dev/fd/3' 3<<'KHARD_TASK_EOF' </dev/null >\"$khard_o\" 2>&1\n{FUNCTIONS}{body}\nKHARD_TASK_EOF\nr=$?\n[ $r -ne 124 ] || echo \"timed out after {secs}s\" >>\"$khard_o\"\n"
             ),
         };
+        self.push_task(index, &run);
+    }
+
+    /// Frames `run` (which sets `r`) with the begin/ok/fail markers.
+    fn push_task(&mut self, index: usize, run: &str) {
         let _ = write!(
             self.text,
             "echo \"$M begin {index}\"\n{run}khard_output\nif [ $r -ne 0 ]; then echo \"$M fail {index} $r\"; exit 1; fi\necho \"$M ok {index}\"\n"

@@ -3,13 +3,13 @@
 //! active host with what it is doing and an overall bar with the counts;
 //! without one (CI logs), plain lines only, no escape codes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Counts, Event, Sink, Status, Summary};
+use super::{Counts, Event, Sink, Status, Summary, Wait};
 
 pub struct Human {
     /// 1: change details; 2: also remote output (-v, -vv).
@@ -24,7 +24,13 @@ pub struct Human {
     pub progress: Option<Progress>,
     /// What happened, per task, for the summary at the end.
     pub tasks: TaskSummary,
+    /// Per waiting host, how many 30-second marks its wait has printed (plain mode).
+    pub waits: HashMap<String, u64>,
 }
+
+/// Without a terminal, a wait prints a line when it starts, every this
+/// many seconds while it lasts, and when it ends.
+const PLAIN_WAIT_EVERY: u64 = 30;
 
 /// Per task (in the order first seen): the hosts it changed and failed on,
 /// and how many skip lines were folded.
@@ -35,12 +41,15 @@ pub struct TaskSummary {
     folded_skips: usize,
 }
 
+/// In a terminal: a line per active host saying what it does or waits for,
+/// and an overall bar counting task outcomes (so it moves during a rollout,
+/// when no host is finished yet).
 pub struct Progress {
     multi: MultiProgress,
     overall: ProgressBar,
     hosts: HashMap<String, ProgressBar>,
-    /// Hosts already counted as done (a host may take part in several plays).
-    done: std::collections::HashSet<String>,
+    /// Per host: outcomes expected, outcomes seen.
+    tasks: HashMap<String, (u64, u64)>,
     counts: Counts,
 }
 
@@ -49,7 +58,7 @@ impl Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} hosts  {msg}")
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} tasks  {msg}")
                 .expect("valid template")
                 .progress_chars("=> "),
         );
@@ -58,9 +67,43 @@ impl Progress {
             multi,
             overall,
             hosts: HashMap::new(),
-            done: Default::default(),
+            tasks: HashMap::new(),
             counts: Counts::default(),
         }
+    }
+}
+
+impl Progress {
+    /// Moves the bar by one outcome of `host`. An unreachable host reports
+    /// nothing more: what it would have reported counts as done.
+    fn count(&mut self, host: &str, status: Status) {
+        let (expected, seen) = self.tasks.entry(host.to_owned()).or_default();
+        *seen += 1;
+        if *seen > *expected {
+            *expected = *seen;
+            self.overall.inc_length(1);
+        }
+        let mut step = 1;
+        if status == Status::Unreachable {
+            step += *expected - *seen;
+            *seen = *expected;
+        }
+        self.overall.inc(step);
+    }
+
+    /// Shows what a host is doing on its own line, adding the line if needed.
+    fn show(&mut self, host: &str, what: &str) {
+        let bar = self.hosts.entry(host.to_owned()).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}")
+                    .expect("valid template"),
+            );
+            bar.set_prefix(host.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        bar.set_message(what.to_owned());
     }
 }
 
@@ -101,9 +144,19 @@ impl Human {
 }
 
 impl Sink for Human {
-    fn start(&mut self, hosts: usize) {
-        if let Some(p) = &self.progress {
-            p.overall.set_length(hosts as u64);
+    fn start(&mut self, planned: &BTreeMap<String, usize>) {
+        if let Some(p) = self.progress.as_mut() {
+            for (host, n) in planned {
+                p.tasks.insert(host.clone(), (*n as u64, 0));
+            }
+            p.overall.set_length(planned.values().sum::<usize>() as u64);
+        }
+    }
+
+    fn expect(&mut self, host: &str, n: usize) {
+        if let Some(p) = self.progress.as_mut() {
+            p.tasks.entry(host.to_owned()).or_default().0 += n as u64;
+            p.overall.inc_length(n as u64);
         }
     }
 
@@ -132,26 +185,51 @@ impl Sink for Human {
             if let Some(bar) = p.hosts.remove(host) {
                 bar.finish_and_clear();
             }
-            if p.done.insert(host.to_owned()) {
-                p.overall.inc(1);
+            return;
+        }
+        p.show(host, what);
+    }
+
+    fn wait(&mut self, host: &str, task: &str, wait: &Wait) {
+        if let Some(p) = self.progress.as_mut() {
+            match wait {
+                Wait::Start(what) => p.show(host, &format!("{task}: waiting {what}")),
+                Wait::Still(what, d) => {
+                    p.show(host, &format!("{task}: waiting {what} ({} s)", d.as_secs()))
+                }
+                Wait::End(_) => {}
             }
             return;
         }
-        let bar = p.hosts.entry(host.to_owned()).or_insert_with(|| {
-            let bar = p.multi.add(ProgressBar::new_spinner());
-            bar.set_style(
-                ProgressStyle::with_template("  {spinner} {prefix:.bold} {msg}")
-                    .expect("valid template"),
-            );
-            bar.set_prefix(host.to_owned());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        bar.set_message(what.to_owned());
+        if self.quiet {
+            return;
+        }
+        let line = match wait {
+            Wait::Start(what) => {
+                self.waits.insert(host.to_owned(), 0);
+                format!("waiting: [{host}] {task} => {what}")
+            }
+            Wait::Still(what, d) => {
+                let marks = d.as_secs() / PLAIN_WAIT_EVERY;
+                let printed = self.waits.entry(host.to_owned()).or_default();
+                if marks <= *printed {
+                    return;
+                }
+                *printed = marks;
+                let secs = marks * PLAIN_WAIT_EVERY;
+                format!("still waiting: [{host}] {task} => {what} ({secs} s)")
+            }
+            Wait::End(how) => {
+                self.waits.remove(host);
+                format!("waited: [{host}] {task} => {how}")
+            }
+        };
+        self.line(&line);
     }
 
     fn event(&mut self, e: &Event) {
         if let Some(p) = self.progress.as_mut() {
+            p.count(&e.host, e.status);
             let c = &mut p.counts;
             match e.status {
                 Status::Ok => c.ok += 1,
@@ -299,5 +377,77 @@ impl Sink for Human {
             let _ = writeln!(self.out, "{}", line.trim_end());
         }
         let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn plain(out: &Shared) -> Human {
+        Human {
+            verbose: 0,
+            diff: false,
+            quiet: false,
+            color: false,
+            out: Box::new(out.clone()),
+            progress: None,
+            tasks: TaskSummary::default(),
+            waits: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn without_a_terminal_a_wait_prints_when_it_starts_every_30_s_and_when_it_ends() {
+        let out = Shared::default();
+        let mut human = plain(&out);
+        let what = "until healthy".to_owned();
+        let task = "handler restart k3s";
+        human.wait("s1", task, &Wait::Start(what.clone()));
+        for secs in [1, 2, 29, 30, 31, 45, 59, 60, 61, 89] {
+            human.wait(
+                "s1",
+                task,
+                &Wait::Still(what.clone(), Duration::from_secs(secs)),
+            );
+        }
+        human.wait("s1", task, &Wait::End("healthy after 89 s".into()));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "waiting: [s1] handler restart k3s => until healthy\n\
+             still waiting: [s1] handler restart k3s => until healthy (30 s)\n\
+             still waiting: [s1] handler restart k3s => until healthy (60 s)\n\
+             waited: [s1] handler restart k3s => healthy after 89 s\n"
+        );
+    }
+
+    #[test]
+    fn quiet_prints_no_waits() {
+        let out = Shared::default();
+        let mut human = plain(&out);
+        human.quiet = true;
+        human.wait("s1", "t", &Wait::Start("until healthy".into()));
+        human.wait(
+            "s1",
+            "t",
+            &Wait::Still("until healthy".into(), Duration::from_secs(90)),
+        );
+        assert!(out.0.lock().unwrap().is_empty());
     }
 }

@@ -14,7 +14,7 @@ pub mod redact;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -132,15 +132,31 @@ pub struct Counts {
 
 /// Sinks that want events as they happen.
 pub trait Sink: Send {
-    /// The run starts on this many hosts.
-    fn start(&mut self, _hosts: usize) {}
+    /// The run starts: the hosts, and how many task outcomes each will report.
+    fn start(&mut self, _planned: &BTreeMap<String, usize>) {}
+    /// A host will report `n` more outcomes than planned (the handlers it notified).
+    fn expect(&mut self, _host: &str, _n: usize) {}
     fn play(&mut self, _name: &str, _check: bool) {}
     /// What a host is doing now ("probing", "applying 3 changes", ... "done").
     fn phase(&mut self, _host: &str, _what: &str) {}
     /// How a host was reached (address, user, key, host key, jumps), for -vvv.
     fn connection(&mut self, _host: &str, _how: &str) {}
+    /// A host waits during a rollout (for its batch, until healthy).
+    fn wait(&mut self, _host: &str, _task: &str, _wait: &Wait) {}
     fn event(&mut self, _e: &Event) {}
     fn finish(&mut self, _report: &Summary) {}
+}
+
+/// A wait during a rollout: as it starts, while it lasts (about once a
+/// second) and as it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wait {
+    /// What the host waits for ("until healthy").
+    Start(String),
+    /// Still waiting for that, this long so far.
+    Still(String, Duration),
+    /// How the wait ended ("healthy after 12 s").
+    End(String),
 }
 
 /// Everything a run produced, for the final sinks.
@@ -168,6 +184,8 @@ struct Inner {
     events: Vec<Event>,
     recap: BTreeMap<String, Counts>,
     sinks: Vec<Box<dyn Sink>>,
+    /// Per host, the wait in progress: task, what for, since when.
+    waits: BTreeMap<String, (String, String, Instant)>,
 }
 
 impl Report {
@@ -181,6 +199,7 @@ impl Report {
                 events: Vec::new(),
                 recap: BTreeMap::new(),
                 sinks,
+                waits: BTreeMap::new(),
             }),
         }
     }
@@ -198,10 +217,17 @@ impl Report {
             .insert(host.to_owned(), benchmark.to_owned());
     }
 
-    /// The run starts on this many hosts.
-    pub fn start(&self, hosts: usize) {
+    /// The run starts: the hosts, and how many task outcomes each will report.
+    pub fn start(&self, planned: &BTreeMap<String, usize>) {
         for s in &mut self.inner.lock().expect("report").sinks {
-            s.start(hosts);
+            s.start(planned);
+        }
+    }
+
+    /// A host will report `n` more outcomes than planned (the handlers it notified).
+    pub fn expect(&self, host: &str, n: usize) {
+        for s in &mut self.inner.lock().expect("report").sinks {
+            s.expect(host, n);
         }
     }
 
@@ -217,6 +243,43 @@ impl Report {
         let how = self.redactor.scrub(how);
         for s in &mut self.inner.lock().expect("report").sinks {
             s.connection(host, &how);
+        }
+    }
+
+    /// A host starts waiting (for its batch, until healthy) in `task`.
+    pub fn wait_start(&self, host: &str, task: &str, what: &str) {
+        let mut inner = self.inner.lock().expect("report");
+        let what = self.redactor.scrub(what);
+        inner.waits.insert(
+            host.to_owned(),
+            (task.to_owned(), what.clone(), Instant::now()),
+        );
+        for s in &mut inner.sinks {
+            s.wait(host, task, &Wait::Start(what.clone()));
+        }
+    }
+
+    /// The host's wait is over; `how` says how, given how long it lasted.
+    pub fn wait_end(&self, host: &str, how: impl FnOnce(Duration) -> String) {
+        let mut inner = self.inner.lock().expect("report");
+        let Some((task, _, since)) = inner.waits.remove(host) else {
+            return;
+        };
+        let how = self.redactor.scrub(&how(since.elapsed()));
+        for s in &mut inner.sinks {
+            s.wait(host, &task, &Wait::End(how.clone()));
+        }
+    }
+
+    /// Tells the sinks how long each wait has lasted so far.
+    pub fn wait_tick(&self) {
+        let mut inner = self.inner.lock().expect("report");
+        let inner = &mut *inner;
+        for (host, (task, what, since)) in &inner.waits {
+            let still = Wait::Still(what.clone(), since.elapsed());
+            for s in &mut inner.sinks {
+                s.wait(host, task, &still);
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::sudo::{Exec, Piece, drive};
-use super::{Become, ExecOutput, command_line};
+use super::{Become, ExecOutput, Watch, command_line};
 
 pub struct Local {
     pub user: String,
@@ -26,6 +26,7 @@ impl Local {
         script: &[u8],
         r#become: &Become,
         timeout: Duration,
+        watch: Watch<'_>,
     ) -> Result<ExecOutput> {
         let line = command_line(r#become, &self.user);
         let mut child = Command::new("/bin/sh")
@@ -46,7 +47,7 @@ impl Local {
         };
         let escalation = r#become.escalation(&self.user);
         let work = async move {
-            let mut out = drive(&mut exec, script, escalation).await?;
+            let mut out = drive(&mut exec, script, escalation, watch).await?;
             if let Some(w) = exec.writer.take() {
                 let _ = w.await;
             }

@@ -97,6 +97,9 @@ pub fn command_line(r#become: &Become, login_user: &str) -> String {
     )
 }
 
+/// Sees the script's stdout as it arrives (for progress), before the exec ends.
+pub type Watch<'a> = &'a (dyn Fn(&[u8]) + Send + Sync);
+
 /// A live connection to one host.
 pub enum Connection {
     Ssh(ssh::Session),
@@ -111,9 +114,20 @@ impl Connection {
         r#become: &Become,
         timeout: Duration,
     ) -> anyhow::Result<ExecOutput> {
+        self.run_watched(script, r#become, timeout, &|_| {}).await
+    }
+
+    /// Like [`Connection::run`], showing stdout to `watch` as it arrives.
+    pub async fn run_watched(
+        &self,
+        script: &[u8],
+        r#become: &Become,
+        timeout: Duration,
+        watch: Watch<'_>,
+    ) -> anyhow::Result<ExecOutput> {
         match self {
-            Connection::Ssh(s) => s.run(script, r#become, timeout).await,
-            Connection::Local(l) => l.run(script, r#become, timeout).await,
+            Connection::Ssh(s) => s.run(script, r#become, timeout, watch).await,
+            Connection::Local(l) => l.run(script, r#become, timeout, watch).await,
         }
     }
 

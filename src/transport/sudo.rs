@@ -114,11 +114,13 @@ pub(crate) trait Exec {
 
 /// Runs one exec to its end: collects output (bounded), answers sudo's
 /// prompt with the password when escalating with one, and sends the script
-/// only once the marker proved the shell runs as the target user.
+/// only once the marker proved the shell runs as the target user. The
+/// script's stdout is also shown to `watch` as it arrives.
 pub(crate) async fn drive(
     exec: &mut impl Exec,
     script: &[u8],
     escalation: Option<(Escalation, std::sync::Arc<String>)>,
+    watch: super::Watch<'_>,
 ) -> anyhow::Result<super::ExecOutput> {
     let mut escalation = escalation;
     if escalation.is_none() {
@@ -135,6 +137,9 @@ pub(crate) async fn drive(
             }
         };
         let Some((esc, password)) = escalation.as_mut() else {
+            if !to_stderr {
+                watch(&data);
+            }
             out.push(&data, to_stderr);
             continue;
         };
@@ -142,6 +147,7 @@ pub(crate) async fn drive(
             Step::Wait => {}
             Step::SendPassword => exec.write(format!("{password}\n").as_bytes()).await?,
             Step::Escalated { output } => {
+                watch(&output);
                 out.push(&output, false);
                 escalation = None;
                 exec.send_script(script.to_vec());

@@ -21,7 +21,7 @@ use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCerti
 use russh::{ChannelMsg, Disconnect, Preferred};
 
 use super::sudo::{Exec, Piece, drive};
-use super::{Become, ExecOutput, command_line};
+use super::{Become, ExecOutput, Watch, command_line};
 use crate::engine::script::quote;
 use crate::transport::ssh::known_hosts::{KnownHosts, Verdict, host_key_name};
 
@@ -552,6 +552,7 @@ impl Session {
         script: &[u8],
         r#become: &Become,
         timeout: Duration,
+        watch: Watch<'_>,
     ) -> Result<ExecOutput> {
         let work = async {
             let channel = self
@@ -569,7 +570,7 @@ impl Session {
                 write: Arc::new(write),
                 sender: None,
             };
-            let out = drive(&mut exec, script, r#become.escalation(&self.user)).await?;
+            let out = drive(&mut exec, script, r#become.escalation(&self.user), watch).await?;
             if let Some(s) = exec.sender.take() {
                 let _ = s.await;
             }
