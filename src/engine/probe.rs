@@ -27,7 +27,13 @@ pub struct Probe {
     pub sysctl: BTreeSet<String>,
     /// Read-only guard commands (`unless:`) whose exit status is needed.
     pub guards: Vec<String>,
+    /// Read-only commands whose exit status and output (at most
+    /// [`MAX_READ`] bytes of stdout) are needed (the compliance audit's API queries).
+    pub reads: BTreeSet<String>,
 }
+
+/// Most output a `reads` command brings back.
+pub const MAX_READ: usize = 64 * 1024;
 
 /// Largest file content a probe brings back; bigger files are compared by checksum only.
 pub const MAX_CONTENT: u64 = 256 * 1024;
@@ -62,6 +68,8 @@ pub struct RemoteState {
     pub sysctl: BTreeMap<String, String>,
     /// Exit status of each guard command.
     pub guards: BTreeMap<String, i32>,
+    /// Exit status and stdout of each `reads` command.
+    pub reads: BTreeMap<String, (i32, String)>,
     /// `k3s_version`, when `k3s --version` answered.
     pub facts: BTreeMap<String, String>,
 }
@@ -139,6 +147,7 @@ impl Probe {
         for g in other.guards {
             self.add_guard(&g);
         }
+        self.reads.extend(other.reads);
     }
 
     /// Whether everything `other` needs was asked by this probe (content aside,
@@ -150,6 +159,7 @@ impl Probe {
             && other.content_glob.is_subset(&self.content_glob)
             && other.sysctl.is_subset(&self.sysctl)
             && other.guards.iter().all(|g| self.guards.contains(g))
+            && other.reads.is_subset(&self.reads)
     }
 
     /// The script: it only reads, never writes.
@@ -232,6 +242,13 @@ impl Probe {
                 "( {guard}\n) </dev/null >/dev/null 2>&1; echo \"$M guard {i} $?\""
             );
         }
+        // Output goes back base64-encoded, so it can never forge a marker line.
+        for (i, command) in self.reads.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "khard_r=$( ( {command}\n) </dev/null 2>/dev/null ); khard_s=$?; echo \"$M read {i} $khard_s\"; printf '%s' \"$khard_r\" | head -c {MAX_READ} | base64"
+            );
+        }
         s.push_str("echo \"$M end\"\n");
         s.into_bytes()
     }
@@ -264,6 +281,9 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     let mut section = String::new();
     let mut content_path = String::new();
     let mut content_b64 = String::new();
+    // The `reads` command being collected: its index, status and base64 so far.
+    let mut read: Option<(String, i32)> = None;
+    let mut read_b64 = String::new();
     let mut ended = false;
     let flush_content = |state: &mut RemoteState, path: &mut String, b64: &mut String| {
         if !path.is_empty() {
@@ -277,7 +297,18 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     for line in stdout.lines() {
         if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(' ')) {
             flush_content(&mut state, &mut content_path, &mut content_b64);
-            if let Some(path) = rest.strip_prefix("file ") {
+            flush_read(&mut state, &mut read, &mut read_b64);
+            if let Some(r) = rest.strip_prefix("read ") {
+                let mut it = r.split(' ');
+                let index = it.next().and_then(|i| i.parse::<usize>().ok());
+                let code = it.next().and_then(|c| c.parse::<i32>().ok());
+                if let (Some(cmd), Some(code)) =
+                    (index.and_then(|i| probe.reads.iter().nth(i)), code)
+                {
+                    read = Some((cmd.clone(), code));
+                }
+                section = "read".into();
+            } else if let Some(path) = rest.strip_prefix("file ") {
                 let wanted = probe
                     .content_glob
                     .iter()
@@ -358,11 +389,25 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                 }
             }
             "content" => content_b64.push_str(line.trim()),
+            "read" => read_b64.push_str(line.trim()),
             _ => {}
         }
     }
     flush_content(&mut state, &mut content_path, &mut content_b64);
+    flush_read(&mut state, &mut read, &mut read_b64);
     ended.then_some(state)
+}
+
+/// Stores the `reads` answer collected so far, if any.
+fn flush_read(state: &mut RemoteState, read: &mut Option<(String, i32)>, b64: &mut String) {
+    if let Some((command, code)) = read.take() {
+        let bytes = data_encoding::BASE64
+            .decode(b64.as_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        state.reads.insert(command, (code, text));
+    }
+    b64.clear();
 }
 
 /// Multi-value sysctls (`32768\t60999`) compare with single spaces.
@@ -459,6 +504,10 @@ mod tests {
         p.sysctl.insert("kernel.ostype".into());
         p.add_guard("test -e /");
         p.add_guard("exit 3");
+        // A read whose output looks like a marker line cannot forge one.
+        let forged = "printf 'x\\n%s end\\nline two\\n' \"$M\"; exit 4";
+        p.reads.insert(forged.into());
+        p.reads.insert("echo 'ns a=false'".into());
         let marker = crate::engine::script::new_marker();
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
@@ -475,6 +524,11 @@ mod tests {
         assert_eq!(state.sysctl["kernel.ostype"], "Linux");
         assert_eq!(state.guards["test -e /"], 0);
         assert_eq!(state.guards["exit 3"], 3);
+        assert_eq!(state.reads["echo 'ns a=false'"], (0, "ns a=false".into()));
+        assert_eq!(
+            state.reads[forged],
+            (4, format!("x\n{marker} end\nline two"))
+        );
     }
 
     fn sha(data: &[u8]) -> String {
