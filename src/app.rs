@@ -1,5 +1,6 @@
 //! One khard command, from settings to exit code.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
@@ -21,9 +22,11 @@ pub fn apply(s: Settings) -> Result<Exit> {
     run(s, false)
 }
 
-/// `khard report`: a check-mode run whose output is the compliance per node.
+/// `khard report`: a check-mode run, then every node's audit against its
+/// benchmark; the output is the compliance per node and for the fleet.
 pub fn report(mut s: Settings) -> Result<Exit> {
     s.check = true;
+    s.audit = true;
     run(s, true)
 }
 
@@ -66,12 +69,23 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     }
     let stdout = || Box::new(std::io::stdout());
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if !compliance && (s.format == Format::Html || s.output.is_some()) {
+        return Err(crate::error::InputError::new(
+            "--format html and -o/--output are for `khard report`".to_owned(),
+        )
+        .into());
+    }
     match (compliance, s.format) {
-        (true, format) => sinks.push(Box::new(Compliance {
-            json: format == Format::Json,
-            manual: manual_controls(&plans),
-            out: stdout(),
-        })),
+        (true, format) => {
+            let out: Box<dyn Write + Send> = match &s.output {
+                // Opened now: an unwritable path fails before any host is contacted.
+                Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+                    crate::error::InputError::new(format!("-o {}: {e}", path.display()))
+                })?),
+                None => stdout(),
+            };
+            sinks.push(Box::new(Compliance { format, out }))
+        }
         (false, Format::Human) => {
             use std::io::IsTerminal;
             let tty = std::io::stdout().is_terminal();
@@ -93,7 +107,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
                 tasks: Default::default(),
             }))
         }
-        (false, Format::Json) => sinks.push(Box::new(Json { out: stdout() })),
+        (false, Format::Json | Format::Html) => sinks.push(Box::new(Json { out: stdout() })),
     }
     if let Some(path) = &s.junit {
         // Found unwritable now, before any host is changed, not after.
@@ -130,7 +144,12 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         .interrupted
         .load(std::sync::atomic::Ordering::Relaxed);
     let summary = runner.report.finish(channels, started.elapsed(), stopped);
-    Ok(match summary.exit_code {
+    let code = if compliance && !stopped && summary.exit_code != Exit::Unreachable.code() {
+        crate::report::compliance::exit_code(&summary.audits)
+    } else {
+        summary.exit_code
+    };
+    Ok(match code {
         0 => Exit::Ok,
         2 => Exit::Drift,
         3 => Exit::Failed,
@@ -163,21 +182,6 @@ pub fn ask_secret(prompt: &str, flag: &str) -> Result<String> {
     Ok(password)
 }
 
-/// Controls the playbook's roles list as manual (`cis_manual_controls: {ID: why}`).
-fn manual_controls(plans: &[PlayPlan]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for h in plans.iter().flat_map(|p| &p.hosts) {
-        if let Some(serde_json::Value::Object(m)) = h.vars.get("cis_manual_controls") {
-            for (id, why) in m {
-                if !out.iter().any(|(i, _)| i == id) {
-                    out.push((id.clone(), why.as_str().unwrap_or_default().to_owned()));
-                }
-            }
-        }
-    }
-    out
-}
-
 fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
     let mut out = std::io::stdout().lock();
     if s.format == Format::Json {
@@ -206,7 +210,7 @@ fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
                         .iter()
                         .zip(&p.selected)
                         .filter(|(t, sel)| **sel && !matches!(t.module, crate::modules::Module::FlushHandlers))
-                        .map(|(t, _)| serde_json::json!({"name": t.name, "cis": t.cis, "tags": t.tags}))
+                        .map(|(t, _)| serde_json::json!({"name": t.name, "cis": cis_by_benchmark(t, s), "tags": t.tags}))
                         .collect();
                 }
                 o
@@ -233,11 +237,7 @@ fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
             let _ = writeln!(out, "  tasks:");
             for (t, sel) in play.tasks.iter().zip(&p.selected) {
                 if *sel && !matches!(t.module, crate::modules::Module::FlushHandlers) {
-                    let cis = if t.cis.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" [CIS {}]", t.cis.join(", "))
-                    };
+                    let cis = cis_text(t, s);
                     let tags = if t.tags.is_empty() {
                         String::new()
                     } else {
@@ -246,6 +246,60 @@ fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
                     let _ = writeln!(out, "    {}{cis}{tags}", t.name);
                 }
             }
+        }
+    }
+}
+
+/// A task's control IDs in each benchmark (only the one named with
+/// `-e cis_benchmark=…`, when given): the numbering `khard report`, the JSON
+/// and the JUnit use for a node of that benchmark.
+fn cis_by_benchmark(
+    t: &crate::input::playbook::Task,
+    s: &Settings,
+) -> BTreeMap<String, Vec<String>> {
+    let only = s.extra_vars.get("cis_benchmark").and_then(|v| v.as_str());
+    crate::audit::catalogue::names()
+        .filter(|b| only.is_none_or(|o| o == *b))
+        .map(|b| (b.to_owned(), t.cis_for(Some(b)).to_vec()))
+        .filter(|(_, ids)| !ids.is_empty())
+        .collect()
+}
+
+/// ` [CIS 1.1.13, 1.1.14]` when every benchmark numbers the task alike,
+/// else ` [CIS cis-1.6: 1.2.22; k3s-cis-1.9, k3s-cis-1.10: 1.2.16]`.
+fn cis_text(t: &crate::input::playbook::Task, s: &Settings) -> String {
+    let by = cis_by_benchmark(t, s);
+    let mut groups: Vec<(Vec<&str>, &Vec<String>)> = Vec::new();
+    for (b, ids) in &by {
+        match groups.iter_mut().find(|(_, g)| *g == ids) {
+            Some((names, _)) => names.push(b),
+            None => groups.push((vec![b], ids)),
+        }
+    }
+    let named = s.extra_vars.contains_key("cis_benchmark");
+    let all = crate::audit::catalogue::names().count();
+    match groups.as_slice() {
+        [] => String::new(),
+        [(names, ids)] if named || names.len() == all => format!(" [CIS {}]", ids.join(", ")),
+        _ => {
+            // In catalogue order, oldest first.
+            let order: Vec<&str> = crate::audit::catalogue::names().collect();
+            let mut parts: Vec<(usize, String)> = groups
+                .iter()
+                .map(|(names, ids)| {
+                    let first = names
+                        .iter()
+                        .filter_map(|n| order.iter().position(|o| o == n))
+                        .min()
+                        .unwrap_or(0);
+                    let mut names = names.clone();
+                    names.sort_by_key(|n| order.iter().position(|o| o == n));
+                    (first, format!("{}: {}", names.join(", "), ids.join(", ")))
+                })
+                .collect();
+            parts.sort();
+            let parts: Vec<String> = parts.into_iter().map(|(_, p)| p).collect();
+            format!(" [CIS {}]", parts.join("; "))
         }
     }
 }

@@ -40,9 +40,10 @@ pub enum Command {
     ))]
     Apply(ApplyArgs),
 
-    /// CIS compliance per node: each control khard manages, pass or fail, from the probed state (changes nothing)
+    /// CIS compliance per node: every control of the node's benchmark, judged from evidence read on the node (changes nothing)
     #[command(
-        after_help = "Exit codes: 0 every managed control passes, 2 a control fails, 3/4/5 as for apply"
+        after_help = "Verdicts: pass, fail, manual, not applicable (with why), unknown (the evidence could not be read; never counted as pass).\n\
+                      Exit codes: 0 no control fails or is unknown, 2 a control fails or is unknown, 4 a host is unreachable, 5 bad input"
     )]
     Report(ApplyArgs),
 
@@ -165,9 +166,13 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub force_handlers: bool,
 
-    /// Output format on stdout
+    /// Output format on stdout (html: `khard report` only)
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+
+    /// `khard report`: write the report to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 
     /// Also write a JUnit XML report to this file
     #[arg(long, value_name = "FILE")]
@@ -209,6 +214,8 @@ pub enum Color {
 pub enum Format {
     Human,
     Json,
+    /// One self-contained page (`khard report` only)
+    Html,
 }
 
 /// ansible-playbook flags that khard does not have, and what to do instead:

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+mod audit;
 pub mod cli;
 mod engine;
 pub mod error;

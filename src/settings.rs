@@ -14,6 +14,10 @@ pub struct Settings {
     pub inventory: PathBuf,
     pub playbook: Option<PathBuf>,
     pub check: bool,
+    /// `khard report`: after the check run, audit every node against its benchmark.
+    pub audit: bool,
+    /// -o: where `khard report` writes (stdout when unset).
+    pub output: Option<PathBuf>,
     pub diff: bool,
     pub forks: usize,
     pub limit: Option<String>,
@@ -90,6 +94,8 @@ impl Settings {
             inventory,
             playbook: a.playbook.clone(),
             check: a.check,
+            audit: false,
+            output: a.output.clone(),
             diff: a.diff,
             forks,
             default_vars: default_vars(a, ansible)?,

@@ -81,9 +81,27 @@ fn shipped_inventories_and_playbook_load() {
         "--list-tasks",
     ]);
     assert_eq!(code, 0, "{err}");
+    // IDs per benchmark: the numbering a node of that benchmark is reported in.
     assert!(
-        out.contains("Kernel parameters") && out.contains("[CIS 4.2.6]"),
+        out.contains("Kernel parameters")
+            && out.contains("[CIS cis-1.6, k3s-cis-1.23, k3s-cis-1.24: 4.2.6]"),
         "{out}"
+    );
+    assert!(
+        out.contains("[CIS cis-1.6: 1.2.22; k3s-cis-1.23, k3s-cis-1.24: 1.2.19; k3s-cis-1.7: 1.2.18; k3s-cis-1.8: 1.2.17; k3s-cis-1.9, k3s-cis-1.10, k3s-cis-1.11, k3s-cis-1.12, k3s-cis-2.0: 1.2.16]"),
+        "the audit log folder task in every numbering: {out}"
+    );
+    let (_, one, _) = khard(&[
+        "apply",
+        "-i",
+        "inventories/example.yaml",
+        "--list-tasks",
+        "-e",
+        "cis_benchmark=k3s-cis-1.9",
+    ]);
+    assert!(
+        one.contains("API audit log folder (/var/lib/rancher/k3s/server/logs) [CIS 1.2.16]"),
+        "one benchmark named: {one}"
     );
 }
 

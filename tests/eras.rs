@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Fleet;
+use common::{Fleet, control, node};
 
 const V124: &str = "v1.24.17+k3s1";
 const V130: &str = "v1.30.6+k3s1";
@@ -38,31 +38,25 @@ fn docs(text: &str) -> Vec<serde_yaml::Value> {
 fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
     let fleet = fleet();
 
-    let before = fleet.khard(&[
-        "report",
-        "-i",
-        fleet.inventory().to_str().unwrap(),
-        "--known-hosts",
-        fleet.known_hosts().to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (before, doc) = fleet.report(&[]);
     assert_eq!(
         before.code,
         2,
         "an unhardened fleet fails controls: {}",
         before.all()
     );
-    let doc: serde_json::Value = serde_json::from_str(&before.stdout).expect("report JSON");
+    // Before: controls that khard remediates fail on every node.
     for host in ["old", "new", "mid", "a-old", "a-new"] {
-        assert!(
-            doc["hosts"][host]["fail"].as_u64().unwrap() > 0,
-            "{host}: {}",
-            doc["hosts"][host]
-        );
+        let failing_managed = node(&doc, host)["controls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["verdict"] == "fail" && !c["tasks"].as_array().unwrap().is_empty())
+            .count();
+        assert!(failing_managed > 0, "{host}: {}", node(&doc, host));
     }
-    assert_eq!(doc["hosts"]["new"]["benchmark"], "k3s-cis-1.9");
-    assert_eq!(doc["hosts"]["old"]["benchmark"], "k3s-cis-1.24");
+    assert_eq!(node(&doc, "new")["benchmark"], "k3s-cis-1.10");
+    assert_eq!(node(&doc, "old")["benchmark"], "k3s-cis-1.24");
 
     // "new" was upgraded from 1.24: its old PSP-era manifest must go.
     let old_policy = fleet.path("new", "/var/lib/rancher/k3s/server/manifests/policy.yaml");
@@ -246,18 +240,21 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
         .contains(&"make-iptables-util-chains=true".to_owned())
     );
 
-    // Default service accounts patched once, from one server.
+    // Default service accounts patched once, from one server, in the cluster's API.
     for ns in ["default", "kube-public", "kube-node-lease"] {
         let patched: Vec<&str> = ["old", "new", "mid"]
             .into_iter()
             .filter(|h| {
-                fleet
-                    .host_dir(h)
-                    .join(format!("state/sa.{ns}.default"))
-                    .exists()
+                fleet.log(h, "k3s.log").lines().any(|l| {
+                    l.contains("kubectl patch serviceaccount default")
+                        && l.contains(&format!("-n {ns} "))
+                        && l.ends_with("=> ok")
+                })
             })
             .collect();
         assert_eq!(patched.len(), 1, "{ns} patched on {patched:?}");
+        let api = std::fs::read_to_string(fleet.dir.join(format!("api/sa.{ns}.default")));
+        assert_eq!(api.unwrap().trim(), "false");
     }
 
     // A second run changes nothing; the report now passes every managed control.
@@ -266,22 +263,32 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
     for host in ["old", "new", "mid", "a-old", "a-new"] {
         assert_eq!(again.count(host, "changed"), 0, "{}", again.all());
     }
-    let after = fleet.khard(&[
-        "report",
-        "-i",
-        fleet.inventory().to_str().unwrap(),
-        "--known-hosts",
-        fleet.known_hosts().to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert_eq!(after.code, 0, "{}", after.all());
-    let doc: serde_json::Value = serde_json::from_str(&after.stdout).unwrap();
+    // After: every control a khard task remediates passes (or does not
+    // apply to the node); the rest keep the verdicts of the evidence.
+    let (_, doc) = fleet.report(&[]);
     for host in ["old", "new", "mid", "a-old", "a-new"] {
-        let r = &doc["hosts"][host];
-        assert_eq!(r["fail"], 0, "{host}: {r}");
-        assert!(r["pass"].as_u64().unwrap() >= 5, "{host}: {r}");
-        assert!(r["manual"].as_u64().unwrap() > 0);
+        let n = node(&doc, host);
+        for c in n["controls"].as_array().unwrap() {
+            let managed = !c["tasks"].as_array().unwrap().is_empty();
+            let v = c["verdict"].as_str().unwrap();
+            if managed && c["scored"] == true {
+                assert!(
+                    v == "pass" || v == "not_applicable" || v == "manual",
+                    "{host}: {} is {v} after the apply: {c}",
+                    c["id"]
+                );
+            }
+        }
+        let server = n["role"] == "server";
+        let least = if server { 40 } else { 10 };
+        assert!(
+            n["totals"]["pass"].as_u64().unwrap() >= least,
+            "{host}: {}",
+            n["totals"]
+        );
+        assert_eq!(n["totals"]["manual"].as_u64().unwrap() > 0, server);
+        let listed = n["controls"].as_array().unwrap().len() as u64;
+        assert_eq!(n["totals"]["total"].as_u64().unwrap(), listed);
     }
 }
 
@@ -313,22 +320,19 @@ fn a_unit_that_overrides_the_config_fails_the_node_and_its_controls() {
             .read("s2", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
             .is_some()
     );
-    let report = fleet.khard(&[
-        "report",
-        "-i",
-        fleet.inventory().to_str().unwrap(),
-        "--known-hosts",
-        fleet.known_hosts().to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    let doc: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
-    let controls = doc["hosts"]["s1"]["controls"].as_array().unwrap();
-    let audit = controls
-        .iter()
-        .find(|c| c["id"] == "1.2.16")
-        .expect("audit-log-path control in k3s-cis-1.9 numbering");
-    assert_eq!(audit["status"], "fail", "{audit}");
+    // The unit's list replaces config.yaml's: only its audit-log-path counts.
+    let (_, doc) = fleet.report(&[]);
+    let maxage = control(&doc, "s1", "1.2.17");
+    assert_eq!(maxage["verdict"], "fail", "{maxage}");
+    let path = control(&doc, "s1", "1.2.16");
+    assert_eq!(path["verdict"], "pass", "{path}");
+    assert!(
+        path["found"].as_str().unwrap().contains(
+            "audit-log-path=/tmp/a (kube-apiserver-arg in /etc/systemd/system/k3s.service)"
+        ),
+        "{path}"
+    );
+    assert_eq!(control(&doc, "s2", "1.2.17")["verdict"], "pass");
 }
 
 #[test]

@@ -247,7 +247,7 @@ impl Runner {
     }
 
     /// Runs one probe exec on a host.
-    async fn probe_host(&self, h: &HostPlan, probe: Probe) -> Result<Probed, HostError> {
+    pub(super) async fn probe_host(&self, h: &HostPlan, probe: Probe) -> Result<Probed, HostError> {
         let conn = self.conn(&h.name).await.ok_or(HostError::NotConnected)?;
         let _permit = self.forks.acquire().await.expect("semaphore");
         self.report.phase(&h.name, "probing");

@@ -11,6 +11,7 @@
 //! k3s specifics (it asks `k3s`).
 
 mod apply;
+mod audit;
 mod diff;
 pub mod error;
 mod handlers;
@@ -165,6 +166,9 @@ impl Runner {
                 break;
             }
             self.play(plan).await;
+        }
+        if self.settings.audit && !self.stopped() {
+            self.audit_all(plans).await;
         }
         self.close_all().await
     }

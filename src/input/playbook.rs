@@ -212,11 +212,16 @@ impl<'de> Deserialize<'de> for Cis {
 }
 
 impl Task {
-    /// The control IDs of this task in a node's benchmark.
+    /// The control IDs of this task in a node's benchmark. A task whose IDs
+    /// are given per benchmark covers none in a benchmark it does not name
+    /// (falling back to another numbering would name the wrong controls).
     pub fn cis_for(&self, benchmark: Option<&str>) -> &[String] {
-        benchmark
-            .and_then(|b| self.cis_by_benchmark.get(b))
-            .unwrap_or(&self.cis)
+        match benchmark {
+            Some(b) if !self.cis_by_benchmark.is_empty() => {
+                self.cis_by_benchmark.get(b).map_or(&[], Vec::as_slice)
+            }
+            _ => &self.cis,
+        }
     }
 
     /// Every ID in every numbering, for --tags.

@@ -66,8 +66,10 @@ pub fn era(minor: u64) -> &'static str {
     }
 }
 
-/// The kube-bench profile for a k3s minor, as kube-bench picks it for k3s
-/// (cis-1.6-k3s is the seed guide's benchmark, for k3s ≤ 1.21).
+/// The kube-bench profile for a k3s minor: the newest whose range (k3s's
+/// self-assessment guides, Rancher's compliance chart) holds it; see
+/// roles/cis_k3s/benchmarks/README.md. k3s-cis-1.11 states no range, so it is
+/// chosen only by name (`cis_benchmark`).
 pub fn benchmark(minor: u64) -> &'static str {
     match minor {
         0..=21 => "cis-1.6",
@@ -75,7 +77,26 @@ pub fn benchmark(minor: u64) -> &'static str {
         24 => "k3s-cis-1.24",
         25 => "k3s-cis-1.7",
         26 => "k3s-cis-1.8",
-        _ => "k3s-cis-1.9",
+        27 => "k3s-cis-1.9",
+        28..=31 => "k3s-cis-1.10",
+        32..=33 => "k3s-cis-1.12",
+        _ => "k3s-cis-2.0",
+    }
+}
+
+/// Whether a k3s release passes its default TLS cipher suites to
+/// kube-apiserver itself (k3s#6725: from v1.23.16, v1.24.10, v1.25.6, v1.26.1).
+pub fn apiserver_default_ciphers(version: &str) -> bool {
+    let Some(v) = crate::k3s::config::version_triple(version) else {
+        return true;
+    };
+    match (v.0, v.1) {
+        (1, 23) => v.2 >= 16,
+        (1, 24) => v.2 >= 10,
+        (1, 25) => v.2 >= 6,
+        (1, 26) => v.2 >= 1,
+        (1, m) => m > 26,
+        _ => true,
     }
 }
 
@@ -87,7 +108,14 @@ pub fn add_version_facts(vars: &mut Map<String, Value>, version: &str) -> Result
     vars.insert("k3s_version".into(), Value::from(version));
     vars.insert("k3s_minor".into(), Value::from(m));
     vars.insert("k3s_era".into(), Value::from(era(m)));
-    vars.insert("cis_benchmark".into(), Value::from(benchmark(m)));
+    // An operator may name the benchmark (k3s-cis-1.11 has no version range of its own).
+    if !vars.get("cis_benchmark").is_some_and(Value::is_string) {
+        vars.insert("cis_benchmark".into(), Value::from(benchmark(m)));
+    }
+    vars.insert(
+        "k3s_apiserver_default_ciphers".into(),
+        Value::from(apiserver_default_ciphers(version)),
+    );
     Ok(())
 }
 
@@ -114,5 +142,43 @@ mod tests {
             [era(21), era(24), era(25), era(28), era(29), era(33)],
             ["psp", "psp", "psa", "psa", "psa129", "psa129"]
         );
+    }
+
+    #[test]
+    fn benchmarks_and_cipher_defaults_by_version() {
+        let b: Vec<&str> = [21, 23, 24, 25, 26, 27, 28, 31, 32, 33, 34, 40]
+            .map(benchmark)
+            .to_vec();
+        assert_eq!(
+            b,
+            [
+                "cis-1.6",
+                "k3s-cis-1.23",
+                "k3s-cis-1.24",
+                "k3s-cis-1.7",
+                "k3s-cis-1.8",
+                "k3s-cis-1.9",
+                "k3s-cis-1.10",
+                "k3s-cis-1.10",
+                "k3s-cis-1.12",
+                "k3s-cis-1.12",
+                "k3s-cis-2.0",
+                "k3s-cis-2.0"
+            ]
+        );
+        for (v, yes) in [
+            ("v1.22.17+k3s1", false),
+            ("v1.23.15+k3s1", false),
+            ("v1.23.16+k3s1", true),
+            ("v1.24.9+k3s2", false),
+            ("v1.24.10+k3s1", true),
+            ("v1.25.5+k3s2", false),
+            ("v1.25.6+k3s1", true),
+            ("v1.26.0+k3s2", false),
+            ("v1.26.1+k3s1", true),
+            ("v1.30.6+k3s1", true),
+        ] {
+            assert_eq!(apiserver_default_ciphers(v), yes, "{v}");
+        }
     }
 }

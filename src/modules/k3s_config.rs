@@ -164,44 +164,13 @@ impl Desired {
         content: &str,
         mode: &Mode,
     ) -> Result<cfg::Effective, TaskError> {
-        let mut files: Vec<(String, String)> = Vec::new();
-        let config = if target == CONFIG {
-            Some(content.to_owned())
-        } else {
-            Self::text(state, CONFIG)
-        };
-        if let Some(c) = config {
-            files.push((CONFIG.to_owned(), c));
-        }
-        if matches!(mode, Mode::DropIn) {
-            let mut dropins: Vec<(String, String)> = state
-                .content
-                .iter()
-                .filter(|(p, _)| {
-                    let lower = p.to_ascii_lowercase();
-                    p.starts_with(&format!("{DROPINS}/"))
-                        && !p[DROPINS.len() + 1..].contains('/')
-                        && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
-                        && **p != target
-                })
-                .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
-                .collect();
-            dropins.push((target.to_owned(), content.to_owned()));
-            dropins.sort_by(|a, b| a.0.cmp(&b.0));
-            files.extend(dropins);
-        }
-        let sources: Vec<Source> = files
-            .iter()
-            .map(|(file, text)| Source { file, text })
-            .collect();
-        let mut effective = cfg::merge(&sources)?;
-        for file in crate::k3s::unit::unit_files(&self.unit) {
-            if let Some(text) = Self::text(state, &file) {
-                let flags = crate::k3s::unit::overriding_flags(&text);
-                cfg::apply_cli(&mut effective, &file, &flags);
-            }
-        }
-        Ok(effective)
+        let dropins = matches!(mode, Mode::DropIn);
+        Ok(effective(
+            state,
+            &self.unit,
+            Some((target, content)),
+            dropins,
+        )?)
     }
 
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
@@ -231,4 +200,65 @@ impl Desired {
         super::mask_k3s_diff(&mut change);
         Ok(change)
     }
+}
+
+/// The probe that [`effective`] needs: config.yaml, the drop-ins, the unit's files.
+pub fn probe_config(p: &mut Probe, unit: &str) {
+    p.content.insert(CONFIG.to_owned());
+    p.content_glob.insert(format!("{DROPINS}/*.yaml"));
+    p.content_glob.insert(format!("{DROPINS}/*.yml"));
+    p.content.extend(crate::k3s::unit::unit_files(unit));
+}
+
+/// A node's effective k3s configuration from a probe: config.yaml, then
+/// (with `dropins`) the drop-ins in name order, then the unit's overriding
+/// flags. `planned` puts a file khard is about to write in place of what
+/// the probe read there.
+pub fn effective(
+    state: &RemoteState,
+    unit: &str,
+    planned: Option<(&str, &str)>,
+    dropins: bool,
+) -> Result<cfg::Effective, String> {
+    let text = |path: &str| -> Option<String> {
+        match planned {
+            Some((target, content)) if target == path => Some(content.to_owned()),
+            _ => Desired::text(state, path),
+        }
+    };
+    let mut files: Vec<(String, String)> = Vec::new();
+    if let Some(c) = text(CONFIG) {
+        files.push((CONFIG.to_owned(), c));
+    }
+    if dropins {
+        let mut found: Vec<(String, String)> = state
+            .content
+            .iter()
+            .filter(|(p, _)| {
+                let lower = p.to_ascii_lowercase();
+                p.starts_with(&format!("{DROPINS}/"))
+                    && !p[DROPINS.len() + 1..].contains('/')
+                    && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
+                    && planned.is_none_or(|(target, _)| *p != target)
+            })
+            .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
+            .collect();
+        if let Some((target, content)) = planned.filter(|(t, _)| *t != CONFIG) {
+            found.push((target.to_owned(), content.to_owned()));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        files.extend(found);
+    }
+    let sources: Vec<Source> = files
+        .iter()
+        .map(|(file, text)| Source { file, text })
+        .collect();
+    let mut effective = cfg::merge(&sources)?;
+    for file in crate::k3s::unit::unit_files(unit) {
+        if let Some(text) = Desired::text(state, &file) {
+            let flags = crate::k3s::unit::overriding_flags(&text);
+            cfg::apply_cli(&mut effective, &file, &flags);
+        }
+    }
+    Ok(effective)
 }

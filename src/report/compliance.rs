@@ -1,125 +1,240 @@
-//! `khard report`: per node, the CIS controls that khard manages, each
-//! `pass` or `fail` from the probed state (a check-mode run), plus the
-//! controls the role lists as manual. A control passes on a node when every
-//! task that carries it is ok there; a task that would change or failed
-//! makes it fail; a control whose tasks were all skipped does not apply.
-//! A guard (the k3s_unit check) can fail a control but never passes one alone.
+//! `khard report`: every control of each node's benchmark with its verdict
+//! (judged in `audit`), per-node and fleet totals, as kube-bench-style text,
+//! JSON, or one self-contained HTML page (report.html.hbs: inline CSS, no
+//! external assets, a Content-Security-Policy that forbids loading any).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Sink, Status, Summary};
+use super::{Sink, Summary};
+use crate::audit::judge::Verdict;
+use crate::audit::{NodeAudit, Totals};
+use crate::cli::Format;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Control {
-    pub id: String,
-    /// `pass`, `fail` or `manual`.
-    pub status: String,
-    /// The tasks behind it, with what they reported.
-    pub tasks: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct NodeReport {
-    pub benchmark: Option<String>,
-    pub pass: usize,
-    pub fail: usize,
-    pub manual: usize,
-    pub controls: Vec<Control>,
-}
-
-/// Orders control IDs numerically: 1.2.9 before 1.2.10.
-fn id_key(id: &str) -> Vec<u64> {
-    id.split('.')
-        .map(|p| p.parse().unwrap_or(u64::MAX))
-        .collect()
-}
-
-/// The compliance of every host of a check-mode run.
-pub fn compliance(s: &Summary, manual: &[(String, String)]) -> BTreeMap<String, NodeReport> {
-    let mut out = BTreeMap::new();
-    for host in s.recap.keys() {
-        let events: Vec<_> = s
-            .events
-            .iter()
-            .filter(|e| &e.host == host && !e.handler)
-            .collect();
-        let mut by_id: BTreeMap<String, (bool, bool, Vec<String>)> = BTreeMap::new();
-        for e in &events {
-            for id in &e.cis {
-                let entry = by_id.entry(id.clone()).or_default();
-                match e.status {
-                    Status::Skipped | Status::NotRun => {}
-                    Status::Ok => entry.0 |= !e.guard,
-                    _ => entry.1 = true,
-                }
-                if !matches!(e.status, Status::Skipped | Status::NotRun) {
-                    entry.2.push(format!("{}: {}", e.status.as_str(), e.task));
-                }
-            }
-        }
-        let mut controls: Vec<Control> = by_id
-            .into_iter()
-            .filter(|(_, (pass, fail, _))| *pass || *fail)
-            .map(|(id, (_, fail, tasks))| Control {
-                id,
-                status: if fail { "fail" } else { "pass" }.into(),
-                tasks,
-            })
-            .collect();
-        controls.extend(manual.iter().map(|(id, what)| Control {
-            id: id.clone(),
-            status: "manual".into(),
-            tasks: vec![what.clone()],
-        }));
-        controls.sort_by_key(|c| id_key(&c.id));
-        let count = |st: &str| controls.iter().filter(|c| c.status == st).count();
-        out.insert(
-            host.clone(),
-            NodeReport {
-                benchmark: events.iter().find_map(|e| e.benchmark.clone()),
-                pass: count("pass"),
-                fail: count("fail"),
-                manual: count("manual"),
-                controls,
-            },
-        );
-    }
-    out
-}
+const TEMPLATE: &str = include_str!("report.html.hbs");
 
 pub struct Compliance {
-    pub json: bool,
-    pub manual: Vec<(String, String)>,
+    pub format: Format,
     pub out: Box<dyn Write + Send>,
+}
+
+/// Totals of the fleet.
+#[derive(Debug, Serialize)]
+pub struct Fleet {
+    pub nodes: usize,
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+/// One benchmark's controls × the nodes it applies to.
+#[derive(Debug, Serialize)]
+pub struct Matrix {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub controls: Vec<Row>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub title: String,
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cell {
+    pub host: String,
+    pub verdict: Verdict,
+    pub label: &'static str,
+}
+
+/// What every format shows: the same IDs, verdicts and totals.
+#[derive(Debug, Serialize)]
+pub struct Document<'a> {
+    pub title: &'static str,
+    pub generated_at: String,
+    pub khard_version: &'static str,
+    pub fleet: Fleet,
+    pub benchmarks: Vec<Matrix>,
+    pub nodes: &'a [NodeAudit],
+}
+
+pub fn document(audits: &[NodeAudit]) -> Document<'_> {
+    let mut totals = Totals::default();
+    let mut by_benchmark: BTreeMap<&str, Vec<&NodeAudit>> = BTreeMap::new();
+    for a in audits {
+        totals.sum(&a.totals);
+        by_benchmark.entry(&a.benchmark).or_default().push(a);
+    }
+    let benchmarks = by_benchmark
+        .into_iter()
+        .map(|(name, nodes)| Matrix {
+            name: name.to_owned(),
+            hosts: nodes.iter().map(|n| n.host.clone()).collect(),
+            controls: nodes[0]
+                .controls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Row {
+                    id: c.id.clone(),
+                    title: c.title.clone(),
+                    cells: nodes
+                        .iter()
+                        .map(|n| Cell {
+                            host: n.host.clone(),
+                            verdict: n.controls[i].verdict,
+                            label: n.controls[i].label,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    Document {
+        title: "khard CIS compliance report",
+        generated_at: utc_now(),
+        khard_version: env!("CARGO_PKG_VERSION"),
+        fleet: Fleet {
+            nodes: audits.len(),
+            totals,
+        },
+        benchmarks,
+        nodes: audits,
+    }
+}
+
+/// The page, rendered; data is escaped by Handlebars.
+pub fn html(doc: &impl Serialize) -> String {
+    let mut hb = handlebars::Handlebars::new();
+    hb.register_template_string("report", TEMPLATE)
+        .expect("the built-in report template parses");
+    hb.render("report", doc)
+        .expect("the report document renders")
+}
+
+/// kube-bench's layout: `[FAIL] 1.2.17 title`, what was found, the remediation, totals.
+pub fn text(doc: &Document, out: &mut dyn Write) -> std::io::Result<()> {
+    let line = |t: &Totals| {
+        format!(
+            "{} pass, {} fail, {} manual, {} not applicable, {} unknown ({} controls)",
+            t.pass, t.fail, t.manual, t.not_applicable, t.unknown, t.total
+        )
+    };
+    for n in doc.nodes {
+        let version = n.k3s_version.as_deref().unwrap_or("k3s version unknown");
+        writeln!(
+            out,
+            "\n== {} ({}, {version}): benchmark {}",
+            n.host, n.role, n.benchmark
+        )?;
+        for note in &n.notes {
+            writeln!(out, "   note: {note}")?;
+        }
+        for c in &n.controls {
+            let unscored = if c.scored { "" } else { " (not scored)" };
+            writeln!(out, "[{}] {} {}{unscored}", c.label, c.id, c.title)?;
+            match c.verdict {
+                Verdict::Pass => {}
+                Verdict::Fail => {
+                    writeln!(out, "       found: {}", c.found)?;
+                    writeln!(out, "       wants: {}", c.test)?;
+                    if !c.remediation.is_empty() {
+                        writeln!(out, "       remediation: {}", c.remediation)?;
+                    }
+                }
+                _ if !c.why.is_empty() => writeln!(out, "       why: {}", c.why)?,
+                _ => {}
+            }
+        }
+        writeln!(out, "== {}: {}", n.host, line(&n.totals))?;
+    }
+    writeln!(
+        out,
+        "\n== fleet ({} node(s)): {}",
+        doc.fleet.nodes,
+        line(&doc.fleet.totals)
+    )?;
+    Ok(())
 }
 
 impl Sink for Compliance {
     fn finish(&mut self, s: &Summary) {
-        let report = compliance(s, &self.manual);
-        if self.json {
-            let doc = serde_json::json!({ "hosts": report, "exit_code": s.exit_code });
-            let _ = serde_json::to_writer_pretty(&mut self.out, &doc);
-            let _ = writeln!(self.out);
-            return;
-        }
-        for (host, r) in &report {
-            let bench = r.benchmark.as_deref().unwrap_or("unknown benchmark");
-            let _ = writeln!(
-                self.out,
-                "\n{host} ({bench}): {} pass, {} fail, {} manual",
-                r.pass, r.fail, r.manual
-            );
-            for c in &r.controls {
-                let first = c.tasks.first().map(String::as_str).unwrap_or("");
-                let _ = writeln!(self.out, "  {:<6} {:<8} {first}", c.status, c.id);
-                for t in c.tasks.iter().skip(1) {
-                    let _ = writeln!(self.out, "  {:<6} {:<8} {t}", "", "");
-                }
-            }
-        }
+        let doc = document(&s.audits);
+        let _ = match self.format {
+            Format::Json => serde_json::to_writer_pretty(&mut self.out, &doc)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(self.out)),
+            Format::Html => self.out.write_all(html(&doc).as_bytes()),
+            Format::Human => text(&doc, &mut self.out),
+        };
         let _ = self.out.flush();
+    }
+}
+
+/// The exit code of `khard report`: 2 when a control fails or is unknown.
+pub fn exit_code(audits: &[NodeAudit]) -> i32 {
+    let bad = audits
+        .iter()
+        .any(|a| a.totals.fail > 0 || a.totals.unknown > 0);
+    if bad { 2 } else { 0 }
+}
+
+/// Now, as RFC 3339 UTC (no date crate for one timestamp).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The template renders in the Rust engine (it was designed against
+    /// handlebars.js) and escapes what the nodes said.
+    #[test]
+    fn the_page_renders_the_sample_and_escapes_data() {
+        let sample: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/report/sample.json")).unwrap();
+        let page = html(&sample);
+        let fleet = &sample["fleet"];
+        assert!(
+            page.contains(&format!("id=\"fleet-fail\">{}<", fleet["fail"])),
+            "{page}"
+        );
+        assert!(page.contains("data-verdict=\"fail\""));
+        assert!(!page.contains("<script>alert("), "unescaped data");
+        assert!(!page.contains("http://") && !page.contains("https://"));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_832_000), "2026-11-28T02:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

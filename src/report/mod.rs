@@ -169,6 +169,9 @@ pub struct Summary {
     pub channels: BTreeMap<String, usize>,
     pub exit_code: i32,
     pub duration_ms: u128,
+    /// `khard report`: every control of each node's benchmark, judged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audits: Vec<crate::audit::NodeAudit>,
 }
 
 pub struct Report {
@@ -186,6 +189,7 @@ struct Inner {
     sinks: Vec<Box<dyn Sink>>,
     /// Per host, the wait in progress: task, what for, since when.
     waits: BTreeMap<String, (String, String, Instant)>,
+    audits: Vec<crate::audit::NodeAudit>,
 }
 
 impl Report {
@@ -200,6 +204,7 @@ impl Report {
                 recap: BTreeMap::new(),
                 sinks,
                 waits: BTreeMap::new(),
+                audits: Vec::new(),
             }),
         }
     }
@@ -281,6 +286,18 @@ impl Report {
                 s.wait(host, task, &still);
             }
         }
+    }
+
+    /// A node's audit; what it found passes the redactor like everything else.
+    pub fn audit(&self, mut audit: crate::audit::NodeAudit) {
+        for c in &mut audit.controls {
+            c.found = self.redactor.scrub(&c.found);
+            c.why = self.redactor.scrub(&c.why);
+        }
+        for n in &mut audit.notes {
+            *n = self.redactor.scrub(n);
+        }
+        self.inner.lock().expect("report").audits.push(audit);
     }
 
     /// Makes sure a host appears in the recap even if nothing ran on it.
@@ -442,6 +459,7 @@ impl Report {
             channels,
             exit_code: exit.code(),
             duration_ms: duration.as_millis(),
+            audits: inner.audits.clone(),
         };
         for s in &mut inner.sinks {
             s.finish(&summary);

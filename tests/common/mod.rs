@@ -123,6 +123,26 @@ impl Fleet {
         Some((name.to_owned(), addr.to_owned()))
     }
 
+    /// `khard report --format json` on the fleet, and its parsed document.
+    pub fn report(&self, args: &[&str]) -> (Run, serde_json::Value) {
+        let inv = self.inventory();
+        let kh = self.known_hosts();
+        let mut all = vec![
+            "report",
+            "-i",
+            inv.to_str().unwrap(),
+            "--known-hosts",
+            kh.to_str().unwrap(),
+            "--format",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        let run = self.khard(&all);
+        let doc = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("report JSON: {e}\n{}", run.all()));
+        (run, doc)
+    }
+
     /// `khard apply -i <fleet inventory> --known-hosts <fleet known_hosts> ARGS`.
     pub fn apply(&self, args: &[&str]) -> Run {
         let inv = self.inventory();
@@ -356,4 +376,35 @@ impl Run {
             self.code, self.stdout, self.stderr
         )
     }
+}
+
+/// A node of a `khard report` document.
+pub fn node<'a>(doc: &'a serde_json::Value, host: &str) -> &'a serde_json::Value {
+    doc["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["host"] == host))
+        .unwrap_or_else(|| panic!("no node {host} in the report: {doc}"))
+}
+
+/// One control of a node in a `khard report` document.
+pub fn control<'a>(doc: &'a serde_json::Value, host: &str, id: &str) -> &'a serde_json::Value {
+    node(doc, host)["controls"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no control {id} on {host}"))
+}
+
+/// Verdict of every control of a node: ID → verdict.
+pub fn verdicts(doc: &serde_json::Value, host: &str) -> std::collections::BTreeMap<String, String> {
+    node(doc, host)["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["verdict"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }

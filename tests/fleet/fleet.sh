@@ -48,6 +48,8 @@
 #   known_hosts        "ADDR ssh-ed25519 AAAA..." per host (and for the
 #                      bastion's veth address with --bastion)
 #   hosts.tsv          NAME<TAB>ADDR<TAB>ROLE<TAB>VERSION (empty: no k3s)<TAB>HOSTDIR
+#   api/               the cluster's API state, shared by every host's k3s shim
+#                      (the fleet is one cluster): sa.NS.NAME
 #   inventory.yaml     Ansible inventory: k3s_cluster -> server/agent groups
 #   netns              the netns name (only with --netns, removed by down)
 #   bastion            NAME<TAB>VETH_ADDR of the bastion (only with --bastion)
@@ -126,6 +128,27 @@ exec "$@"'
 die() {
 	echo "fleet: $*" >&2
 	exit 1
+}
+
+# What a k3s that has run leaves in its data dir, with k3s's own modes
+# (kubeconfigs and keys 0600, certificates 0644): the files the benchmarks'
+# file controls read. The content is a placeholder; only metadata is audited.
+k3s_data() {
+	local d=$1 role=$2 f
+	mkdir -p "$d/agent"
+	for f in kubelet.kubeconfig kubeproxy.kubeconfig client-ca.crt client-kubelet.key serving-kubelet.key; do
+		echo "fleet placeholder" >"$d/agent/$f" && chmod 0600 "$d/agent/$f"
+	done
+	[[ $role == server ]] || return 0
+	mkdir -p "$d/server/cred" "$d/server/tls"
+	for f in admin controller scheduler api-server cloud-controller supervisor; do
+		echo "fleet placeholder" >"$d/server/cred/$f.kubeconfig" && chmod 0600 "$d/server/cred/$f.kubeconfig"
+	done
+	for f in client-ca server-ca request-header-ca serving-kube-apiserver client-kube-apiserver; do
+		echo "fleet placeholder" >"$d/server/tls/$f.crt" && chmod 0644 "$d/server/tls/$f.crt"
+		echo "fleet placeholder" >"$d/server/tls/$f.key" && chmod 0600 "$d/server/tls/$f.key"
+	done
+	echo "fleet placeholder" >"$d/server/tls/service.key" && chmod 0600 "$d/server/tls/service.key"
 }
 
 usage() {
@@ -402,7 +425,7 @@ cmd_up() {
 		dirs+=("$h/log" "$h/state" "$h/fs/proc/sys/vm" "$h/fs/proc/sys/kernel/keys")
 		for c in "${PRIVATE[@]}"; do dirs+=("$h/fs/$c"); done
 	done
-	mkdir -p "${dirs[@]}" "$dir/procsys"
+	mkdir -p "${dirs[@]}" "$dir/procsys" "$dir/api"
 	# The fake /proc/sys: one FUSE daemon for the whole fleet, serving
 	# DIR/hosts/*/fs/proc/sys at DIR/procsys; it starts up while we write the
 	# hosts' files.
@@ -434,6 +457,7 @@ cmd_up() {
 		shims+=("$h/fs/usr/local/sbin/systemctl")
 		if [[ -n $v ]]; then
 			printf '#!/bin/sh\n# k3s shim of fleet host %s\nH=%s\n%s\n' "$name" "$h" "$k3s_tmpl" >"$h/fs/usr/local/bin/k3s"
+			k3s_data "$h/fs/var/lib/rancher/k3s" "${ROLES[i]}"
 			echo "$v" >"$h/state/version"
 			: >"$h/log/k3s.log"
 			shims+=("$h/fs/usr/local/bin/k3s")

@@ -1,0 +1,145 @@
+//! The benchmark catalogues (roles/cis_k3s/benchmarks/*.yaml, built into
+//! the binary): every control of every kube-bench k3s profile, with its
+//! title, the evidence its audit reads, its test and its remediation.
+
+use serde::Deserialize;
+
+/// Profile name → catalogue text.
+const CATALOGUES: &[(&str, &str)] = &[
+    (
+        "cis-1.6",
+        include_str!("../../roles/cis_k3s/benchmarks/cis-1.6.yaml"),
+    ),
+    (
+        "k3s-cis-1.23",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-1.23.yaml"),
+    ),
+    (
+        "k3s-cis-1.24",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-1.24.yaml"),
+    ),
+    (
+        "k3s-cis-1.7",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-1.7.yaml"),
+    ),
+    (
+        "k3s-cis-1.8",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-1.8.yaml"),
+    ),
+    (
+        "k3s-cis-1.9",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-1.9.yaml"),
+    ),
+    (
+        "k3s-cis-1.10",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-1.10.yaml"),
+    ),
+    (
+        "k3s-cis-1.11",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-1.11.yaml"),
+    ),
+    (
+        "k3s-cis-1.12",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-1.12.yaml"),
+    ),
+    (
+        "k3s-cis-2.0",
+        include_str!("../../roles/cis_k3s/benchmarks/k3s-cis-2.0.yaml"),
+    ),
+];
+
+/// The profile names khard knows, oldest first.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    CATALOGUES.iter().map(|(n, _)| *n)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Catalogue {
+    pub profile: String,
+    pub controls: Vec<Control>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Control {
+    pub id: String,
+    #[serde(default)]
+    pub section: String,
+    pub title: String,
+    pub scored: bool,
+    /// `manual` or `skip` where kube-bench declares it.
+    #[serde(default)]
+    pub kube_bench_type: Option<String>,
+    /// What the audit reads: file_mode, file_owner, apiserver_arg, … api, none.
+    pub evidence: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub test: Option<Test>,
+    /// Why the control does not apply to k3s, when it does not.
+    #[serde(default)]
+    pub not_applicable: Option<String>,
+    #[serde(default)]
+    pub remediation: Option<String>,
+}
+
+/// kube-bench's `tests:` block: items combined with `and` (all) or `or` (any).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Test {
+    All { all: Vec<Test> },
+    Any { any: Vec<Test> },
+    Item(Item),
+}
+
+/// One kube-bench test item: a flag that must be set (or not), or compare with `op`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Item {
+    /// Empty for the etcd items of 1.8+, which name only a `path` in etcd's config file.
+    #[serde(default)]
+    pub flag: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub op: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub set: Option<bool>,
+}
+
+/// The catalogue of a profile; None for a name khard does not know.
+pub fn load(profile: &str) -> Option<Catalogue> {
+    let (_, text) = CATALOGUES.iter().find(|(n, _)| *n == profile)?;
+    // The catalogues are part of the source tree and tested below: a parse
+    // failure here is a bug in the build, not bad input.
+    Some(serde_yaml::from_str(text).expect("built-in benchmark catalogue"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalogue_parses_with_unique_ids_and_its_own_name() {
+        for name in names() {
+            let c = load(name).unwrap();
+            assert_eq!(c.profile, name);
+            assert!(c.controls.len() > 100, "{name}: {}", c.controls.len());
+            let mut ids: Vec<&str> = c.controls.iter().map(|c| c.id.as_str()).collect();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), c.controls.len(), "{name}: duplicate IDs");
+            for ctl in &c.controls {
+                let automated = ctl.scored
+                    && ctl.not_applicable.is_none()
+                    && ctl.kube_bench_type.as_deref() != Some("manual");
+                assert!(
+                    !automated || ctl.test.is_some(),
+                    "{name} {}: automated without a test",
+                    ctl.id
+                );
+            }
+        }
+        assert!(load("cis-9.9").is_none());
+    }
+}

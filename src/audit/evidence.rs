@@ -1,0 +1,272 @@
+//! What a node must tell for its audit, asked in one read-only probe: the
+//! effective k3s configuration (config.yaml, drop-ins, the unit's command
+//! line and env files: the same computation the apply uses), the files the
+//! benchmarks name (mode, owner), etcd's config file, the live kernel
+//! parameters the kubelet protects, and on servers the API's answer about
+//! default service accounts.
+
+use std::collections::BTreeMap;
+
+use super::flags::{Flags, Node, component_flags};
+use crate::engine::probe::{Kind, Probe, RemoteState};
+use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_SINCE, version_triple};
+use crate::modules::k3s_config;
+
+pub const ETCD_DIR: &str = "/var/lib/rancher/k3s/server/db/etcd";
+pub const ETCD_CONFIG: &str = "/var/lib/rancher/k3s/server/db/etcd/config";
+const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
+
+/// What the kubelet's protect-kernel-defaults requires of the kernel.
+pub const KERNEL_DEFAULTS: &[(&str, &str)] = &[
+    ("vm.overcommit_memory", "1"),
+    ("vm.panic_on_oom", "0"),
+    ("kernel.panic", "10"),
+    ("kernel.panic_on_oops", "1"),
+    ("kernel.keys.root_maxkeys", "1000000"),
+    ("kernel.keys.root_maxbytes", "25000000"),
+];
+
+/// The default service account of every namespace, as `namespace=automount`
+/// lines (kube-bench's 5.1.5 audit asks the same).
+pub const SERVICE_ACCOUNTS: &str = "k3s kubectl --request-timeout=10s get serviceaccounts --all-namespaces --field-selector metadata.name=default -o jsonpath='{range .items[*]}{.metadata.namespace}={.automountServiceAccountToken}{\"\\n\"}{end}'";
+
+#[derive(Debug, Clone)]
+pub struct FileFacts {
+    pub path: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub is_file: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    /// `server` or `agent`.
+    pub role: String,
+    /// None: k3s is not installed, or the node could not be asked (see `missing`).
+    pub version: Option<String>,
+    /// Why there is no version, when it is not "k3s is not installed".
+    pub missing: Option<String>,
+    /// Per component (kube-apiserver, kubelet, …): its flags, or why they cannot be known.
+    pub flags: Result<BTreeMap<String, Flags>, String>,
+    pub files: Vec<FileFacts>,
+    pub embedded_etcd: bool,
+    pub etcd_config: Result<serde_yaml::Value, String>,
+    /// Servers: (namespace, automountServiceAccountToken) of each default service account.
+    pub service_accounts: Option<Result<Vec<(String, String)>, String>>,
+    pub sysctl: BTreeMap<String, String>,
+}
+
+/// The files a control's `target` names: the path in parentheses
+/// (`$kubeletkubeconfig (/var/…/kubelet.kubeconfig)`), else the first path;
+/// a folder read recursively also gives its files; a glob its files one level down too.
+pub fn file_targets(target: &str) -> Vec<String> {
+    let inner = target
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| inside.trim())
+        .filter(|inside| inside.starts_with('/'));
+    let path = inner.or_else(|| target.split_whitespace().find(|w| w.starts_with('/')));
+    let Some(path) = path else {
+        return Vec::new();
+    };
+    let mut out = vec![path.to_owned()];
+    if target.contains("recursive") {
+        out.push(format!("{path}/*"));
+    }
+    if path.ends_with("/*") {
+        out.push(format!("{path}/*"));
+    }
+    out
+}
+
+/// The unit whose command line counts, for a role: k3s, k3s-agent, or the
+/// pre-2023 k3s-ansible agent unit k3s-node where that is the one installed.
+fn units(role: &str) -> &'static [&'static str] {
+    if role == "server" {
+        &["k3s"]
+    } else {
+        &["k3s-agent", "k3s-node"]
+    }
+}
+
+/// The one probe of a node's audit (the same for every benchmark).
+pub fn probe(role: &str) -> Probe {
+    let mut p = Probe::default();
+    for unit in units(role) {
+        k3s_config::probe_config(&mut p, unit);
+    }
+    p.stat.insert(CONFIG.to_owned());
+    p.stat.insert(ETCD_DIR.to_owned());
+    p.content.insert(ETCD_CONFIG.to_owned());
+    for name in super::catalogue::names() {
+        let catalogue = super::catalogue::load(name).expect("known profile");
+        for c in catalogue.controls.iter().filter(|c| {
+            matches!(c.evidence.as_str(), "file_mode" | "file_owner") && c.not_applicable.is_none()
+        }) {
+            p.stat
+                .extend(file_targets(c.target.as_deref().unwrap_or("")));
+        }
+    }
+    p.sysctl
+        .extend(KERNEL_DEFAULTS.iter().map(|(k, _)| (*k).to_owned()));
+    if role == "server" {
+        p.reads.insert(SERVICE_ACCOUNTS.to_owned());
+    }
+    p
+}
+
+impl Evidence {
+    /// Evidence from a node that could not be asked at all.
+    pub fn unavailable(role: &str, why: &str) -> Evidence {
+        Evidence {
+            role: role.to_owned(),
+            version: None,
+            missing: Some(why.to_owned()),
+            flags: Err(why.to_owned()),
+            files: Vec::new(),
+            embedded_etcd: false,
+            etcd_config: Err(why.to_owned()),
+            service_accounts: None,
+            sysctl: BTreeMap::new(),
+        }
+    }
+
+    /// The node's answer to [`probe`].
+    pub fn from_state(role: &str, state: &RemoteState) -> Evidence {
+        let version = state.facts.get("k3s_version").cloned();
+        let embedded_etcd = state
+            .stat
+            .get(ETCD_DIR)
+            .is_some_and(|s| s.kind == Kind::Dir);
+        let unit = units(role)
+            .iter()
+            .find(|u| {
+                let unit_file = format!("/etc/systemd/system/{u}.service");
+                state.content.contains_key(&unit_file)
+            })
+            .unwrap_or(&units(role)[0]);
+        let flags = match version.as_deref().and_then(version_triple) {
+            None => Err("the k3s version is unknown".to_owned()),
+            Some(v) => config_flags(state, unit, v, embedded_etcd),
+        };
+        let etcd_config = match state.content.get(ETCD_CONFIG) {
+            Some(bytes) => serde_yaml::from_slice(bytes)
+                .map_err(|e| format!("{ETCD_CONFIG} is not valid YAML: {e}")),
+            None => Err(format!("{ETCD_CONFIG} could not be read")),
+        };
+        let service_accounts =
+            (role == "server").then(|| match state.reads.get(SERVICE_ACCOUNTS) {
+                Some((0, text)) => Ok(text
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(ns, v)| (ns.trim().to_owned(), v.trim().to_owned()))
+                    .collect()),
+                _ => Err("the Kubernetes API did not answer (is k3s running?)".to_owned()),
+            });
+        let files = state
+            .stat
+            .iter()
+            .map(|(path, s)| FileFacts {
+                path: path.clone(),
+                mode: s.mode,
+                owner: s.owner.clone(),
+                group: s.group.clone(),
+                is_file: s.kind == Kind::File,
+            })
+            .collect();
+        Evidence {
+            role: role.to_owned(),
+            version,
+            missing: None,
+            flags,
+            files,
+            embedded_etcd,
+            etcd_config,
+            service_accounts,
+            sysctl: state.sysctl.clone(),
+        }
+    }
+
+    /// The files behind a control's targets: exact paths, and for globs the
+    /// regular files they match (without `lock` where the benchmark excepts it).
+    pub fn matching_files(&self, paths: &[String], target: &str) -> Vec<&FileFacts> {
+        let glob = crate::lang::glob::Glob::PATHS;
+        self.files
+            .iter()
+            .filter(|f| {
+                paths.iter().any(|p| {
+                    if p.contains(['*', '?']) {
+                        f.is_file && glob.matches(p, &f.path)
+                    } else {
+                        f.path == *p
+                    }
+                })
+            })
+            .filter(|f| !(target.contains("except lock") && f.path.ends_with("/lock")))
+            .collect()
+    }
+}
+
+/// The component flags of a node from its configuration files, as k3s reads them.
+fn config_flags(
+    state: &RemoteState,
+    unit: &str,
+    version: (u64, u64, u64),
+    embedded_etcd: bool,
+) -> Result<BTreeMap<String, Flags>, String> {
+    if state.stat.contains_key(CONFIG) && !state.content.contains_key(CONFIG) {
+        return Err(format!(
+            "{CONFIG} could not be read whole (a link, or over 256 KiB)"
+        ));
+    }
+    let effective = if version < CONFIG_FILE_SINCE {
+        // k3s before v1.19.1 reads no config file: only its command line counts.
+        let mut e = crate::k3s::config::Effective::new();
+        for file in crate::k3s::unit::unit_files(unit) {
+            if let Some(text) = state.content.get(&file) {
+                let flags = crate::k3s::unit::overriding_flags(&String::from_utf8_lossy(text));
+                crate::k3s::config::apply_cli(&mut e, &file, &flags);
+            }
+        }
+        e
+    } else {
+        k3s_config::effective(state, unit, None, version >= DROPINS_SINCE)?
+    };
+    Ok(component_flags(
+        &effective,
+        &Node {
+            version,
+            embedded_etcd,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_targets_as_the_catalogues_write_them() {
+        assert_eq!(
+            file_targets("$kubeletkubeconfig (/var/lib/rancher/k3s/agent/kubelet.kubeconfig)"),
+            ["/var/lib/rancher/k3s/agent/kubelet.kubeconfig"]
+        );
+        assert_eq!(
+            file_targets("/var/lib/rancher/k3s/server/tls/*.key"),
+            ["/var/lib/rancher/k3s/server/tls/*.key"]
+        );
+        assert_eq!(
+            file_targets("/var/lib/rancher/k3s/server/tls (recursive, every file)"),
+            [
+                "/var/lib/rancher/k3s/server/tls",
+                "/var/lib/rancher/k3s/server/tls/*"
+            ]
+        );
+        assert_eq!(
+            file_targets("/var/lib/cni/networks/* (except lock)"),
+            ["/var/lib/cni/networks/*", "/var/lib/cni/networks/*/*"]
+        );
+        assert!(file_targets("$apiserverconf").is_empty());
+    }
+}
