@@ -94,10 +94,24 @@ pub fn judge(c: &Control, ev: &Evidence) -> Judged {
             "k3s is not installed here (`k3s --version` did not answer)",
         );
     }
+    // Controls khard does not read from the API: a scored one cannot be
+    // judged (unknown); an unscored one is a human check, as kube-bench's WARN.
+    if c.evidence == "api" && !about_default_service_accounts(c) {
+        let why = format!(
+            "khard does not query the API for this control; check it by hand: {}",
+            target(c)
+        );
+        let verdict = if c.scored {
+            Verdict::Unknown
+        } else {
+            Verdict::Manual
+        };
+        return judged(verdict, String::new(), &why);
+    }
     let result = match c.evidence.as_str() {
         "etcd_arg" => etcd(c, ev),
         "file_mode" | "file_owner" => files(c, ev),
-        "api" => api(c, ev),
+        "api" => api(ev),
         other => match component(other) {
             Some(name) => args(c, ev, name),
             None => Err(format!("khard does not read `{other}` evidence")),
@@ -350,17 +364,15 @@ fn file_lookup(f: &FileFacts, item: &Item) -> Option<Found> {
     }
 }
 
-fn api(c: &Control, ev: &Evidence) -> Outcome {
-    let about_default_sa = c
-        .title
+fn about_default_service_accounts(c: &Control) -> bool {
+    c.title
         .to_ascii_lowercase()
-        .contains("default service account");
-    if !about_default_sa {
-        return Err(format!(
-            "khard does not query the API for this control; check it by hand ({})",
-            target(c)
-        ));
-    }
+        .contains("default service account")
+}
+
+/// 5.1.5: the default service account of every namespace but kube-system
+/// must not mount its token.
+fn api(ev: &Evidence) -> Outcome {
     let accounts = ev
         .service_accounts
         .as_ref()

@@ -1,0 +1,314 @@
+//! `khard report` as an auditor tries it: nodes hardened by khard, then broken
+//! by hand in distinct ways; each break must change exactly the verdicts of
+//! the controls it affects, the way the benchmark's own test judges them, and
+//! nothing else. Evidence that cannot be read is `unknown`, never `pass`.
+//! The HTML page is rendered in a real browser (Debian's headless Chromium).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{Fleet, control, node, verdicts};
+
+const V130: &str = "v1.30.6+k3s1";
+const V124: &str = "v1.24.17+k3s1";
+const HOSTS: [&str; 3] = ["s1", "s2", "a1"];
+
+/// (host, control, verdict before, verdict after) for every control whose verdict changed.
+type Changes = BTreeSet<(String, String, String, String)>;
+
+fn changes(before: &serde_json::Value, after: &serde_json::Value) -> Changes {
+    let mut out = Changes::new();
+    for host in HOSTS {
+        let (b, a) = (verdicts(before, host), verdicts(after, host));
+        for (id, v) in &b {
+            if a[id] != *v {
+                out.insert((host.into(), id.clone(), v.clone(), a[id].clone()));
+            }
+        }
+    }
+    out
+}
+
+fn expect(list: &[(&str, &str, &str, &str)]) -> Changes {
+    list.iter()
+        .map(|(h, id, a, b)| (h.to_string(), id.to_string(), a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn found(doc: &serde_json::Value, host: &str, id: &str) -> String {
+    control(doc, host, id)["found"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
+    let fleet = Fleet::up(&[
+        &format!("s1:server:{V130}"),
+        &format!("s2:server:{V124}"),
+        &format!("a1:agent:{V130}"),
+        "bare:agent",
+    ]);
+    // Before any hardening the report already reads evidence, and says so.
+    let (_, raw) = fleet.report(&["--limit", "s1,s2,a1"]);
+    assert_eq!(control(&raw, "s1", "1.2.17")["verdict"], "fail");
+    assert_eq!(found(&raw, "s1", "1.2.17"), "--audit-log-maxage not set");
+
+    let run = fleet.apply(&["--limit", "s1,s2,a1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let (_, base) = fleet.report(&["--limit", "s1,s2,a1"]);
+    assert_eq!(node(&base, "s1")["benchmark"], "k3s-cis-1.10");
+    assert_eq!(node(&base, "s2")["benchmark"], "k3s-cis-1.24");
+    for (host, id) in [
+        ("s1", "1.2.17"),
+        ("s1", "1.2.18"),
+        ("s1", "1.1.13"),
+        ("s1", "5.1.5"),
+        ("s1", "1.2.27"),
+        ("s2", "1.2.20"),
+        ("s2", "4.2.6"),
+        ("s2", "1.2.30"),
+        ("a1", "4.2.5"),
+    ] {
+        assert_eq!(
+            control(&base, host, id)["verdict"],
+            "pass",
+            "{host} {id} after the apply: {}",
+            control(&base, host, id)
+        );
+    }
+    assert_eq!(
+        found(&base, "s1", "1.2.17"),
+        "--audit-log-maxage=30 (kube-apiserver-arg in /etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml)"
+    );
+    // Every control of the benchmark is listed once.
+    for (host, total) in [("s1", 130), ("s2", 125), ("a1", 130)] {
+        let ids: BTreeSet<String> = verdicts(&base, host).into_keys().collect();
+        assert_eq!(ids.len(), total, "{host}");
+        assert_eq!(node(&base, host)["totals"]["total"], total);
+    }
+    let report = |what: &str| {
+        let (_, doc) = fleet.report(&["--limit", "s1,s2,a1"]);
+        eprintln!("after: {what}");
+        doc
+    };
+    let config = fleet.path("s1", "/etc/rancher/k3s/config.yaml");
+    let dropin = fleet.path("s1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml");
+    let original_dropin = std::fs::read_to_string(&dropin).unwrap();
+
+    // 1. A comment in config.yaml changes nothing.
+    std::fs::write(
+        &config,
+        "# managed by hand, see the wiki\nnode-label: [team=infra]\n",
+    )
+    .unwrap();
+    assert_eq!(changes(&base, &report("comment")), Changes::new());
+
+    // 2. Weaker values in config.yaml: khard's drop-in comes after it and
+    //    wins (k3s's order), so the node stays compliant, and the report says so.
+    std::fs::write(
+        &config,
+        "protect-kernel-defaults: false\nkube-apiserver-arg:\n  - 'audit-log-maxage=1'\n",
+    )
+    .unwrap();
+    assert_eq!(
+        changes(&base, &report("weaker config.yaml")),
+        Changes::new()
+    );
+    std::fs::remove_file(&config).unwrap();
+
+    // 3. A flag removed from khard's drop-in.
+    let without: String = original_dropin
+        .lines()
+        .filter(|l| !l.contains("audit-log-maxbackup"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&dropin, without).unwrap();
+    let doc = report("removed flag");
+    assert_eq!(
+        changes(&base, &doc),
+        expect(&[("s1", "1.2.18", "pass", "fail")])
+    );
+    assert_eq!(found(&doc, "s1", "1.2.18"), "--audit-log-maxbackup not set");
+    std::fs::write(&dropin, &original_dropin).unwrap();
+
+    // 4. A drop-in that sorts after khard's and weakens one flag.
+    let local = fleet.path("s1", "/etc/rancher/k3s/config.yaml.d/99-zz-local.yaml");
+    std::fs::write(&local, "kube-apiserver-arg+:\n  - 'audit-log-maxage=1'\n").unwrap();
+    let doc = report("weakening drop-in");
+    assert_eq!(
+        changes(&base, &doc),
+        expect(&[("s1", "1.2.17", "pass", "fail")])
+    );
+    assert_eq!(
+        found(&doc, "s1", "1.2.17"),
+        "--audit-log-maxage=1 (kube-apiserver-arg in /etc/rancher/k3s/config.yaml.d/99-zz-local.yaml)"
+    );
+    html_renders_in_chromium_with_the_json_totals(&fleet, &doc);
+    std::fs::remove_file(&local).unwrap();
+
+    // 5. A file mode opened up.
+    let admin = fleet.path("s1", "/var/lib/rancher/k3s/server/cred/admin.kubeconfig");
+    chmod(&admin, 0o644);
+    let doc = report("file mode");
+    assert_eq!(
+        changes(&base, &doc),
+        expect(&[("s1", "1.1.13", "pass", "fail")])
+    );
+    assert!(found(&doc, "s1", "1.1.13").contains("admin.kubeconfig: 644 root:root"));
+    chmod(&admin, 0o600);
+
+    // 6. A kernel parameter changed live: the 1.24 benchmark's protect-kernel-defaults
+    //    control fails (the kubelet refuses to start on such a kernel); the 1.30
+    //    benchmark has no such control, and its node says so in a note.
+    for host in ["s1", "s2"] {
+        std::fs::write(fleet.path(host, "/proc/sys/vm/overcommit_memory"), "0\n").unwrap();
+    }
+    let doc = report("sysctl");
+    assert_eq!(
+        changes(&base, &doc),
+        expect(&[("s2", "4.2.6", "pass", "fail")])
+    );
+    assert!(found(&doc, "s2", "4.2.6").contains("vm.overcommit_memory=0, wants 1"));
+    let notes = node(&doc, "s1")["notes"].to_string();
+    assert!(notes.contains("vm.overcommit_memory=0"), "{notes}");
+    for host in ["s1", "s2"] {
+        std::fs::write(fleet.path(host, "/proc/sys/vm/overcommit_memory"), "1\n").unwrap();
+    }
+
+    // 7. k3s stopped on s1: what needs the API is unknown there, never pass;
+    //    what its configuration says still counts.
+    std::fs::write(
+        fleet.host_dir("s1").join("state/down_until"),
+        "9000000000000000000\n",
+    )
+    .unwrap();
+    let doc = report("k3s stopped");
+    assert_eq!(
+        changes(&base, &doc),
+        expect(&[("s1", "5.1.5", "pass", "unknown")])
+    );
+    assert!(
+        control(&doc, "s1", "5.1.5")["why"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer")
+    );
+    std::fs::remove_file(fleet.host_dir("s1").join("state/down_until")).unwrap();
+    assert_eq!(changes(&base, &report("restored")), Changes::new());
+
+    // 8. Weaker role variables: judged by the benchmark's thresholds (>= 30,
+    //    >= 10, encryption configured), not by equality with khard's variables.
+    let run = fleet.apply(&[
+        "--limit",
+        "s1,s2,a1",
+        "-e",
+        "cis_audit_log_maxage=1 cis_audit_log_maxbackup=0 cis_secrets_encryption=false",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let doc = report("weak variables");
+    assert_eq!(
+        changes(&base, &doc),
+        expect(&[
+            ("s1", "1.2.17", "pass", "fail"),
+            ("s1", "1.2.18", "pass", "fail"),
+            ("s1", "1.2.27", "pass", "fail"),
+            ("s1", "1.2.28", "pass", "fail"),
+            ("s2", "1.2.20", "pass", "fail"),
+            ("s2", "1.2.21", "pass", "fail"),
+            ("s2", "1.2.30", "pass", "fail"),
+            ("s2", "1.2.31", "pass", "fail"),
+        ])
+    );
+
+    // 9. A node without k3s: nothing passes, every judged control is unknown.
+    let (run, doc) = fleet.report(&["--limit", "bare"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    let bare = node(&doc, "bare");
+    assert_eq!(bare["totals"]["pass"], 0, "{bare}");
+    assert_eq!(bare["totals"]["fail"], 0, "{bare}");
+    assert!(bare["totals"]["unknown"].as_u64().unwrap() >= 10, "{bare}");
+    for c in bare["controls"].as_array().unwrap() {
+        let why = c["why"].as_str().unwrap();
+        if c["verdict"] == "unknown" {
+            assert!(why.contains("k3s is not installed"), "{c}");
+        }
+    }
+    assert!(
+        bare["notes"].to_string().contains("k3s is not installed"),
+        "{bare}"
+    );
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The HTML page of the same fleet, rendered by headless Chromium: the
+/// rendered totals are the JSON's, the failing control is there, and the
+/// page's security policy blocked nothing (it loads nothing from outside).
+fn html_renders_in_chromium_with_the_json_totals(fleet: &Fleet, json: &serde_json::Value) {
+    let page = fleet.dir.join("report.html");
+    let (inv, kh) = (fleet.inventory(), fleet.known_hosts());
+    let run = fleet.khard(&[
+        "report",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "--limit",
+        "s1,s2,a1",
+        "--format",
+        "html",
+        "-o",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stdout.is_empty(), "-o writes the file only");
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            fleet.dir.join("chromium").display()
+        ))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium is not installed: run scripts/test, which installs it");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("violates"),
+        "the page tried to load something: {stderr}"
+    );
+    let fleet_totals = &json["fleet"];
+    for what in [
+        "total",
+        "pass",
+        "fail",
+        "manual",
+        "not_applicable",
+        "unknown",
+    ] {
+        let shown = format!("id=\"fleet-{what}\">{}<", fleet_totals[what]);
+        assert!(dom.contains(&shown), "rendered {what} is not {shown}");
+    }
+    assert!(
+        dom.contains("id=\"c-s1-1.2.17\" data-id=\"1.2.17\" data-verdict=\"fail\""),
+        "the failing control is not on the page"
+    );
+    assert!(dom.contains("99-zz-local.yaml"), "what was found is shown");
+}
