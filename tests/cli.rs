@@ -120,3 +120,39 @@ fn the_safe_demo_runs_in_check_mode() {
         "{out}\n{err}"
     );
 }
+
+#[test]
+fn report_outputs_are_checked_before_any_host_is_contacted() {
+    let (code, _, err) = khard(&[
+        "apply",
+        "-i",
+        "inventories/example.yaml",
+        "--format",
+        "html",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("--format html and -o/--output are for `khard report`"),
+        "{err}"
+    );
+    let (code, _, err) = khard(&[
+        "report",
+        "-i",
+        "inventories/example.yaml",
+        "--format",
+        "html",
+        "-o",
+        "/nonexistent/folder/report.html",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("-o /nonexistent/folder/report.html"), "{err}");
+    let (code, _, err) = khard(&[
+        "report",
+        "-i",
+        "inventories/example.yaml",
+        "--format",
+        "htm",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("html"), "clap lists the formats: {err}");
+}

@@ -12,7 +12,9 @@ use common::{Fleet, control, node, verdicts};
 
 const V130: &str = "v1.30.6+k3s1";
 const V124: &str = "v1.24.17+k3s1";
-const HOSTS: [&str; 3] = ["s1", "s2", "a1"];
+/// Before k3s passed its default TLS ciphers to kube-apiserver (k3s#6725).
+const V124_OLD: &str = "v1.24.9+k3s1";
+const HOSTS: [&str; 4] = ["s1", "s2", "s3", "a1"];
 
 /// (host, control, verdict before, verdict after) for every control whose verdict changed.
 type Changes = BTreeSet<(String, String, String, String)>;
@@ -45,17 +47,18 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
     let fleet = Fleet::up(&[
         &format!("s1:server:{V130}"),
         &format!("s2:server:{V124}"),
+        &format!("s3:server:{V124_OLD}"),
         &format!("a1:agent:{V130}"),
         "bare:agent",
     ]);
     // Before any hardening the report already reads evidence, and says so.
-    let (_, raw) = fleet.report(&["--limit", "s1,s2,a1"]);
+    let (_, raw) = fleet.report(&["--limit", "s1,s2,s3,a1"]);
     assert_eq!(control(&raw, "s1", "1.2.17")["verdict"], "fail");
     assert_eq!(found(&raw, "s1", "1.2.17"), "--audit-log-maxage not set");
 
-    let run = fleet.apply(&["--limit", "s1,s2,a1"]);
+    let run = fleet.apply(&["--limit", "s1,s2,s3,a1"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let (_, base) = fleet.report(&["--limit", "s1,s2,a1"]);
+    let (_, base) = fleet.report(&["--limit", "s1,s2,s3,a1"]);
     assert_eq!(node(&base, "s1")["benchmark"], "k3s-cis-1.10");
     assert_eq!(node(&base, "s2")["benchmark"], "k3s-cis-1.24");
     for (host, id) in [
@@ -68,6 +71,15 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
         ("s2", "4.2.6"),
         ("s2", "1.2.30"),
         ("a1", "4.2.5"),
+        // The newer benchmarks' items khard now sets: pod PID limit,
+        // DenyServiceExternalIPs (k3s-cis-1.10 wants it set, k3s-cis-1.24 unset),
+        // apiserver ciphers on a release that did not pass them itself.
+        ("s1", "4.2.13"),
+        ("a1", "4.2.13"),
+        ("s1", "1.2.3"),
+        ("s2", "1.2.3"),
+        ("s2", "1.2.32"),
+        ("s3", "1.2.32"),
     ] {
         assert_eq!(
             control(&base, host, id)["verdict"],
@@ -80,14 +92,21 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
         found(&base, "s1", "1.2.17"),
         "--audit-log-maxage=30 (kube-apiserver-arg in /etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml)"
     );
+    assert!(found(&base, "s2", "1.2.32").ends_with("(k3s default)"));
+    assert!(
+        found(&base, "s3", "1.2.32")
+            .ends_with("(kube-apiserver-arg in /etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml)"),
+        "{}",
+        found(&base, "s3", "1.2.32")
+    );
     // Every control of the benchmark is listed once.
-    for (host, total) in [("s1", 130), ("s2", 125), ("a1", 130)] {
+    for (host, total) in [("s1", 130), ("s2", 125), ("s3", 125), ("a1", 130)] {
         let ids: BTreeSet<String> = verdicts(&base, host).into_keys().collect();
         assert_eq!(ids.len(), total, "{host}");
         assert_eq!(node(&base, host)["totals"]["total"], total);
     }
     let report = |what: &str| {
-        let (_, doc) = fleet.report(&["--limit", "s1,s2,a1"]);
+        let (_, doc) = fleet.report(&["--limit", "s1,s2,s3,a1"]);
         eprintln!("after: {what}");
         doc
     };
@@ -200,7 +219,7 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
     //    >= 10, encryption configured), not by equality with khard's variables.
     let run = fleet.apply(&[
         "--limit",
-        "s1,s2,a1",
+        "s1,s2,s3,a1",
         "-e",
         "cis_audit_log_maxage=1 cis_audit_log_maxbackup=0 cis_secrets_encryption=false",
     ]);
@@ -217,10 +236,42 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
             ("s2", "1.2.21", "pass", "fail"),
             ("s2", "1.2.30", "pass", "fail"),
             ("s2", "1.2.31", "pass", "fail"),
+            ("s3", "1.2.20", "pass", "fail"),
+            ("s3", "1.2.21", "pass", "fail"),
+            ("s3", "1.2.30", "pass", "fail"),
+            ("s3", "1.2.31", "pass", "fail"),
         ])
     );
 
-    // 9. A node without k3s: nothing passes, every judged control is unknown.
+    // 9. A host that cannot be reached: listed, every judged control unknown, exit 4.
+    let inventory = std::fs::read_to_string(fleet.inventory()).unwrap().replace(
+        "    agent:\n      hosts:\n",
+        "    agent:\n      hosts:\n        gone: { ansible_host: 127.0.9.9 }\n",
+    );
+    let with_gone = fleet.dir.join("with-gone.yaml");
+    std::fs::write(&with_gone, inventory).unwrap();
+    let kh = fleet.known_hosts();
+    let run = fleet.khard(&[
+        "report",
+        "-i",
+        with_gone.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "--limit",
+        "a1,gone",
+        "--format",
+        "json",
+        "-T",
+        "2",
+    ]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let gone = node(&doc, "gone");
+    assert_eq!(gone["totals"]["pass"], 0, "{gone}");
+    assert!(gone["notes"].to_string().contains("unreachable"), "{gone}");
+    assert_eq!(node(&doc, "a1")["totals"]["fail"], 0);
+
+    // 10. A node without k3s: nothing passes, every judged control is unknown.
     let (run, doc) = fleet.report(&["--limit", "bare"]);
     assert_eq!(run.code, 2, "{}", run.all());
     let bare = node(&doc, "bare");
@@ -257,7 +308,7 @@ fn html_renders_in_chromium_with_the_json_totals(fleet: &Fleet, json: &serde_jso
         "--known-hosts",
         kh.to_str().unwrap(),
         "--limit",
-        "s1,s2,a1",
+        "s1,s2,s3,a1",
         "--format",
         "html",
         "-o",
