@@ -363,3 +363,76 @@ fn html_renders_in_chromium_with_the_json_totals(fleet: &Fleet, json: &serde_jso
     );
     assert!(dom.contains("99-zz-local.yaml"), "what was found is shown");
 }
+
+/// Every benchmark khard picks, from cis-1.6 (k3s 1.20) to k3s-cis-2.0 (1.34):
+/// before the apply, controls khard remediates fail; after it, every one of
+/// them passes (or does not apply, or is the benchmark's human check),
+/// judged by the benchmark's test.
+#[test]
+fn every_benchmark_judges_its_managed_controls_before_and_after_an_apply() {
+    let nodes = [
+        ("v120", "v1.20.15+k3s1", "cis-1.6"),
+        ("v123", "v1.23.17+k3s1", "k3s-cis-1.23"),
+        ("v125", "v1.25.16+k3s4", "k3s-cis-1.7"),
+        ("v126", "v1.26.15+k3s1", "k3s-cis-1.8"),
+        ("v127", "v1.27.16+k3s1", "k3s-cis-1.9"),
+        ("v128", "v1.28.15+k3s1", "k3s-cis-1.10"),
+        ("v133", "v1.33.5+k3s1", "k3s-cis-1.12"),
+        ("v134", "v1.34.1+k3s1", "k3s-cis-2.0"),
+    ];
+    let mut specs: Vec<String> = nodes
+        .iter()
+        .map(|(n, v, _)| format!("{n}:server:{v}"))
+        .collect();
+    specs.push("a134:agent:v1.34.1+k3s1".into());
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let fleet = Fleet::up(&specs);
+    // Controls a khard task remediates (scored or not: the benchmark's test judges both).
+    let managed = |doc: &serde_json::Value, host: &str| -> Vec<(String, String)> {
+        node(doc, host)["controls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| !c["tasks"].as_array().unwrap().is_empty())
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_owned(),
+                    c["verdict"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (_, before) = fleet.report(&[]);
+    for (host, _, benchmark) in nodes {
+        assert_eq!(node(&before, host)["benchmark"], benchmark, "{host}");
+        let failing = managed(&before, host)
+            .into_iter()
+            .filter(|(_, v)| v == "fail")
+            .count();
+        assert!(
+            failing > 0,
+            "{host}: nothing managed fails before hardening"
+        );
+    }
+    let run = fleet.apply(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let (_, after) = fleet.report(&[]);
+    for host in nodes.iter().map(|n| n.0).chain(["a134"]) {
+        for (id, verdict) in managed(&after, host) {
+            assert!(
+                ["pass", "not_applicable", "manual"].contains(&verdict.as_str()),
+                "{host} {id}: {verdict} after the apply: {}",
+                control(&after, host, &id)
+            );
+        }
+        assert_eq!(
+            node(&after, host)["totals"]["fail"],
+            node(&after, host)["controls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["verdict"] == "fail")
+                .count()
+        );
+    }
+}

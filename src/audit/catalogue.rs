@@ -80,6 +80,34 @@ pub struct Control {
     pub not_applicable: Option<String>,
     #[serde(default)]
     pub remediation: Option<String>,
+    /// Upstream peculiarities, e.g. the value the audit echoes for an absent flag.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl Control {
+    /// The value kube-bench's audit prints for an absent flag, where the
+    /// catalogue's note says it does ("The audit echoes --x=v when the flag
+    /// is absent"; "echoes this same cipher list": the test's own value).
+    pub fn absent_default(&self, flag: &str) -> Option<String> {
+        let note = self.note.as_deref()?;
+        if !note.contains("when the flag is absent") {
+            return None;
+        }
+        if note.contains("this same cipher list") {
+            return first_value(self.test.as_ref()?, flag);
+        }
+        let echoed = note.split("echoes ").nth(1)?.split_whitespace().next()?;
+        let (name, value) = echoed.split_once('=')?;
+        (name == flag).then(|| value.to_owned())
+    }
+}
+
+fn first_value(test: &Test, flag: &str) -> Option<String> {
+    match test {
+        Test::All { all: t } | Test::Any { any: t } => t.iter().find_map(|t| first_value(t, flag)),
+        Test::Item(i) => (i.flag == flag).then(|| i.value.clone()).flatten(),
+    }
 }
 
 /// kube-bench's `tests:` block: items combined with `and` (all) or `or` (any).
@@ -141,5 +169,16 @@ mod tests {
             }
         }
         assert!(load("cis-9.9").is_none());
+    }
+
+    #[test]
+    fn what_the_audit_echoes_for_an_absent_flag() {
+        let c = load("cis-1.6").unwrap();
+        let timeout = c.controls.iter().find(|c| c.id == "1.2.26").unwrap();
+        assert_eq!(
+            timeout.absent_default("--request-timeout").as_deref(),
+            Some("60")
+        );
+        assert_eq!(timeout.absent_default("--profiling"), None);
     }
 }

@@ -190,7 +190,14 @@ fn args(c: &Control, ev: &Evidence, component: &str) -> Outcome {
     let all = ev.flags.as_ref().map_err(Clone::clone)?;
     let empty = Flags::new();
     let flags = all.get(component).unwrap_or(&empty);
-    let lookup = |item: &Item| lookup_flag(flags, item);
+    let lookup = |item: &Item| {
+        lookup_flag(flags, item).or_else(|| {
+            c.absent_default(&item.flag).map(|value| Found {
+                value,
+                origin: "not set; the benchmark's audit takes this value then".into(),
+            })
+        })
+    };
     let ok = passes(test, &lookup);
     Ok(Some((ok, found_flags(test, &lookup))))
 }

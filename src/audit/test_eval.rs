@@ -87,7 +87,11 @@ pub fn describe(test: &Test) -> String {
         Test::Item(item) => {
             let name = item_name(item);
             let want = item.value.clone().unwrap_or_default();
+            // kube-bench looks for the flag in the audit's output: a file test
+            // `{flag: '644', op: eq}` means the mode is exactly 644.
+            let mode = name.len() == 3 && name.chars().all(|c| c.is_ascii_digit());
             match item.op.as_deref() {
+                Some("eq") if mode => format!("permissions exactly {want}"),
                 None if item.set == Some(false) => format!("{name} not set"),
                 None => format!("{name} set"),
                 Some("eq") => format!("{name} = {want}"),
