@@ -123,32 +123,12 @@ impl Fleet {
         Some((name.to_owned(), addr.to_owned()))
     }
 
-    /// `khard report --format json` on the fleet, and its parsed document.
-    pub fn report(&self, args: &[&str]) -> (Run, serde_json::Value) {
+    /// `khard VERB -i <fleet inventory> --known-hosts <fleet known_hosts> ARGS`.
+    pub fn run(&self, verb: &str, args: &[&str]) -> Run {
         let inv = self.inventory();
         let kh = self.known_hosts();
         let mut all = vec![
-            "report",
-            "-i",
-            inv.to_str().unwrap(),
-            "--known-hosts",
-            kh.to_str().unwrap(),
-            "--format",
-            "json",
-        ];
-        all.extend_from_slice(args);
-        let run = self.khard(&all);
-        let doc = serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|e| panic!("report JSON: {e}\n{}", run.all()));
-        (run, doc)
-    }
-
-    /// `khard apply -i <fleet inventory> --known-hosts <fleet known_hosts> ARGS`.
-    pub fn apply(&self, args: &[&str]) -> Run {
-        let inv = self.inventory();
-        let kh = self.known_hosts();
-        let mut all = vec![
-            "apply",
+            verb,
             "-i",
             inv.to_str().unwrap(),
             "--known-hosts",
@@ -156,6 +136,21 @@ impl Fleet {
         ];
         all.extend_from_slice(args);
         self.khard(&all)
+    }
+
+    /// `khard apply` on the fleet.
+    pub fn apply(&self, args: &[&str]) -> Run {
+        self.run("apply", args)
+    }
+
+    /// `khard report --format json` on the fleet, and its parsed document.
+    pub fn report(&self, args: &[&str]) -> (Run, serde_json::Value) {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let run = self.run("report", &all);
+        let doc = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("report JSON: {e}\n{}", run.all()));
+        (run, doc)
     }
 
     pub fn host_dir(&self, host: &str) -> PathBuf {
