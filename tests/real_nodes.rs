@@ -202,4 +202,36 @@ fn a_psp_era_server_converges_and_the_readme_check_reads_the_real_kernel() {
     );
     let stdout = String::from_utf8_lossy(&after.stdout);
     assert!(!stdout.contains("(live)"), "{stdout}");
+
+    // The compliance report on the node reads the real kernel: the 1.24
+    // benchmark's protect-kernel-defaults control (4.2.6) passes after the
+    // hardening, and fails once a protected parameter is changed live.
+    let verdict_426 = || {
+        let out = vms.ssh(
+            "old",
+            "cd /root && khard report --format json -i localhost.yaml",
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("report JSON: {e}: {}", String::from_utf8_lossy(&out.stderr))
+        });
+        let node = &doc["nodes"][0];
+        assert_eq!(node["benchmark"], "k3s-cis-1.24", "{node}");
+        let c = node["controls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "4.2.6")
+            .unwrap()
+            .clone();
+        (
+            c["verdict"].as_str().unwrap().to_owned(),
+            c["found"].to_string(),
+        )
+    };
+    assert_eq!(verdict_426().0, "pass");
+    vms.sh("old", "sysctl -qw vm.overcommit_memory=0");
+    let (verdict, found) = verdict_426();
+    assert_eq!(verdict, "fail", "{found}");
+    assert!(found.contains("vm.overcommit_memory=0, wants 1"), "{found}");
+    vms.sh("old", "sysctl -qw vm.overcommit_memory=1");
 }
