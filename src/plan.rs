@@ -424,6 +424,20 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
                 ))
                 .into());
             }
+            // A misspelt benchmark would silently number every control by another one.
+            if let Some(named) = vars.get("cis_benchmark").map(text) {
+                use crate::audit::catalogue::names;
+                if !names().any(|n| n == named) {
+                    let hint = crate::error::did_you_mean(&named, names())
+                        .map(|h| format!(" (did you mean `{h}`?)"))
+                        .unwrap_or_default();
+                    return Err(InputError::new(format!(
+                        "host {name}: cis_benchmark `{named}` is not a benchmark khard knows{hint}; it knows {}",
+                        names().collect::<Vec<_>>().join(", ")
+                    ))
+                    .into());
+                }
+            }
             // As in Ansible, the host's ansible_become wins over the play's
             // keyword; --become / -K on the command line win over both.
             let from_play = play.r#become || play.tasks.iter().any(|t| t.r#become == Some(true));

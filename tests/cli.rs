@@ -156,3 +156,20 @@ fn report_outputs_are_checked_before_any_host_is_contacted() {
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("html"), "clap lists the formats: {err}");
 }
+
+#[test]
+fn a_misspelt_benchmark_is_refused_with_a_hint() {
+    let (code, _, err) = khard(&[
+        "apply",
+        "-i",
+        "inventories/example.yaml",
+        "--list-tasks",
+        "-e",
+        "cis_benchmark=k3s-cis-1.1O",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("cis_benchmark `k3s-cis-1.1O` is not a benchmark khard knows (did you mean `k3s-cis-1.10`?)"),
+        "{err}"
+    );
+}

@@ -269,6 +269,11 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
     let gone = node(&doc, "gone");
     assert_eq!(gone["totals"]["pass"], 0, "{gone}");
     assert!(gone["notes"].to_string().contains("unreachable"), "{gone}");
+    for c in gone["controls"].as_array().unwrap() {
+        if c["verdict"] == "unknown" {
+            assert_eq!(c["why"], "no evidence: the host is unreachable", "{c}");
+        }
+    }
     assert_eq!(node(&doc, "a1")["totals"]["fail"], 0);
 
     // 10. A node without k3s: nothing passes, every judged control is unknown.

@@ -88,11 +88,11 @@ pub fn judge(c: &Control, ev: &Evidence) -> Judged {
         );
     }
     if ev.version.is_none() {
-        return judged(
-            Verdict::Unknown,
-            String::new(),
-            "k3s is not installed here (`k3s --version` did not answer)",
-        );
+        let why = match &ev.missing {
+            Some(why) => format!("no evidence: {why}"),
+            None => "k3s is not installed here (`k3s --version` did not answer)".to_owned(),
+        };
+        return judged(Verdict::Unknown, String::new(), &why);
     }
     // Controls khard does not read from the API: a scored one cannot be
     // judged (unknown); an unscored one is a human check, as kube-bench's WARN.
