@@ -66,6 +66,7 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
         ("s1", "1.2.18"),
         ("s1", "1.1.13"),
         ("s1", "5.1.5"),
+        ("s1", "5.1.1"),
         ("s1", "1.2.27"),
         ("s2", "1.2.20"),
         ("s2", "4.2.6"),
@@ -194,7 +195,20 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
         std::fs::write(fleet.path(host, "/proc/sys/vm/overcommit_memory"), "1\n").unwrap();
     }
 
-    // 7. k3s stopped on s1: what needs the API is unknown there, never pass;
+    // 7. A ClusterRoleBinding to cluster-admin that the benchmark does not list
+    //    fails 5.1.1 where the benchmark scores it (k3s-cis-1.10); in
+    //    k3s-cis-1.24 it is a human check.
+    let bindings = fleet.dir.join("api/cluster-admin-bindings");
+    std::fs::write(&bindings, "ops-team-admin\n").unwrap();
+    let doc = report("cluster-admin binding");
+    assert_eq!(
+        changes(&base, &doc),
+        expect(&[("s1", "5.1.1", "pass", "fail")])
+    );
+    assert!(found(&doc, "s1", "5.1.1").ends_with("ops-team-admin"));
+    std::fs::remove_file(&bindings).unwrap();
+
+    // 8. k3s stopped on s1: what needs the API is unknown there, never pass;
     //    what its configuration says still counts.
     std::fs::write(
         fleet.host_dir("s1").join("state/down_until"),
@@ -204,7 +218,10 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
     let doc = report("k3s stopped");
     assert_eq!(
         changes(&base, &doc),
-        expect(&[("s1", "5.1.5", "pass", "unknown")])
+        expect(&[
+            ("s1", "5.1.1", "pass", "unknown"),
+            ("s1", "5.1.5", "pass", "unknown")
+        ])
     );
     assert!(
         control(&doc, "s1", "5.1.5")["why"]
@@ -215,7 +232,7 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
     std::fs::remove_file(fleet.host_dir("s1").join("state/down_until")).unwrap();
     assert_eq!(changes(&base, &report("restored")), Changes::new());
 
-    // 8. Weaker role variables: judged by the benchmark's thresholds (>= 30,
+    // 9. Weaker role variables: judged by the benchmark's thresholds (>= 30,
     //    >= 10, encryption configured), not by equality with khard's variables.
     let run = fleet.apply(&[
         "--limit",
@@ -243,7 +260,7 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
         ])
     );
 
-    // 9. A host that cannot be reached: listed, every judged control unknown, exit 4.
+    // 10. A host that cannot be reached: listed, every judged control unknown, exit 4.
     let inventory = std::fs::read_to_string(fleet.inventory()).unwrap().replace(
         "    agent:\n      hosts:\n",
         "    agent:\n      hosts:\n        gone: { ansible_host: 127.0.9.9 }\n",
@@ -276,7 +293,7 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
     }
     assert_eq!(node(&doc, "a1")["totals"]["fail"], 0);
 
-    // 10. A node without k3s: nothing passes, every judged control is unknown.
+    // 11. A node without k3s: nothing passes, every judged control is unknown.
     let (run, doc) = fleet.report(&["--limit", "bare"]);
     assert_eq!(run.code, 2, "{}", run.all());
     let bare = node(&doc, "bare");

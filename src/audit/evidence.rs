@@ -3,7 +3,7 @@
 //! line and env files: the same computation the apply uses), the files the
 //! benchmarks name (mode, owner), etcd's config file, the live kernel
 //! parameters the kubelet protects, and on servers the API's answer about
-//! default service accounts.
+//! default service accounts and cluster-admin bindings.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +30,9 @@ pub const KERNEL_DEFAULTS: &[(&str, &str)] = &[
 /// lines (kube-bench's 5.1.5 audit asks the same).
 pub const SERVICE_ACCOUNTS: &str = "k3s kubectl --request-timeout=10s get serviceaccounts --all-namespaces --field-selector metadata.name=default -o jsonpath='{range .items[*]}{.metadata.namespace}={.automountServiceAccountToken}{\"\\n\"}{end}'";
 
+/// The names of the ClusterRoleBindings to cluster-admin, one a line (5.1.1).
+pub const CLUSTER_ADMIN_BINDINGS: &str = "k3s kubectl --request-timeout=10s get clusterrolebindings -o jsonpath='{range .items[?(@.roleRef.name==\"cluster-admin\")]}{.metadata.name}{\"\\n\"}{end}'";
+
 #[derive(Debug, Clone)]
 pub struct FileFacts {
     pub path: String,
@@ -54,6 +57,8 @@ pub struct Evidence {
     pub etcd_config: Result<serde_yaml::Value, String>,
     /// Servers: (namespace, automountServiceAccountToken) of each default service account.
     pub service_accounts: Option<Result<Vec<(String, String)>, String>>,
+    /// Servers: the ClusterRoleBindings that grant cluster-admin.
+    pub cluster_admin_bindings: Option<Result<Vec<String>, String>>,
     pub sysctl: BTreeMap<String, String>,
 }
 
@@ -112,6 +117,7 @@ pub fn probe(role: &str) -> Probe {
         .extend(KERNEL_DEFAULTS.iter().map(|(k, _)| (*k).to_owned()));
     if role == "server" {
         p.reads.insert(SERVICE_ACCOUNTS.to_owned());
+        p.reads.insert(CLUSTER_ADMIN_BINDINGS.to_owned());
     }
     p
 }
@@ -128,6 +134,7 @@ impl Evidence {
             embedded_etcd: false,
             etcd_config: Err(why.to_owned()),
             service_accounts: None,
+            cluster_admin_bindings: None,
             sysctl: BTreeMap::new(),
         }
     }
@@ -155,15 +162,26 @@ impl Evidence {
                 .map_err(|e| format!("{ETCD_CONFIG} is not valid YAML: {e}")),
             None => Err(format!("{ETCD_CONFIG} could not be read")),
         };
-        let service_accounts =
-            (role == "server").then(|| match state.reads.get(SERVICE_ACCOUNTS) {
-                Some((0, text)) => Ok(text
-                    .lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(ns, v)| (ns.trim().to_owned(), v.trim().to_owned()))
-                    .collect()),
+        let api = |query: &str| -> Option<Result<Vec<String>, String>> {
+            (role == "server").then(|| match state.reads.get(query) {
+                Some((0, text)) => Ok(text.lines().map(str::to_owned).collect()),
                 _ => Err("the Kubernetes API did not answer (is k3s running?)".to_owned()),
-            });
+            })
+        };
+        let service_accounts = api(SERVICE_ACCOUNTS).map(|lines| {
+            Ok(lines?
+                .iter()
+                .filter_map(|l| l.split_once('='))
+                .map(|(ns, v)| (ns.trim().to_owned(), v.trim().to_owned()))
+                .collect())
+        });
+        let cluster_admin_bindings = api(CLUSTER_ADMIN_BINDINGS).map(|lines| {
+            Ok(lines?
+                .into_iter()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect())
+        });
         let files = state
             .stat
             .iter()
@@ -184,6 +202,7 @@ impl Evidence {
             embedded_etcd,
             etcd_config,
             service_accounts,
+            cluster_admin_bindings,
             sysctl: state.sysctl.clone(),
         }
     }

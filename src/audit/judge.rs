@@ -96,7 +96,7 @@ pub fn judge(c: &Control, ev: &Evidence) -> Judged {
     }
     // Controls khard does not read from the API: a scored one cannot be
     // judged (unknown); an unscored one is a human check, as kube-bench's WARN.
-    if c.evidence == "api" && !about_default_service_accounts(c) {
+    if c.evidence == "api" && api_question(c).is_none() {
         let why = format!(
             "khard does not query the API for this control; check it by hand: {}",
             target(c)
@@ -111,7 +111,11 @@ pub fn judge(c: &Control, ev: &Evidence) -> Judged {
     let result = match c.evidence.as_str() {
         "etcd_arg" => etcd(c, ev),
         "file_mode" | "file_owner" => files(c, ev),
-        "api" => api(ev),
+        "api" => match api_question(c) {
+            Some(Api::DefaultServiceAccounts) => default_service_accounts(ev),
+            Some(Api::ClusterAdmin) => cluster_admin(c, ev),
+            None => unreachable!("handled above"),
+        },
         other => match component(other) {
             Some(name) => args(c, ev, name),
             None => Err(format!("khard does not read `{other}` evidence")),
@@ -371,15 +375,50 @@ fn file_lookup(f: &FileFacts, item: &Item) -> Option<Found> {
     }
 }
 
-fn about_default_service_accounts(c: &Control) -> bool {
-    c.title
-        .to_ascii_lowercase()
-        .contains("default service account")
+/// The API questions khard asks.
+enum Api {
+    /// 5.1.5
+    DefaultServiceAccounts,
+    /// 5.1.1
+    ClusterAdmin,
+}
+
+fn api_question(c: &Control) -> Option<Api> {
+    let title = c.title.to_ascii_lowercase();
+    if title.contains("default service account") {
+        Some(Api::DefaultServiceAccounts)
+    } else if title.contains("cluster-admin role") {
+        Some(Api::ClusterAdmin)
+    } else {
+        None
+    }
+}
+
+/// 5.1.1: only the bindings the benchmark lists may grant cluster-admin.
+fn cluster_admin(c: &Control, ev: &Evidence) -> Outcome {
+    let bindings = ev
+        .cluster_admin_bindings
+        .as_ref()
+        .ok_or("the API is asked on servers only")?
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let test = c.test.as_ref().expect("judged controls have a test");
+    let lookup = |_: &Item| {
+        Some(Found {
+            value: bindings.join(","),
+            origin: "the API".into(),
+        })
+    };
+    let found = format!(
+        "ClusterRoleBindings to cluster-admin: {}",
+        bindings.join(", ")
+    );
+    Ok(Some((passes(test, &lookup), found)))
 }
 
 /// 5.1.5: the default service account of every namespace but kube-system
 /// must not mount its token.
-fn api(ev: &Evidence) -> Outcome {
+fn default_service_accounts(ev: &Evidence) -> Outcome {
     let accounts = ev
         .service_accounts
         .as_ref()
