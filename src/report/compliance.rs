@@ -105,7 +105,25 @@ pub fn document(audits: &[NodeAudit]) -> Document<'_> {
     }
 }
 
-/// The page, rendered; data is escaped by Handlebars.
+/// The page of a report: each node's not-applicable controls are folded
+/// into one list under its table (they are most of an agent's rows).
+pub fn page(doc: &Document) -> String {
+    let mut value = serde_json::to_value(doc).expect("the report serialises");
+    for node in value["nodes"].as_array_mut().into_iter().flatten() {
+        let all = node["controls"].take();
+        let (na, judged): (Vec<_>, Vec<_>) = all
+            .as_array()
+            .into_iter()
+            .flatten()
+            .cloned()
+            .partition(|c| c["verdict"] == "not_applicable");
+        node["controls"] = serde_json::Value::Array(judged);
+        node["not_applicable"] = serde_json::Value::Array(na);
+    }
+    html(&value)
+}
+
+/// The template rendered with `data`; data is escaped by Handlebars.
 pub fn html(doc: &impl Serialize) -> String {
     let mut hb = handlebars::Handlebars::new();
     hb.register_template_string("report", TEMPLATE)
@@ -166,7 +184,7 @@ impl Sink for Compliance {
             Format::Json => serde_json::to_writer_pretty(&mut self.out, &doc)
                 .map_err(std::io::Error::from)
                 .and_then(|()| writeln!(self.out)),
-            Format::Html => self.out.write_all(html(&doc).as_bytes()),
+            Format::Html => self.out.write_all(page(&doc).as_bytes()),
             Format::Human => text(&doc, &mut self.out),
         };
         let _ = self.out.flush();
