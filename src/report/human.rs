@@ -1,7 +1,8 @@
 //! The terminal report: a line per task and host as it finishes, then a
 //! recap in Ansible's format. In a terminal, indicatif shows one line per
-//! active host with what it is doing and an overall bar with the counts;
-//! without one (CI logs), plain lines only, no escape codes.
+//! active host with what it is doing or waiting for, and an overall bar of
+//! task outcomes with the counts; without one (CI logs), plain lines only,
+//! no escape codes, and a line when a wait starts, every 30 s, and when it ends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -71,9 +72,7 @@ impl Progress {
             counts: Counts::default(),
         }
     }
-}
 
-impl Progress {
     /// Moves the bar by one outcome of `host`. An unreachable host reports
     /// nothing more: what it would have reported counts as done.
     fn count(&mut self, host: &str, status: Status) {
