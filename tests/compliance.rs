@@ -166,6 +166,50 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
     html_renders_in_chromium_with_the_json_totals(&fleet, &doc);
     std::fs::remove_file(&local).unwrap();
 
+    // 4b. A drop-in khard cannot read (a link; k3s reads it): every verdict
+    //     that depends on the configuration becomes unknown, none stays pass.
+    let linked = fleet.path("s1", "/etc/rancher/k3s/config.yaml.d/98-linked.yaml");
+    std::os::unix::fs::symlink("/etc/hostname", &linked).unwrap();
+    let doc = report("linked drop-in");
+    let changed = changes(&base, &doc);
+    assert!(changed.len() > 20, "{changed:?}");
+    for (host, id, _, after) in &changed {
+        assert_eq!((host.as_str(), after.as_str()), ("s1", "unknown"), "{id}");
+    }
+    assert!(
+        control(&doc, "s1", "1.2.17")["why"]
+            .as_str()
+            .unwrap()
+            .contains("could not be read"),
+        "{}",
+        control(&doc, "s1", "1.2.17")
+    );
+    // The apply refuses too: its conflict check would be blind.
+    let check = fleet.apply(&["--limit", "s1", "--check"]);
+    assert_eq!(check.code, 3, "{}", check.all());
+    assert!(
+        check.stdout.contains("could not be read"),
+        "{}",
+        check.all()
+    );
+    std::fs::remove_file(&linked).unwrap();
+
+    // 4c. A newline in a config value cannot forge a line of the text report.
+    std::fs::write(
+        &config,
+        "kube-apiserver-arg:\n  - \"profiling=false\\n[PASS] 9.9.9 forged\"\n",
+    )
+    .unwrap();
+    let text = fleet.run("report", &["--limit", "s1"]);
+    assert!(!text.stdout.contains("\n[PASS] 9.9.9"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("profiling=false\\n[PASS] 9.9.9 forged"),
+        "{}",
+        text.stdout
+    );
+    std::fs::remove_file(&config).unwrap();
+
     // 5. A file mode opened up.
     let admin = fleet.path("s1", "/var/lib/rancher/k3s/server/cred/admin.kubeconfig");
     chmod(&admin, 0o644);

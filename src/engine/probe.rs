@@ -70,6 +70,9 @@ pub struct RemoteState {
     pub guards: BTreeMap<String, i32>,
     /// Exit status and stdout of each `reads` command.
     pub reads: BTreeMap<String, (i32, String)>,
+    /// `content_glob` patterns with a match whose content did not come back
+    /// (a name with a newline, a link, a file over [`MAX_CONTENT`]).
+    pub unread: BTreeSet<String>,
     /// `k3s_version`, when `k3s --version` answered.
     pub facts: BTreeMap<String, String>,
 }
@@ -214,11 +217,13 @@ impl Probe {
             );
         }
         // Matched names come back through printf of a variable, never as
-        // script text; a name with a newline is skipped (it could not be told apart).
-        for pattern in &self.content_glob {
+        // script text. A match that cannot come back whole (a name with a
+        // newline, a link, over MAX_CONTENT) is still reported, by the
+        // pattern's index: whoever reads the files must know one is missing.
+        for (i, pattern) in self.content_glob.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "for f in {}; do case $f in *'\n'*) continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; fi; done",
+                "for f in {}; do case $f in *'\n'*) echo \"$M unread {i}\"; continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; elif [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$M unread {i}\"; fi; done",
                 glob_words(pattern)
             );
         }
@@ -308,6 +313,13 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                     read = Some((cmd.clone(), code));
                 }
                 section = "read".into();
+            } else if let Some(i) = rest.strip_prefix("unread ") {
+                let pattern = i
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| probe.content_glob.iter().nth(i));
+                state.unread.extend(pattern.cloned());
+                section.clear();
             } else if let Some(path) = rest.strip_prefix("file ") {
                 let wanted = probe
                     .content_glob
@@ -529,6 +541,38 @@ mod tests {
             state.reads[forged],
             (4, format!("x\n{marker} end\nline two"))
         );
+    }
+
+    #[test]
+    fn a_glob_match_that_cannot_come_back_is_reported_unread() {
+        let tmp = crate::testutil::TempDir::new();
+        let dir = tmp.path().to_path_buf();
+        std::fs::write(dir.join("10-ok.yaml"), "a: 1\n").unwrap();
+        let d = dir.display();
+        let mut p = Probe::default();
+        p.content_glob.insert(format!("{d}/*.yaml"));
+        p.content_glob.insert(format!("{d}/*.yml"));
+        let marker = crate::engine::script::new_marker();
+        let run = |p: &Probe| {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(String::from_utf8(p.script(&marker)).unwrap())
+                .output()
+                .unwrap();
+            parse(&marker, &String::from_utf8_lossy(&out.stdout), p).expect("probe ended")
+        };
+        let state = run(&p);
+        assert!(state.unread.is_empty(), "{:?}", state.unread);
+        assert_eq!(state.content[&format!("{d}/10-ok.yaml")], b"a: 1\n");
+        // A name with a newline, a link and a file too big to bring back.
+        std::fs::write(dir.join("20-new\nline.yaml"), "b: 2\n").unwrap();
+        std::os::unix::fs::symlink(dir.join("10-ok.yaml"), dir.join("30-link.yml")).unwrap();
+        let state = run(&p);
+        assert_eq!(
+            state.unread,
+            BTreeSet::from([format!("{d}/*.yaml"), format!("{d}/*.yml")])
+        );
+        assert!(state.content.contains_key(&format!("{d}/10-ok.yaml")));
     }
 
     fn sha(data: &[u8]) -> String {

@@ -231,6 +231,14 @@ pub fn effective(
         files.push((CONFIG.to_owned(), c));
     }
     if dropins {
+        // k3s reads every drop-in; one khard could not read makes any
+        // answer about the node's configuration a guess.
+        let unread = [format!("{DROPINS}/*.yaml"), format!("{DROPINS}/*.yml")];
+        if unread.iter().any(|g| state.unread.contains(g)) {
+            return Err(format!(
+                "a drop-in in {DROPINS}/ could not be read (a link, a name with a newline, or over 256 KiB); k3s reads it, so the node's configuration cannot be known"
+            ));
+        }
         let mut found: Vec<(String, String)> = state
             .content
             .iter()

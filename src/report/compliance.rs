@@ -132,6 +132,21 @@ pub fn html(doc: &impl Serialize) -> String {
         .expect("the report document renders")
 }
 
+/// A value from a node on one line: control characters (a newline in a
+/// config value) are shown escaped, so no value can forge a report line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// kube-bench's layout: `[FAIL] 1.2.17 title`, what was found, the remediation, totals.
 pub fn text(doc: &Document, out: &mut dyn Write) -> std::io::Result<()> {
     let line = |t: &Totals| {
@@ -148,7 +163,7 @@ pub fn text(doc: &Document, out: &mut dyn Write) -> std::io::Result<()> {
             n.host, n.role, n.benchmark
         )?;
         for note in &n.notes {
-            writeln!(out, "   note: {note}")?;
+            writeln!(out, "   note: {}", one_line(note))?;
         }
         for c in &n.controls {
             let unscored = if c.scored { "" } else { " (not scored)" };
@@ -156,13 +171,13 @@ pub fn text(doc: &Document, out: &mut dyn Write) -> std::io::Result<()> {
             match c.verdict {
                 Verdict::Pass => {}
                 Verdict::Fail => {
-                    writeln!(out, "       found: {}", c.found)?;
+                    writeln!(out, "       found: {}", one_line(&c.found))?;
                     writeln!(out, "       wants: {}", c.test)?;
                     if !c.remediation.is_empty() {
                         writeln!(out, "       remediation: {}", c.remediation)?;
                     }
                 }
-                _ if !c.why.is_empty() => writeln!(out, "       why: {}", c.why)?,
+                _ if !c.why.is_empty() => writeln!(out, "       why: {}", one_line(&c.why))?,
                 _ => {}
             }
         }
@@ -247,6 +262,15 @@ mod tests {
         assert!(page.contains("data-verdict=\"fail\""));
         assert!(!page.contains("<script>alert("), "unescaped data");
         assert!(!page.contains("http://") && !page.contains("https://"));
+    }
+
+    #[test]
+    fn values_from_nodes_stay_on_one_line() {
+        assert_eq!(
+            one_line("profiling=false\n[PASS] 1.2.1\tx\r"),
+            "profiling=false\\n[PASS] 1.2.1\\tx\\r"
+        );
+        assert_eq!(one_line("é $(x) 'q\""), "é $(x) 'q\"");
     }
 
     #[test]
