@@ -22,8 +22,9 @@ pub fn apply(s: Settings) -> Result<Exit> {
     run(s, false)
 }
 
-/// `khard report`: a check-mode run, then every node's audit against its
-/// benchmark; the output is the compliance per node and for the fleet.
+/// `khard report`: every node's audit against its benchmark (one read-only
+/// probe per node, nothing changed); the output is the compliance per node
+/// and for the fleet.
 pub fn report(mut s: Settings) -> Result<Exit> {
     s.check = true;
     s.audit = true;

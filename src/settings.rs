@@ -14,7 +14,7 @@ pub struct Settings {
     pub inventory: PathBuf,
     pub playbook: Option<PathBuf>,
     pub check: bool,
-    /// `khard report`: after the check run, audit every node against its benchmark.
+    /// `khard report`: audit every node against its benchmark (the playbook is not run).
     pub audit: bool,
     /// -o: where `khard report` writes (stdout when unset).
     pub output: Option<PathBuf>,

@@ -95,7 +95,8 @@ impl Control {
             return None;
         }
         if note.contains("this same cipher list") {
-            return first_value(self.test.as_ref()?, flag);
+            let items = self.test.as_ref()?.items();
+            return items.into_iter().find(|i| i.flag == flag)?.value.clone();
         }
         let echoed = note.split("echoes ").nth(1)?.split_whitespace().next()?;
         let (name, value) = echoed.split_once('=')?;
@@ -103,10 +104,13 @@ impl Control {
     }
 }
 
-fn first_value(test: &Test, flag: &str) -> Option<String> {
-    match test {
-        Test::All { all: t } | Test::Any { any: t } => t.iter().find_map(|t| first_value(t, flag)),
-        Test::Item(i) => (i.flag == flag).then(|| i.value.clone()).flatten(),
+impl Test {
+    /// Every item of the test, in order, whatever the nesting.
+    pub fn items(&self) -> Vec<&Item> {
+        match self {
+            Test::All { all: t } | Test::Any { any: t } => t.iter().flat_map(Test::items).collect(),
+            Test::Item(i) => vec![i],
+        }
     }
 }
 

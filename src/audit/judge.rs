@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::catalogue::{Control, Item};
 use super::evidence::{Evidence, FileFacts, KERNEL_DEFAULTS};
 use super::flags::Flags;
-use super::test_eval::{Found, describe, passes};
+use super::test_eval::{Found, passes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,7 +131,7 @@ pub fn judge(c: &Control, ev: &Evidence) -> Judged {
     let mut verdict = if ok { Verdict::Pass } else { Verdict::Fail };
     // A kubelet that protects kernel defaults refuses to start on a kernel
     // that differs: the flag alone does not meet the control.
-    if ok && mentions(c, "protect-kernel-defaults") {
+    if ok && mentions(c, "--protect-kernel-defaults") {
         let off = kernel_drift(&ev.sysctl);
         if !off.is_empty() {
             verdict = Verdict::Fail;
@@ -145,7 +145,9 @@ pub fn judge(c: &Control, ev: &Evidence) -> Judged {
 }
 
 fn mentions(c: &Control, flag: &str) -> bool {
-    describe_test(c).contains(flag)
+    c.test
+        .as_ref()
+        .is_some_and(|t| t.items().iter().any(|i| i.flag == flag))
 }
 
 /// Live kernel parameters that differ from what protect-kernel-defaults requires.
@@ -163,15 +165,13 @@ pub fn kernel_drift(sysctl: &BTreeMap<String, String>) -> Vec<String> {
 fn na_reason(c: &Control, ev: &Evidence) -> String {
     let etcd = c.evidence == "etcd_arg"
         || target(c).contains("/db/etcd")
-        || describe_test(c).contains("--etcd-");
+        || c.test
+            .as_ref()
+            .is_some_and(|t| t.items().iter().any(|i| i.flag.starts_with("--etcd-")));
     if etcd && !ev.embedded_etcd {
         return "no embedded etcd on this node (sqlite or an external datastore)".into();
     }
     "does not apply to this node".into()
-}
-
-fn describe_test(c: &Control) -> String {
-    c.test.as_ref().map(describe).unwrap_or_default()
 }
 
 /// Whether the test passes and what was found; Ok(None) when the control
@@ -186,9 +186,7 @@ fn args(c: &Control, ev: &Evidence, component: &str) -> Outcome {
     let test = c.test.as_ref().expect("judged controls have a test");
     // The apiserver's etcd client flags mean nothing without etcd: k3s then
     // talks to its datastore (kine) over a local socket.
-    let mut items = Vec::new();
-    collect_items(test, &mut items);
-    if !ev.embedded_etcd && items.iter().all(|i| i.flag.starts_with("--etcd-")) {
+    if !ev.embedded_etcd && test.items().iter().all(|i| i.flag.starts_with("--etcd-")) {
         return Ok(None);
     }
     let all = ev.flags.as_ref().map_err(Clone::clone)?;
@@ -226,8 +224,7 @@ fn lookup_flag(flags: &Flags, item: &Item) -> Option<Found> {
 
 /// What the flags of a test were: `--audit-log-maxage=1 (kube-apiserver-arg in …)`.
 fn found_flags(test: &super::catalogue::Test, lookup: &dyn Fn(&Item) -> Option<Found>) -> String {
-    let mut items = Vec::new();
-    collect_items(test, &mut items);
+    let items = test.items();
     let mut out: Vec<String> = Vec::new();
     for item in items {
         let name = super::test_eval::item_name(item);
@@ -240,15 +237,6 @@ fn found_flags(test: &super::catalogue::Test, lookup: &dyn Fn(&Item) -> Option<F
         }
     }
     out.join("; ")
-}
-
-fn collect_items<'a>(test: &'a super::catalogue::Test, out: &mut Vec<&'a Item>) {
-    use super::catalogue::Test;
-    match test {
-        Test::All { all } => all.iter().for_each(|t| collect_items(t, out)),
-        Test::Any { any } => any.iter().for_each(|t| collect_items(t, out)),
-        Test::Item(i) => out.push(i),
-    }
 }
 
 fn etcd(c: &Control, ev: &Evidence) -> Outcome {

@@ -30,7 +30,8 @@ impl Runner {
     async fn audit_host(&self, h: &HostPlan, plans: &[PlayPlan]) -> NodeAudit {
         let var = |name: &str| h.vars.get(name).and_then(Value::as_str);
         let role = var("k3s_role").unwrap_or("agent");
-        let (ev, state) = if self.conn(&h.name).await.is_none() {
+        let (ev, state) = if let Err(why) = self.connect(h).await {
+            self.report.unreachable(&h.name, "compliance audit", &why);
             let ev = Evidence::unavailable(role, "the host is unreachable");
             (ev, RemoteState::default())
         } else {

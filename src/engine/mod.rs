@@ -161,14 +161,19 @@ impl Runner {
         if !self.sudo_password_works(plans).await {
             return self.close_all().await;
         }
+        // `khard report` judges evidence only: probing the playbook's tasks
+        // first would cost every host a round trip whose answer goes unused.
+        if self.settings.audit {
+            if !self.stopped() {
+                self.audit_all(plans).await;
+            }
+            return self.close_all().await;
+        }
         for plan in plans {
             if self.stopped() {
                 break;
             }
             self.play(plan).await;
-        }
-        if self.settings.audit && !self.stopped() {
-            self.audit_all(plans).await;
         }
         self.close_all().await
     }
