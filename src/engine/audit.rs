@@ -1,4 +1,4 @@
-//! `khard report`'s last step: one read-only probe per node for the
+//! `khard report`: one read-only probe per node for the
 //! evidence its benchmark needs, judged by `crate::audit`, handed to the report.
 
 use std::collections::BTreeSet;
