@@ -2,19 +2,25 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::cli::Format;
+use crate::audit::evidence::{self, Evidence};
+use crate::audit::{NodeAudit, audit_node, benchmark_for};
+use crate::domain::Domain;
 use crate::engine::Runner;
+use crate::engine::probe_all::Answer;
 use crate::error::Exit;
+use crate::facts::RemoteState;
 use crate::input::inventory::Inventory;
 use crate::input::playbook::Playbook;
-use crate::plan::{PlayPlan, plan};
+use crate::k3s::K3s;
+use crate::plan::{HostPlan, PlayPlan, plan};
 use crate::report::compliance::Compliance;
-use crate::report::redact::Redactor;
-use crate::report::{Report, Sink, human::Human, json::Json, junit::Junit};
+use crate::report::{Format, Report, Sink, human::Human, json::Json, junit::Junit};
+use crate::secrets::Redactor;
 use crate::settings::Settings;
 
 /// `khard apply`: load, check everything, then run. Returns the exit code.
@@ -25,10 +31,15 @@ pub fn apply(s: Settings) -> Result<Exit> {
 /// `khard report`: every node's audit against its benchmark (one read-only
 /// probe per node, nothing changed); the output is the compliance per node
 /// and for the fleet.
-pub fn report(mut s: Settings) -> Result<Exit> {
-    s.check = true;
-    s.audit = true;
+pub fn report(s: Settings) -> Result<Exit> {
     run(s, true)
+}
+
+/// The domain khard runs for: k3s, numbered by the benchmarks it knows.
+fn domain() -> Arc<dyn Domain> {
+    Arc::new(K3s {
+        benchmarks: crate::audit::catalogue::names().collect(),
+    })
 }
 
 fn run(s: Settings, compliance: bool) -> Result<Exit> {
@@ -37,7 +48,8 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     crate::input::vault::set_secrets(s.vault.secrets()?);
     let inventory = Inventory::load(&s.inventory)?;
     let playbook = Playbook::load(s.playbook.as_deref())?;
-    let mut plans = plan(&inventory, &playbook, &s)?;
+    let domain = domain();
+    let mut plans = plan(&inventory, &playbook, &s.plan_options(), domain.as_ref())?;
     if s.syntax_check {
         println!(
             "{}: no issues found ({} play(s), {} host(s) checked)",
@@ -51,15 +63,15 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         list(&playbook, &plans, &s);
         return Ok(Exit::Ok);
     }
-    let mut s = s;
     let mut redactor = Redactor::default();
+    let mut become_password = None;
     if s.ask_become_pass {
-        let password = std::sync::Arc::new(ask_password()?);
+        let password = Arc::new(ask_password()?);
         redactor.add(&password);
         for h in plans.iter_mut().flat_map(|p| &mut p.hosts) {
             h.r#become.password = Some(password.clone());
         }
-        s.become_password = Some(password);
+        become_password = Some(password);
     }
     for h in plans.iter().flat_map(|p| &p.hosts) {
         redactor.learn(&h.vars);
@@ -70,14 +82,12 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     }
     let stdout = || Box::new(std::io::stdout());
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if !compliance && (s.format == Format::Html || s.output.is_some()) {
-        return Err(crate::error::InputError::new(
-            "--format html and -o/--output are for `khard report`".to_owned(),
-        )
-        .into());
-    }
     match (compliance, s.format) {
         (true, format) => {
+            let to = s
+                .output
+                .as_ref()
+                .map_or("stdout".to_owned(), |p| p.display().to_string());
             let out: Box<dyn Write + Send> = match &s.output {
                 // Opened now: an unwritable path fails before any host is contacted.
                 Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
@@ -85,7 +95,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
                 })?),
                 None => stdout(),
             };
-            sinks.push(Box::new(Compliance { format, out }))
+            sinks.push(Box::new(Compliance { to, format, out }))
         }
         (false, Format::Human) => {
             use std::io::IsTerminal;
@@ -121,13 +131,19 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
             })?;
         sinks.push(Box::new(Junit { path: path.clone() }));
     }
-    let report = Report::new(redactor, s.check, s.diff, sinks);
+    let check = s.check || compliance;
+    let report = Report::new(redactor, check, s.diff, sinks);
     // One descriptor per connection: a large fleet needs more than the default soft limit.
     crate::transport::fd_limit::raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let runner = Runner::new(s, playbook, report)?;
+    let runner = Runner::new(
+        s.engine_options(check, become_password),
+        domain.clone(),
+        playbook,
+        report,
+    )?;
     runner.preload_keys(&plans)?;
     let interrupted = runner.interrupted.clone();
     // Ctrl-C: start nothing new, let what runs finish (remote writes are atomic), print the recap.
@@ -140,11 +156,30 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
             }
         }
     });
-    let channels = runtime.block_on(runner.run(&plans));
+    let channels = if compliance {
+        // `khard report` judges evidence only: probing the playbook's tasks
+        // first would cost every host a round trip whose answer goes unused.
+        let (answers, channels) =
+            runtime.block_on(runner.probe_all(&plans, &|h| evidence::probe(role_of(h))));
+        for (h, answer) in answers {
+            runner
+                .report
+                .audit(audit_host(&runner, domain.as_ref(), &plans, &h, answer));
+        }
+        channels
+    } else {
+        runtime.block_on(runner.run(&plans))
+    };
     let stopped = runner
         .interrupted
         .load(std::sync::atomic::Ordering::Relaxed);
-    let summary = runner.report.finish(channels, started.elapsed(), stopped);
+    let (summary, unwritten) = runner.report.finish(channels, started.elapsed(), stopped);
+    if !unwritten.is_empty() {
+        for why in &unwritten {
+            eprintln!("khard: {why}");
+        }
+        return Ok(Exit::Failed);
+    }
     let code = if compliance && !stopped && summary.exit_code != Exit::Unreachable.code() {
         crate::report::compliance::exit_code(&summary.audits)
     } else {
@@ -162,25 +197,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
 /// The sudo password: from the terminal without echo, or one line of stdin
 /// when there is no terminal (CI, tests).
 fn ask_password() -> Result<String> {
-    ask_secret("BECOME password: ", "-K")
-}
-
-/// A secret from the terminal without echo, or one line of stdin when there
-/// is no terminal (CI, tests); `flag` names the option in errors.
-pub fn ask_secret(prompt: &str, flag: &str) -> Result<String> {
-    let from_tty = rpassword::prompt_password(prompt);
-    let password = match from_tty {
-        Ok(p) => p,
-        Err(_) => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            line.trim_end_matches(['\n', '\r']).to_owned()
-        }
-    };
-    if password.is_empty() {
-        return Err(crate::error::InputError::new(format!("{flag}: empty password")).into());
-    }
-    Ok(password)
+    crate::input::passwords::ask_secret("BECOME password: ", "-K")
 }
 
 fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
@@ -303,4 +320,56 @@ fn cis_text(t: &crate::input::playbook::Task, s: &Settings) -> String {
             format!(" [CIS {}]", parts.join("; "))
         }
     }
+}
+
+/// A host's k3s role as the audit reads it (an agent's controls by default).
+fn role_of(h: &HostPlan) -> &str {
+    h.vars
+        .get("k3s_role")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("agent")
+}
+
+/// Judges one node's evidence against its benchmark. The tasks that
+/// remediate a control there: in a play of this host, carrying the control's
+/// ID in this benchmark, and not ruled out by their `when:` on this node
+/// (another era's config task is not); a guard remediates nothing.
+fn audit_host(
+    runner: &Runner,
+    domain: &dyn Domain,
+    plans: &[PlayPlan],
+    h: &HostPlan,
+    answer: Answer,
+) -> NodeAudit {
+    let role = role_of(h);
+    let (ev, state) = match answer {
+        Ok(state) => (Evidence::from_state(role, &state), state),
+        Err(why) => (Evidence::unavailable(role, &why), RemoteState::default()),
+    };
+    let var = |name: &str| h.vars.get(name).and_then(serde_json::Value::as_str);
+    let benchmark = benchmark_for(
+        var("cis_benchmark"),
+        ev.version.as_deref().or(var("k3s_version")),
+    );
+    let vars = domain.with_facts(&h.vars, &state);
+    let tasks = |id: &str| -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let plays = plans
+            .iter()
+            .filter(|p| p.hosts.iter().any(|x| x.name == h.name))
+            .map(|p| &runner.playbook.plays[p.index]);
+        for task in plays.flat_map(|p| &p.tasks) {
+            let covers =
+                !task.module.is_guard() && task.cis_for(Some(&benchmark)).iter().any(|c| c == id);
+            let ruled_out = task
+                .when
+                .iter()
+                .any(|w| matches!(w.eval(&vars), Ok(v) if !crate::lang::expr::truthy(&v)));
+            if covers && !ruled_out && !names.contains(&task.name) {
+                names.push(task.name.clone());
+            }
+        }
+        names
+    };
+    audit_node(&h.name, &benchmark, &ev, &tasks)
 }

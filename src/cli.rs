@@ -45,7 +45,7 @@ pub enum Command {
         after_help = "Verdicts: pass, fail, manual, not applicable (with why), unknown (the evidence could not be read; never counted as pass).\n\
                       Exit codes: 0 no control fails or is unknown, 2 a control fails or is unknown, 4 a host is unreachable, 5 bad input"
     )]
-    Report(ApplyArgs),
+    Report(ReportArgs),
 
     /// Print a shell completion script: khard completions bash > /etc/bash_completion.d/khard
     Completions {
@@ -54,8 +54,9 @@ pub enum Command {
     },
 }
 
+/// Where the hosts and what to run on them come from (every command).
 #[derive(Args, Debug, Clone)]
-pub struct ApplyArgs {
+pub struct InventoryArgs {
     /// Inventory: a file (YAML or INI), a folder of them, or `host1,host2,`;
     /// default: ANSIBLE_INVENTORY or ansible.cfg's inventory
     #[arg(short, long, value_name = "FILE")]
@@ -65,18 +66,6 @@ pub struct ApplyArgs {
     #[arg(value_name = "PLAYBOOK")]
     pub playbook: Option<PathBuf>,
 
-    /// Probe and compare only: change nothing, report what would change
-    #[arg(short = 'C', long)]
-    pub check: bool,
-
-    /// Show a unified diff of every file that (would) change
-    #[arg(short = 'D', long)]
-    pub diff: bool,
-
-    /// How many hosts to work on at once (default 100, or ANSIBLE_FORKS / ansible.cfg's forks)
-    #[arg(short, long, value_name = "N")]
-    pub forks: Option<usize>,
-
     /// Only these hosts: names, groups, globs; `a:b` union, `a:!b` exclusion, `a:&b` intersection
     #[arg(short, long, value_name = "PATTERN")]
     pub limit: Option<String>,
@@ -85,17 +74,17 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub allow_empty_limit: bool,
 
-    /// Only tasks with these tags or CIS control IDs (comma-separated)
-    #[arg(short, long, value_delimiter = ',', value_name = "TAGS")]
-    pub tags: Vec<String>,
-
-    /// Skip tasks with these tags or CIS control IDs (comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
-    pub skip_tags: Vec<String>,
-
     /// Extra variables, highest precedence: key=value, a YAML/JSON mapping, or @file.yaml
     #[arg(short, long = "extra-vars", value_name = "VARS")]
     pub extra_vars: Vec<String>,
+}
+
+/// How hosts are reached and logged in to (every command).
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// How many hosts to work on at once (default 100, or ANSIBLE_FORKS / ansible.cfg's forks)
+    #[arg(short, long, value_name = "N")]
+    pub forks: Option<usize>,
 
     /// OpenSSH client config to read instead of ~/.ssh/config
     #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
@@ -138,6 +127,14 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "USER")]
     pub become_user: Option<String>,
 
+    /// Seconds one remote exec may take before the host fails
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// ansible-vault passwords (every command).
+#[derive(Args, Debug, Clone)]
+pub struct VaultArgs {
     /// Ask for the ansible-vault password once (for `!vault` values and encrypted vars files)
     #[arg(long, alias = "ask-vault-password")]
     pub ask_vault_pass: bool,
@@ -149,35 +146,11 @@ pub struct ApplyArgs {
     /// A vault id and where its password comes from: `label@FILE`, `label@prompt`, or `FILE` (repeatable)
     #[arg(long, value_name = "[LABEL@]SOURCE")]
     pub vault_id: Vec<String>,
+}
 
-    /// Start at the first task with this name; earlier tasks are skipped (Ansible's --start-at-task)
-    #[arg(long, value_name = "NAME")]
-    pub start_at_task: Option<String>,
-
-    /// Seconds one remote exec may take before the host fails
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    pub timeout: u64,
-
-    /// Agents restarted at once in a rolling restart: a number or a percentage (sets k3s_agent_batch)
-    #[arg(long, value_name = "N|N%")]
-    pub agent_batch: Option<String>,
-
-    /// Run notified handlers even on hosts where a later task failed
-    #[arg(long)]
-    pub force_handlers: bool,
-
-    /// Output format on stdout (html: `khard report` only)
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
-
-    /// `khard report`: write the report to FILE instead of stdout
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-
-    /// Also write a JUnit XML report to this file
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-
+/// What is printed for people (every command).
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
     /// More detail: what changed and remote output
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -189,6 +162,51 @@ pub struct ApplyArgs {
     /// Print only the recap
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `khard apply`: the shared groups and what only applying means.
+#[derive(Args, Debug, Clone)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Probe and compare only: change nothing, report what would change
+    #[arg(short = 'C', long)]
+    pub check: bool,
+
+    /// Show a unified diff of every file that (would) change
+    #[arg(short = 'D', long)]
+    pub diff: bool,
+
+    /// Only tasks with these tags or CIS control IDs (comma-separated)
+    #[arg(short, long, value_delimiter = ',', value_name = "TAGS")]
+    pub tags: Vec<String>,
+
+    /// Skip tasks with these tags or CIS control IDs (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
+    pub skip_tags: Vec<String>,
+
+    /// Start at the first task with this name; earlier tasks are skipped (Ansible's --start-at-task)
+    #[arg(long, value_name = "NAME")]
+    pub start_at_task: Option<String>,
+
+    /// Agents restarted at once in a rolling restart: a number or a percentage (sets k3s_agent_batch)
+    #[arg(long, value_name = "N|N%")]
+    pub agent_batch: Option<String>,
+
+    /// Run notified handlers even on hosts where a later task failed
+    #[arg(long)]
+    pub force_handlers: bool,
+
+    /// Also write a JUnit XML report to this file
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 
     /// List the hosts each play would run on, then exit
     #[arg(long)]
@@ -201,6 +219,31 @@ pub struct ApplyArgs {
     /// Check inventory, playbook, roles and templates without connecting, then exit
     #[arg(long)]
     pub syntax_check: bool,
+
+    /// Output format on stdout
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// `khard report`: the shared groups and where the report goes.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Report format: human text, one JSON document, or one self-contained HTML page
+    #[arg(long, value_enum, default_value_t = ReportFormat::Human)]
+    pub format: ReportFormat,
+
+    /// Write the report to FILE instead of stdout
+    #[arg(short, long = "output", value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
@@ -214,7 +257,13 @@ pub enum Color {
 pub enum Format {
     Human,
     Json,
-    /// One self-contained page (`khard report` only)
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum ReportFormat {
+    Human,
+    Json,
+    /// One self-contained page
     Html,
 }
 

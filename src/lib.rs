@@ -12,8 +12,10 @@
 pub mod app;
 mod audit;
 pub mod cli;
+mod domain;
 mod engine;
 pub mod error;
+mod facts;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod input;
@@ -22,7 +24,9 @@ pub mod lang;
 mod modules;
 mod plan;
 mod report;
+mod secrets;
 pub mod settings;
+mod shell;
 #[cfg(test)]
 mod testutil;
 mod transport;

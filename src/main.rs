@@ -25,7 +25,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Apply(args) => Settings::from_args(&args).and_then(khard::app::apply),
-        Command::Report(args) => Settings::from_args(&args).and_then(khard::app::report),
+        Command::Report(args) => Settings::from_report_args(&args).and_then(khard::app::report),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "khard", &mut std::io::stdout());

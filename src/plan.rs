@@ -7,16 +7,35 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::{Map, Value};
 
+use crate::domain::{Domain, InventoryHost};
 use crate::error::InputError;
 use crate::input::inventory::{Host, Inventory};
 use crate::input::playbook::{Play, Playbook, Task};
-use crate::k3s::facts;
 use crate::lang::glob::Glob;
 use crate::modules::{Module, Render};
-use crate::settings::Settings;
 use crate::transport::Become;
 use crate::transport::ssh::Target;
 use crate::transport::ssh::config::SshConfig;
+
+/// What the planner takes from the command line (built once from the settings).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub inventory: PathBuf,
+    pub ssh_config: Option<PathBuf>,
+    pub limit: Option<String>,
+    pub allow_empty_limit: bool,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub start_at_task: Option<String>,
+    /// Variables below everything (the built-in role defaults come later).
+    pub default_vars: Map<String, Value>,
+    /// `-e`: above everything.
+    pub extra_vars: Map<String, Value>,
+    /// `--become` / `-b`.
+    pub r#become: bool,
+    /// `-K`: wins over the inventory's become password.
+    pub become_password: Option<std::sync::Arc<String>>,
+}
 
 #[derive(Debug, Clone)]
 pub enum Reach {
@@ -181,38 +200,28 @@ pub fn selected(task: &Task, tags: &[String], skip: &[String]) -> bool {
 }
 
 /// The variables of `host` in `play`, before probing.
-pub fn static_vars(play: &Play, host: &Host, s: &Settings) -> Map<String, Value> {
+pub fn static_vars(
+    play: &Play,
+    host: &Host,
+    s: &Options,
+    domain: &dyn Domain,
+) -> Map<String, Value> {
     let extra = &s.extra_vars;
     let mut vars = s.default_vars.clone();
     vars.extend(play.defaults.clone());
     vars.extend(host.vars.clone());
     vars.extend(play.vars.clone());
-    vars.extend(facts::inventory_facts(host));
+    vars.insert("inventory_hostname".into(), Value::from(host.name.clone()));
+    vars.insert(
+        "group_names".into(),
+        Value::from(host.groups.iter().cloned().collect::<Vec<_>>()),
+    );
+    vars.extend(domain.inventory_facts(&InventoryHost {
+        groups: &host.groups,
+        vars: &host.vars,
+    }));
     vars.extend(extra.clone());
     vars
-}
-
-/// The variable sets a host may have after probing: the real one when the
-/// k3s version is pinned, else one per content era.
-fn sample_fact_sets(vars: &Map<String, Value>) -> Vec<Map<String, Value>> {
-    let pinned = vars
-        .get("k3s_version")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let versions: Vec<String> = match pinned {
-        Some(v) => vec![v],
-        None => facts::SAMPLE_VERSIONS
-            .iter()
-            .map(|v| (*v).to_owned())
-            .collect(),
-    };
-    versions
-        .iter()
-        .filter_map(|v| {
-            let mut with = vars.clone();
-            facts::add_version_facts(&mut with, v).ok().map(|_| with)
-        })
-        .collect()
 }
 
 /// The variables that decide how templates render, without the ones that
@@ -238,14 +247,13 @@ fn preflight_key(vars: &Map<String, Value>) -> String {
 /// Renders every task a host may run, for every era it may turn out to be,
 /// so that an undefined variable or broken template stops the run before
 /// any connection.
-fn preflight(pb: &Playbook, play: &Play, host: &HostPlan) -> Result<(), String> {
-    if let Some(v) = host.vars.get("k3s_version") {
-        let v = text(v);
-        facts::minor(&v).ok_or_else(|| {
-            format!("k3s_version `{v}` is not a k3s version such as v1.30.6+k3s1")
-        })?;
-    }
-    for vars in sample_fact_sets(&host.vars) {
+fn preflight(
+    pb: &Playbook,
+    play: &Play,
+    host: &HostPlan,
+    domain: &dyn Domain,
+) -> Result<(), String> {
+    for vars in domain.candidate_facts(&host.vars) {
         let ctx = crate::lang::template::Templates::context(&vars);
         for task in play.tasks.iter().chain(&play.handlers) {
             let mut holds = true;
@@ -292,7 +300,7 @@ const CONNECTION_VARS: &[&str] = &[
 ];
 
 /// khard's templates are Handlebars: a variable it uses that holds Jinja
-/// (`{{ … }}`, `{% … %}`, as k3s-ansible's inventories do) would be written
+/// (`{{ … }}`, `{% … %}`, as many Ansible inventories do) would be written
 /// out literally. Refused before connecting, naming the variable and, where
 /// the inventory or its vars files hold it, the file and line; variables
 /// khard does not use are left alone.
@@ -346,7 +354,12 @@ fn find_definition(inventory: &std::path::Path, name: &str) -> Option<String> {
 }
 
 /// Builds the plans of every play, refusing bad input with a clear message.
-pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan>> {
+pub fn plan(
+    inv: &Inventory,
+    pb: &Playbook,
+    s: &Options,
+    domain: &dyn Domain,
+) -> Result<Vec<PlayPlan>> {
     let ssh = match &s.ssh_config {
         Some(path) => SshConfig::load(path)?,
         None => SshConfig::default_file()?,
@@ -378,7 +391,7 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
         }
     }
     let mut checked = std::collections::HashSet::new();
-    let nonce = crate::engine::script::new_marker()
+    let nonce = crate::shell::new_marker()
         .trim_start_matches("@@khard-")
         .to_owned();
     let mut plans = Vec::new();
@@ -401,43 +414,15 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
                 .flat_map(|w| w.variables()),
         );
         used.extend(CONNECTION_VARS.iter().map(|v| v.to_string()));
-        // A play that decides by k3s_role (the CIS role) must know every host's:
-        // a host without one would be hardened as nothing and pass silently.
-        let uses_role = play
-            .tasks
-            .iter()
-            .chain(&play.handlers)
-            .flat_map(|t| &t.when)
-            .any(|w| w.variables().iter().any(|v| v == "k3s_role"));
         for name in names {
             let host = inv.host(&name).expect("selected from the inventory");
-            let vars = static_vars(play, host, s);
+            let vars = static_vars(play, host, s, domain);
             check_no_jinja(&name, &vars, &used, &s.inventory)?;
             let reach = reach(host, &vars, &ssh)
                 .map_err(|e| InputError::new(format!("host {name}: {e}")))?;
-            if uses_role && vars.get("k3s_role").and_then(Value::as_str) == Some("none") {
-                use crate::k3s::facts::{AGENT_GROUPS, SERVER_GROUPS};
-                return Err(InputError::new(format!(
-                    "host {name} has no k3s role: it is in none of the groups khard reads as servers ({}) or agents ({}), and sets no k3s_role variable; put it in one of them or set k3s_role: server|agent",
-                    SERVER_GROUPS.join(", "),
-                    AGENT_GROUPS.join(", ")
-                ))
-                .into());
-            }
-            // A misspelt benchmark would silently number every control by another one.
-            if let Some(named) = vars.get("cis_benchmark").map(text) {
-                use crate::audit::catalogue::names;
-                if !names().any(|n| n == named) {
-                    let hint = crate::error::did_you_mean(&named, names())
-                        .map(|h| format!(" (did you mean `{h}`?)"))
-                        .unwrap_or_default();
-                    return Err(InputError::new(format!(
-                        "host {name}: cis_benchmark `{named}` is not a benchmark khard knows{hint}; it knows {}",
-                        names().collect::<Vec<_>>().join(", ")
-                    ))
-                    .into());
-                }
-            }
+            domain
+                .check_host(&name, &vars, &used)
+                .map_err(InputError::new)?;
             // As in Ansible, the host's ansible_become wins over the play's
             // keyword; --become / -K on the command line win over both.
             let from_play = play.r#become || play.tasks.iter().any(|t| t.r#become == Some(true));
@@ -461,9 +446,9 @@ pub fn plan(inv: &Inventory, pb: &Playbook, s: &Settings) -> Result<Vec<PlayPlan
             // Hosts whose variables differ only in how to reach them render the
             // same way: check each distinct set once (a fleet is mostly alike).
             if checked.insert((index, preflight_key(&hp.vars))) {
-                preflight(pb, play, &hp).map_err(|e| {
+                preflight(pb, play, &hp, domain).map_err(|e| {
                     // A template error may quote a rendered value: never a secret.
-                    let mut redactor = crate::report::redact::Redactor::default();
+                    let mut redactor = crate::secrets::Redactor::default();
                     redactor.learn(&hp.vars);
                     InputError::new(redactor.scrub(&format!("host {name}: {e}")))
                 })?;

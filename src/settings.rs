@@ -6,16 +6,16 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{Map, Value};
 
-use crate::cli::{ApplyArgs, Format};
+use crate::cli::{ApplyArgs, ReportArgs, ReportFormat};
 use crate::error::InputError;
+use crate::input::passwords::VaultSources;
+use crate::report::Format;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub inventory: PathBuf,
     pub playbook: Option<PathBuf>,
     pub check: bool,
-    /// `khard report`: audit every node against its benchmark (the playbook is not run).
-    pub audit: bool,
     /// -o: where `khard report` writes (stdout when unset).
     pub output: Option<PathBuf>,
     pub diff: bool,
@@ -39,8 +39,6 @@ pub struct Settings {
     pub ssh_config: Option<PathBuf>,
     pub accept_new_host_keys: bool,
     pub r#become: bool,
-    /// The sudo password, asked once with -K; sent only on stdin after sudo's prompt.
-    pub become_password: Option<std::sync::Arc<String>>,
     pub ask_become_pass: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
@@ -56,9 +54,78 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What the planner needs.
+    pub fn plan_options(&self) -> crate::plan::Options {
+        crate::plan::Options {
+            inventory: self.inventory.clone(),
+            ssh_config: self.ssh_config.clone(),
+            limit: self.limit.clone(),
+            allow_empty_limit: self.allow_empty_limit,
+            tags: self.tags.clone(),
+            skip_tags: self.skip_tags.clone(),
+            start_at_task: self.start_at_task.clone(),
+            default_vars: self.default_vars.clone(),
+            extra_vars: self.extra_vars.clone(),
+            r#become: self.r#become,
+            become_password: None,
+        }
+    }
+
+    /// What the engine needs: `check` is the command's (`khard report`
+    /// always checks), the become password the one asked with -K.
+    pub fn engine_options(
+        &self,
+        check: bool,
+        become_password: Option<std::sync::Arc<String>>,
+    ) -> crate::engine::Options {
+        crate::engine::Options {
+            check,
+            diff: self.diff,
+            force_handlers: self.force_handlers,
+            forks: self.forks,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+            become_password,
+        }
+    }
+
     pub fn from_args(a: &ApplyArgs) -> Result<Settings> {
         let ansible = crate::input::ansible_cfg::AnsibleDefaults::load();
         Settings::from_args_with(a, &ansible)
+    }
+
+    /// `khard report`'s settings: the shared groups of flags; nothing of
+    /// applying (clap refuses those flags for this command).
+    pub fn from_report_args(r: &ReportArgs) -> Result<Settings> {
+        let as_apply = ApplyArgs {
+            inventory: r.inventory.clone(),
+            connection: r.connection.clone(),
+            vault: r.vault.clone(),
+            output: r.output.clone(),
+            check: true,
+            diff: false,
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
+            start_at_task: None,
+            agent_batch: None,
+            force_handlers: false,
+            junit: None,
+            list_hosts: false,
+            list_tasks: false,
+            syntax_check: false,
+            format: crate::cli::Format::Human,
+        };
+        let ansible = crate::input::ansible_cfg::AnsibleDefaults::load();
+        let mut s = Settings::from_args_with(&as_apply, &ansible)?;
+        s.format = match r.format {
+            ReportFormat::Human => Format::Human,
+            ReportFormat::Json => Format::Json,
+            ReportFormat::Html => Format::Html,
+        };
+        s.output = r.output_file.clone();
+        Ok(s)
     }
 
     /// Like `from_args`, with the Ansible settings given: flags win over
@@ -67,17 +134,17 @@ impl Settings {
         a: &ApplyArgs,
         ansible: &crate::input::ansible_cfg::AnsibleDefaults,
     ) -> Result<Settings> {
-        let inventory = a.inventory.clone().or_else(|| ansible.inventory.clone()).ok_or_else(|| {
+        let inventory = a.inventory.inventory.clone().or_else(|| ansible.inventory.clone()).ok_or_else(|| {
             InputError::new(
                 "no inventory: give one with -i FILE (or set ANSIBLE_INVENTORY, or `inventory` in ansible.cfg)",
             )
         })?;
-        let forks = a.forks.or(ansible.forks).unwrap_or(100);
+        let forks = a.connection.forks.or(ansible.forks).unwrap_or(100);
         if forks == 0 {
             return Err(InputError::new("--forks must be at least 1").into());
         }
         let mut extra_vars = Map::new();
-        for e in &a.extra_vars {
+        for e in &a.inventory.extra_vars {
             extra_vars.extend(parse_extra_vars(e)?);
         }
         if let Some(batch) = &a.agent_batch {
@@ -92,128 +159,55 @@ impl Settings {
         }
         Ok(Settings {
             inventory,
-            playbook: a.playbook.clone(),
+            playbook: a.inventory.playbook.clone(),
             check: a.check,
-            audit: false,
-            output: a.output.clone(),
+            output: None,
             diff: a.diff,
             forks,
             default_vars: default_vars(a, ansible)?,
             start_at_task: a.start_at_task.clone(),
             vault: VaultSources {
-                ask: a.ask_vault_pass,
-                files: a.vault_password_file.clone(),
-                ids: a.vault_id.clone(),
+                ask: a.vault.ask_vault_pass,
+                files: a.vault.vault_password_file.clone(),
+                ids: a.vault.vault_id.clone(),
             },
-            limit: a.limit.clone(),
-            allow_empty_limit: a.allow_empty_limit,
+            limit: a.inventory.limit.clone(),
+            allow_empty_limit: a.inventory.allow_empty_limit,
             tags: a.tags.clone(),
             skip_tags: a.skip_tags.clone(),
             extra_vars,
-            known_hosts: a.known_hosts.clone(),
-            ssh_config: a.ssh_config.clone(),
+            known_hosts: a.connection.known_hosts.clone(),
+            ssh_config: a.connection.ssh_config.clone(),
             // host_key_checking = False: new hosts are learnt (a changed key is
             // still refused: khard never skips the check).
-            accept_new_host_keys: a.accept_new_host_keys
+            accept_new_host_keys: a.connection.accept_new_host_keys
                 || ansible.host_key_checking == Some(false),
-            r#become: a.r#become || a.ask_become_pass || ansible.r#become == Some(true),
-            become_password: None,
-            ask_become_pass: a.ask_become_pass,
+            r#become: a.connection.r#become
+                || a.connection.ask_become_pass
+                || ansible.r#become == Some(true),
+            ask_become_pass: a.connection.ask_become_pass,
             connect_timeout: Duration::from_secs(
-                a.connect_timeout.or(ansible.timeout).unwrap_or(10).max(1),
+                a.connection
+                    .connect_timeout
+                    .or(ansible.timeout)
+                    .unwrap_or(10)
+                    .max(1),
             ),
-            timeout: Duration::from_secs(a.timeout.max(1)),
+            timeout: Duration::from_secs(a.connection.timeout.max(1)),
             force_handlers: a.force_handlers,
-            format: a.format,
+            format: match a.format {
+                crate::cli::Format::Human => Format::Human,
+                crate::cli::Format::Json => Format::Json,
+            },
             junit: a.junit.clone(),
-            verbose: a.verbose,
-            quiet: a.quiet,
-            color: a.color,
+            verbose: a.output.verbose,
+            quiet: a.output.quiet,
+            color: a.output.color,
             list_hosts: a.list_hosts,
             list_tasks: a.list_tasks,
             syntax_check: a.syntax_check,
         })
     }
-}
-
-/// Where ansible-vault passwords come from (--ask-vault-pass,
-/// --vault-password-file, --vault-id).
-#[derive(Debug, Clone, Default)]
-pub struct VaultSources {
-    pub ask: bool,
-    pub files: Vec<PathBuf>,
-    pub ids: Vec<String>,
-}
-
-impl VaultSources {
-    /// Reads every password: files (an executable file is run and its first
-    /// line taken, as Ansible does), and the terminal once where asked.
-    pub fn secrets(&self) -> Result<Vec<crate::input::vault::Secret>> {
-        use crate::input::vault::Secret;
-        let mut out = Vec::new();
-        let from = |source: &str| -> Result<String> {
-            if source == "prompt" {
-                return crate::app::ask_secret("Vault password: ", "--ask-vault-pass");
-            }
-            password_file(std::path::Path::new(source))
-        };
-        if self.ask {
-            out.push(Secret {
-                id: None,
-                password: from("prompt")?,
-            });
-        }
-        for f in &self.files {
-            out.push(Secret {
-                id: None,
-                password: password_file(f)?,
-            });
-        }
-        for spec in &self.ids {
-            let (id, source) = match spec.split_once('@') {
-                Some((id, source)) => (Some(id.to_owned()), source),
-                None => (None, spec.as_str()),
-            };
-            out.push(Secret {
-                id,
-                password: from(source)?,
-            });
-        }
-        Ok(out)
-    }
-}
-
-/// A vault password file: its first line, or what it prints when executable.
-fn password_file(path: &std::path::Path) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let name = path.display().to_string();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| InputError::new(format!("vault password file {name}: {e}")))?;
-    let text = if meta.permissions().mode() & 0o111 != 0 {
-        let out = std::process::Command::new(path)
-            .output()
-            .map_err(|e| InputError::new(format!("vault password script {name}: {e}")))?;
-        if !out.status.success() {
-            return Err(InputError::new(format!(
-                "vault password script {name} failed ({})",
-                out.status
-            ))
-            .into());
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    } else {
-        crate::input::inventory::read_utf8(path)?
-    };
-    let password = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_end()
-        .to_owned();
-    if password.is_empty() {
-        return Err(InputError::new(format!("vault password file {name} is empty")).into());
-    }
-    Ok(password)
 }
 
 /// Ansible's connection flags as the variables they stand for.
@@ -222,7 +216,7 @@ fn default_vars(
     ansible: &crate::input::ansible_cfg::AnsibleDefaults,
 ) -> Result<Map<String, Value>> {
     let mut out = Map::new();
-    if let Some(c) = &a.connection {
+    if let Some(c) = &a.connection.connection {
         if !matches!(c.as_str(), "ssh" | "local" | "smart") {
             return Err(
                 InputError::new(format!("-c {c}: khard connects with ssh or local")).into(),
@@ -230,16 +224,31 @@ fn default_vars(
         }
         out.insert("ansible_connection".into(), Value::from(c.clone()));
     }
-    if let Some(u) = a.remote_user.as_ref().or(ansible.remote_user.as_ref()) {
+    if let Some(u) = a
+        .connection
+        .remote_user
+        .as_ref()
+        .or(ansible.remote_user.as_ref())
+    {
         out.insert("ansible_user".into(), Value::from(u.clone()));
     }
-    if let Some(k) = a.private_key.as_ref().or(ansible.private_key_file.as_ref()) {
+    if let Some(k) = a
+        .connection
+        .private_key
+        .as_ref()
+        .or(ansible.private_key_file.as_ref())
+    {
         out.insert(
             "ansible_ssh_private_key_file".into(),
             Value::from(k.display().to_string()),
         );
     }
-    if let Some(u) = a.become_user.as_ref().or(ansible.become_user.as_ref()) {
+    if let Some(u) = a
+        .connection
+        .become_user
+        .as_ref()
+        .or(ansible.become_user.as_ref())
+    {
         out.insert("ansible_become_user".into(), Value::from(u.clone()));
     }
     Ok(out)

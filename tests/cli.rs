@@ -123,6 +123,7 @@ fn the_safe_demo_runs_in_check_mode() {
 
 #[test]
 fn report_outputs_are_checked_before_any_host_is_contacted() {
+    // html and -o are `khard report`'s: clap refuses them for apply.
     let (code, _, err) = khard(&[
         "apply",
         "-i",
@@ -131,10 +132,10 @@ fn report_outputs_are_checked_before_any_host_is_contacted() {
         "html",
     ]);
     assert_eq!(code, 5, "{err}");
-    assert!(
-        err.contains("--format html and -o/--output are for `khard report`"),
-        "{err}"
-    );
+    assert!(err.contains("invalid value 'html'"), "{err}");
+    let (code, _, err) = khard(&["apply", "-i", "inventories/example.yaml", "-o", "r.html"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("unexpected argument '-o'"), "{err}");
     let (code, _, err) = khard(&[
         "report",
         "-i",
@@ -172,4 +173,126 @@ fn a_misspelt_benchmark_is_refused_with_a_hint() {
         err.contains("cis_benchmark `k3s-cis-1.1O` is not a benchmark khard knows (did you mean `k3s-cis-1.10`?)"),
         "{err}"
     );
+}
+
+/// `khard report` changes nothing and runs no task: a flag that only means
+/// something to `apply` is refused by name, before anything is read.
+#[test]
+fn report_refuses_the_flags_of_apply() {
+    for flags in [
+        &["--check"][..],
+        &["--diff"],
+        &["--tags", "1.2.16"],
+        &["--skip-tags", "sysctl"],
+        &["--force-handlers"],
+        &["--junit", "r.xml"],
+        &["--start-at-task", "x"],
+        &["--agent-batch", "2"],
+        &["--list-tasks"],
+    ] {
+        let mut args = vec!["report", "-i", "inventories/localhost.yaml"];
+        args.extend_from_slice(flags);
+        let (code, out, err) = khard(&args);
+        assert_eq!(code, 5, "{flags:?}: {err}");
+        assert!(
+            err.contains(&format!("unexpected argument '{}'", flags[0])),
+            "{flags:?}: {err}"
+        );
+        assert!(out.is_empty(), "{flags:?}: {out}");
+    }
+    assert!(
+        !std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("r.xml")
+            .exists()
+    );
+    // The shared groups are still there.
+    let (code, out, err) = khard(&["report", "--help"]);
+    assert_eq!(code, 0, "{err}");
+    for flag in [
+        "--limit",
+        "--known-hosts",
+        "--vault-id",
+        "--format",
+        "--output",
+        "-K",
+    ] {
+        assert!(out.contains(flag), "report --help lacks {flag}: {out}");
+    }
+}
+
+/// A report that cannot be written is an error of its own, not a good run
+/// that printed nothing (this machine, read-only, as the README's demo).
+#[test]
+fn a_report_that_cannot_be_written_fails_with_a_message() {
+    let (code, out, err) = khard(&[
+        "report",
+        "-i",
+        "inventories/localhost.yaml",
+        "--format",
+        "json",
+        "-o",
+        "/dev/full",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("the compliance report could not be written to /dev/full"),
+        "{err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    // The same report to a writable file is whole JSON, and exits by its verdicts.
+    let dir = std::env::temp_dir().join(format!("khard-cli-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("r.json");
+    let (code, _, err) = khard(&[
+        "report",
+        "-i",
+        "inventories/localhost.yaml",
+        "--format",
+        "json",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(code == 0 || code == 2, "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(doc.is_object(), "{doc}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An encrypted private key and no terminal to ask its passphrase is the
+/// operator's setup: exit 5 before any host is contacted.
+#[test]
+fn an_encrypted_key_without_a_terminal_is_invalid_input() {
+    let dir = std::env::temp_dir().join(format!("khard-cli-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "s3cret-pass", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (openssh-client) is installed by scripts/test");
+    assert!(made.success());
+    // Port 9 on loopback: nothing is contacted anyway (the key is loaded first).
+    let inv = dir.join("inv.yaml");
+    std::fs::write(
+        &inv,
+        format!(
+            "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      ansible_ssh_private_key_file: {}\n      k3s_role: server\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_khard"))
+        .args(["apply", "--check", "-i"])
+        .arg(&inv)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("is encrypted and there is no terminal to ask its passphrase"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pass"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,9 +8,8 @@
 use std::collections::BTreeMap;
 
 use super::flags::{Flags, Node, component_flags};
-use crate::engine::probe::{Kind, Probe, RemoteState};
+use crate::facts::{Kind, Probe, RemoteState};
 use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_SINCE, version_triple};
-use crate::modules::k3s_config;
 
 pub const ETCD_DIR: &str = "/var/lib/rancher/k3s/server/db/etcd";
 pub const ETCD_CONFIG: &str = "/var/lib/rancher/k3s/server/db/etcd/config";
@@ -99,7 +98,7 @@ fn units(role: &str) -> &'static [&'static str] {
 pub fn probe(role: &str) -> Probe {
     let mut p = Probe::default();
     for unit in units(role) {
-        k3s_config::probe_config(&mut p, unit);
+        crate::k3s::config::probe_config(&mut p, unit);
     }
     p.stat.insert(CONFIG.to_owned());
     p.stat.insert(ETCD_DIR.to_owned());
@@ -250,7 +249,7 @@ fn config_flags(
         }
         e
     } else {
-        k3s_config::effective(state, unit, None, version >= DROPINS_SINCE)?
+        crate::k3s::config::effective(state, unit, None, version >= DROPINS_SINCE)?
     };
     Ok(component_flags(
         &effective,

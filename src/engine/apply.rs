@@ -74,14 +74,14 @@ impl Runner {
             }
         };
         hold_back(&mut d.steps, hold);
-        let script = (!self.settings.check && !self.stopped())
+        let script = (!self.options.check && !self.stopped())
             .then(|| build_script(&self.marker, play, &d.steps))
             .flatten();
         let run = match &script {
             Some((script, count)) => self.run_script(&d, script, *count).await,
             None => ScriptRun::default(),
         };
-        let reconciled = reconcile(&d.steps, &run, self.settings.check, d.elapsed);
+        let reconciled = reconcile(&d.steps, &run, self.options.check, d.elapsed);
         let name = d.plan.name.clone();
         let notified = self.report_host(play, &d, &run, &reconciled);
         if let Some(msg) = &reconciled.unreachable {
@@ -112,7 +112,7 @@ impl Runner {
                 let _permit = self.forks.acquire().await.expect("semaphore");
                 self.report
                     .phase(name, &format!("applying {count} change(s)"));
-                c.run(script, &d.plan.r#become, self.settings.timeout).await
+                c.run(script, &d.plan.r#become, self.options.timeout).await
             }
             None => Err(anyhow::anyhow!("not connected")),
         };
@@ -290,7 +290,7 @@ mod tests {
             }),
             message: None,
             run_once: false,
-            k3s_config: None,
+            shared: None,
         }
     }
 

@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 use super::error::{HostError, HostFailure};
 use super::probe::Probed;
 use super::{HostDiff, Runner, Step};
-use crate::engine::probe::{Probe, RemoteState};
+use crate::domain::Domain;
+use crate::facts::Probe;
 use crate::input::playbook::{Play, Playbook, Task};
-use crate::k3s::facts;
 use crate::lang::expr::truthy;
 use crate::modules::error::TaskError;
 use crate::modules::{Action, Module, Render};
@@ -24,58 +24,13 @@ pub(super) fn when_known_false(task: &Task, vars: &Map<String, Value>) -> bool {
         .any(|w| matches!(w.eval(vars), Ok(v) if !truthy(&v)))
 }
 
-/// The variables with k3s facts added, from the pinned version or, when the
-/// version is known only after probing, from a sample version.
-pub(super) fn with_some_version(vars: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = vars.clone();
-    let version = vars
-        .get("k3s_version")
-        .and_then(Value::as_str)
-        .unwrap_or(facts::SAMPLE_VERSIONS[facts::SAMPLE_VERSIONS.len() - 1]);
-    if facts::add_version_facts(&mut out, version).is_err() {
-        return vars.clone();
-    }
-    out
-}
-
-/// Static variables plus what the probe found (a `k3s_version` var wins over detection).
-pub(super) fn host_vars_with_facts(
-    vars: &Map<String, Value>,
-    state: &RemoteState,
-) -> Map<String, Value> {
-    let mut out = vars.clone();
-    let version = vars
-        .get("k3s_version")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| state.facts.get("k3s_version").cloned());
-    if let Some(v) = version {
-        let _ = facts::add_version_facts(&mut out, &v);
-    }
-    out
-}
-
-/// Explains a failure caused by an unknown k3s version (k3s not installed
-/// and no `k3s_version` variable): the task uses one of the facts probed
-/// from `k3s --version`.
-fn explain(vars: &Map<String, Value>, error: TaskError) -> String {
-    let missing_fact = error
-        .undefined_var()
-        .is_some_and(|v| facts::PROBED.contains(&v));
-    if vars.contains_key("k3s_era") || !missing_fact {
-        return error.to_string();
-    }
-    format!(
-        "the k3s version of this host is unknown (`k3s --version` did not answer: k3s is not installed?) and this task depends on it; set the k3s_version variable for this host, e.g. k3s_version: v1.30.6+k3s1 ({error})"
-    )
-}
-
 /// What is known about a host after its probe.
 pub(super) struct Known<'a> {
+    pub domain: &'a dyn Domain,
     pub vars: &'a Map<String, Value>,
     /// `vars` as a template context, built once per host.
     pub ctx: &'a handlebars::Context,
-    pub state: &'a RemoteState,
+    pub state: &'a crate::facts::RemoteState,
     /// What the probe asked, to check that a task's needs were covered.
     pub probed: &'a Probe,
 }
@@ -85,21 +40,23 @@ pub(super) fn diff_task(
     task: &Task,
     index: usize,
     known: &Known,
-    redactor: &crate::report::redact::Redactor,
+    redactor: &crate::secrets::Redactor,
 ) -> Step {
     let Known {
+        domain,
         vars,
         ctx,
         state,
         probed,
     } = *known;
+    let explain = |e: TaskError| domain.explain(vars, &e).unwrap_or_else(|| e.to_string());
     let step = |status, change, message: Option<String>| Step {
         task: index,
         status,
         change,
         message,
         run_once: task.run_once,
-        k3s_config: None,
+        shared: None,
     };
     for w in &task.when {
         match w.eval(vars) {
@@ -107,7 +64,7 @@ pub(super) fn diff_task(
             Ok(_) => {}
             Err(e) => {
                 let e = TaskError::Lang(e.at("when"));
-                return step(Status::Failed, None, Some(explain(vars, e)));
+                return step(Status::Failed, None, Some(explain(e)));
             }
         }
     }
@@ -119,7 +76,7 @@ pub(super) fn diff_task(
     };
     let mut action = match task.module.render(&r) {
         Ok(a) => a,
-        Err(e) => return step(Status::Failed, None, Some(explain(vars, e))),
+        Err(e) => return step(Status::Failed, None, Some(explain(e))),
     };
     // A file that holds a secret is readable by its owner only, whatever the task says.
     if let Action::File(f) = &mut action
@@ -130,23 +87,23 @@ pub(super) fn diff_task(
     let mut needs = Probe::default();
     let covered = task.module.probe(&r, &mut needs, false).is_ok() && probed.covers(&needs);
     if !covered {
-        return step(Status::Failed, None, Some("a path or guard of this task depends on facts probed from the host (k3s_version, k3s_era, ...); paths and guards may use only inventory and play variables".into()));
+        let facts = domain.probed_facts().join(", ");
+        return step(
+            Status::Failed,
+            None,
+            Some(format!(
+                "a path or guard of this task depends on facts probed from the host ({facts}); paths and guards may use only inventory and play variables"
+            )),
+        );
     }
     let mut done = match action.diff(state) {
         Ok(None) => step(Status::Ok, None, None),
         Ok(Some(change)) => step(Status::Changed, Some(change), None),
         Err(e) => step(Status::Failed, None, Some(e.to_string())),
     };
-    if let Action::File(f) = &action
-        && f.mask_k3s_secrets
-    {
-        done.k3s_config = Some(String::from_utf8_lossy(&f.content).into_owned());
-    }
-    // The cross-server check compares what k3s will run with, all files counted.
-    if let Action::K3sConfig(c) = &action
-        && let Ok(effective) = c.effective(state)
-    {
-        done.k3s_config = Some(crate::k3s::config::to_yaml(&effective));
+    // What the domain's check across hosts compares (e.g. the configuration a server will run with).
+    if done.status != Status::Failed {
+        done.shared = action.shared(state);
     }
     done
 }
@@ -163,7 +120,8 @@ impl Runner {
         tasks: &[usize],
     ) -> Probe {
         let mut probe = Probe::default();
-        let vars = with_some_version(&h.vars);
+        self.domain.probe_facts(&mut probe);
+        let vars = self.domain.assumed_facts(&h.vars);
         let ctx = crate::lang::template::Templates::context(&vars);
         for &i in tasks.iter().filter(|i| plan.selected[**i]) {
             let task = &play.tasks[i];
@@ -177,7 +135,7 @@ impl Runner {
                 files: &task.files,
             };
             // A task whose paths cannot be rendered fails in its diff, with the reason.
-            let _ = task.module.probe(&r, &mut probe, self.settings.diff);
+            let _ = task.module.probe(&r, &mut probe, self.options.diff);
         }
         probe
     }
@@ -210,13 +168,14 @@ impl Runner {
                     })?
             }
         };
-        let vars = host_vars_with_facts(&h.vars, &probed.state);
-        if let Some(b) = vars.get("cis_benchmark").and_then(Value::as_str) {
-            self.report.benchmark(&h.name, b);
+        let vars = self.domain.with_facts(&h.vars, &probed.state);
+        if let Some(label) = self.domain.label(&vars) {
+            self.report.benchmark(&h.name, &label);
         }
         let mut steps = Vec::new();
         let ctx = crate::lang::template::Templates::context(&vars);
         let known = Known {
+            domain: self.domain.as_ref(),
             vars: &vars,
             ctx: &ctx,
             state: &probed.state,
@@ -255,7 +214,7 @@ impl Runner {
             .run(
                 &probe.script(&self.marker),
                 &h.r#become,
-                self.settings.timeout,
+                self.options.timeout,
             )
             .await
             .map_err(|e| HostError::Exec {

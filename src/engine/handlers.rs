@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::{Runner, join_all};
-use crate::engine::probe::{Probe, Probed, RemoteState};
-use crate::engine::script::{ApplyScript, parse_apply, quote};
+use crate::engine::probe::Probed;
+use crate::engine::script::{ApplyScript, parse_apply};
+use crate::facts::{Probe, RemoteState};
 use crate::input::playbook::{Play, Playbook, Task};
 use crate::lang::expr::truthy;
 use crate::lang::template::Text;
@@ -17,6 +18,7 @@ use crate::modules::error::TaskError;
 use crate::modules::{Change, Render};
 use crate::plan::{HostPlan, PlayPlan};
 use crate::report::{Outcome, Status};
+use crate::shell::quote;
 
 impl Runner {
     /// Runs notified handlers once each, in definition order. A handler with
@@ -42,7 +44,7 @@ impl Runner {
         for (hi, handler) in play.handlers.iter().enumerate() {
             for h in alive {
                 let notified = flush.notified.get(&h.name).is_some_and(|n| n.contains(&hi));
-                let allowed = self.settings.force_handlers || !flush.failed.contains(&h.name);
+                let allowed = self.options.force_handlers || !flush.failed.contains(&h.name);
                 if !notified || !allowed || self.is_dead(&h.name) {
                     continue;
                 }
@@ -209,7 +211,7 @@ impl Runner {
             if ready.is_empty() {
                 continue;
             }
-            if self.settings.check {
+            if self.options.check {
                 for (h, change, _) in ready {
                     self.report.task(
                         &h.name,
@@ -333,7 +335,7 @@ impl Runner {
                         }
                     }
                 };
-                conn.run_watched(&bytes, &h.r#become, self.settings.timeout, &watch)
+                conn.run_watched(&bytes, &h.r#become, self.options.timeout, &watch)
                     .await
                     .map_err(|e| format!("{e:#}"))?
             };

@@ -8,14 +8,14 @@
 //! max_fail_percentage, rollouts), which probe answer is still valid, and
 //! turning outcomes into report events. May not touch: what a module does
 //! (it asks `modules`), how bytes reach a host (it asks `transport`), or
-//! k3s specifics (it asks `k3s`).
+//! what the hosts are for (it asks the [`Domain`]).
 
 mod apply;
-mod audit;
 mod diff;
 pub mod error;
 mod handlers;
 pub mod probe;
+pub mod probe_all;
 pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,12 +26,11 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::domain::{Domain, HostShare};
 use crate::input::playbook::{Play, Playbook, Task};
-use crate::k3s::critical_flags::{self, ServerConfig};
-use crate::modules::{Change, Module};
+use crate::modules::{Change, Module, Shared};
 use crate::plan::{HostPlan, PlayPlan, Reach};
 use crate::report::{self, Report, Status};
-use crate::settings::Settings;
 use crate::transport::Connection;
 use crate::transport::local::Local;
 use crate::transport::ssh::SshContext;
@@ -47,8 +46,27 @@ struct HostState {
     dead: std::sync::atomic::AtomicBool,
 }
 
+/// What the engine takes from the command line (built once from the settings).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--check`: probe and diff only, never write.
+    pub check: bool,
+    /// `--diff`: bring back file contents for content diffs.
+    pub diff: bool,
+    pub force_handlers: bool,
+    pub forks: usize,
+    /// Per exec (probe, apply, handler).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub known_hosts: Option<std::path::PathBuf>,
+    pub accept_new_host_keys: bool,
+    /// `-K`: tried on one host before any other is contacted.
+    pub become_password: Option<Arc<String>>,
+}
+
 pub struct Runner {
-    pub settings: Settings,
+    pub options: Options,
+    domain: Arc<dyn Domain>,
     pub playbook: Arc<Playbook>,
     pub report: Arc<Report>,
     ssh: Arc<SshContext>,
@@ -67,8 +85,8 @@ struct Step {
     message: Option<String>,
     /// Run-once tasks are decided across hosts once every host was probed.
     run_once: bool,
-    /// The k3s config this task writes, for the cross-server consistency check.
-    k3s_config: Option<String>,
+    /// What the task offers the domain's check across hosts.
+    shared: Option<Shared>,
 }
 
 impl Step {
@@ -80,7 +98,7 @@ impl Step {
             change: None,
             message: Some(why.to_owned()),
             run_once: t.run_once,
-            k3s_config: None,
+            shared: None,
         }
     }
 }
@@ -106,22 +124,28 @@ struct Applied {
 }
 
 impl Runner {
-    pub fn new(settings: Settings, playbook: Playbook, report: Report) -> Result<Runner> {
+    pub fn new(
+        options: Options,
+        domain: Arc<dyn Domain>,
+        playbook: Playbook,
+        report: Report,
+    ) -> Result<Runner> {
         let ssh = SshContext::new(
-            settings.known_hosts.clone(),
-            settings.accept_new_host_keys,
-            settings.connect_timeout,
+            options.known_hosts.clone(),
+            options.accept_new_host_keys,
+            options.connect_timeout,
         )?;
-        let forks = Arc::new(Semaphore::new(settings.forks));
+        let forks = Arc::new(Semaphore::new(options.forks));
         Ok(Runner {
             playbook: Arc::new(playbook),
             report: Arc::new(report),
             ssh: Arc::new(ssh),
-            marker: script::new_marker(),
+            marker: crate::shell::new_marker(),
             hosts: Mutex::new(HashMap::new()),
             forks,
             interrupted: Arc::default(),
-            settings,
+            domain,
+            options,
         })
     }
 
@@ -161,14 +185,6 @@ impl Runner {
         if !self.sudo_password_works(plans).await {
             return self.close_all().await;
         }
-        // `khard report` judges evidence only: probing the playbook's tasks
-        // first would cost every host a round trip whose answer goes unused.
-        if self.settings.audit {
-            if !self.stopped() {
-                self.audit_all(plans).await;
-            }
-            return self.close_all().await;
-        }
         for plan in plans {
             if self.stopped() {
                 break;
@@ -185,7 +201,7 @@ impl Runner {
     /// With -K, the password is tried on one host before any other host is
     /// contacted: a wrong password then costs one failed sudo, not one per host.
     async fn sudo_password_works(&self, plans: &[PlayPlan]) -> bool {
-        if self.settings.become_password.is_none() {
+        if self.options.become_password.is_none() {
             return true;
         }
         let Some((plan, h)) = plans.iter().find_map(|p| p.hosts.first().map(|h| (p, h))) else {
@@ -196,7 +212,7 @@ impl Runner {
             return true;
         }; // reported as unreachable by the play
         match conn
-            .run(b"true\n", &h.r#become, self.settings.connect_timeout * 3)
+            .run(b"true\n", &h.r#become, self.options.connect_timeout * 3)
             .await
         {
             Ok(out) if out.status == Some(0) => true,
@@ -318,7 +334,7 @@ impl Runner {
                 self.diff_host(play, plan, h, segment.clone(), rest.clone(), cached)
             });
             let mut diffs = self.decide_run_once(join_all(probes).await);
-            fail_critical_flag_mismatches(&mut diffs);
+            self.check_across_hosts(&mut diffs);
             for d in diffs.iter().flatten() {
                 flush.vars.insert(d.plan.name.clone(), d.vars.clone());
             }
@@ -418,6 +434,32 @@ impl Runner {
             .and_then(|r| r.as_ref().ok().cloned())
     }
 
+    /// The domain's check across hosts (the servers of a cluster must agree
+    /// on critical flags): where it objects, each task that offered it
+    /// something fails before anything is written.
+    fn check_across_hosts(&self, diffs: &mut [Result<HostDiff, HostFailure>]) {
+        let shares: Vec<HostShare> = diffs
+            .iter()
+            .flatten()
+            .map(|d| HostShare {
+                host: &d.plan.name,
+                vars: &d.vars,
+                shared: d.steps.iter().filter_map(|s| s.shared.as_ref()).collect(),
+            })
+            .collect();
+        let messages = self.domain.check_across_hosts(&shares);
+        for d in diffs.iter_mut().flatten() {
+            let Some(message) = messages.get(&d.plan.name) else {
+                continue;
+            };
+            for s in d.steps.iter_mut().filter(|s| s.shared.is_some()) {
+                s.status = Status::Failed;
+                s.change = None;
+                s.message = Some(message.clone());
+            }
+        }
+    }
+
     /// A run-once task runs on the first host (in play order) where its `when` holds.
     fn decide_run_once(
         &self,
@@ -474,47 +516,4 @@ fn handler_indices(play: &Play, task: &Task) -> Vec<usize> {
 /// (The SSH sessions run in tasks of their own, so crypto still uses every core.)
 async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     futures::future::join_all(futures).await
-}
-
-/// The servers of each cluster must agree on critical flags (see
-/// [`critical_flags`]): where they do not, every such server's config task
-/// fails before anything is written.
-fn fail_critical_flag_mismatches(diffs: &mut [Result<HostDiff, HostFailure>]) {
-    let is_server = |d: &HostDiff| d.vars.get("k3s_role").and_then(Value::as_str) == Some("server");
-    let cluster = |d: &HostDiff| {
-        d.vars
-            .get("k3s_cluster_name")
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .unwrap_or_default()
-    };
-    let servers: Vec<ServerConfig> = diffs
-        .iter()
-        .flatten()
-        .filter(|d| is_server(d))
-        .flat_map(|d| {
-            d.steps
-                .iter()
-                .filter_map(|s| s.k3s_config.as_deref())
-                .map(|config| ServerConfig {
-                    host: &d.plan.name,
-                    cluster: cluster(d),
-                    config,
-                })
-        })
-        .collect();
-    let messages = critical_flags::mismatches(&servers);
-    for d in diffs.iter_mut().flatten() {
-        let Some(message) = messages.get(&d.plan.name) else {
-            continue;
-        };
-        for s in d.steps.iter_mut().filter(|s| s.k3s_config.is_some()) {
-            s.status = Status::Failed;
-            s.change = None;
-            s.message = Some(message.clone());
-        }
-    }
 }

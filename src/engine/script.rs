@@ -1,4 +1,4 @@
-//! The shell side of the transport: quoting, markers and the apply script.
+//! The apply script: one script of every change of a host, and its output read back per task.
 //!
 //! Every remote exec runs a constant `/bin/sh -s` and gets its script on
 //! stdin, so the login shell never parses anything we generate and file
@@ -7,29 +7,7 @@
 
 use std::fmt::Write as _;
 
-/// Quotes `s` for POSIX sh: single quotes, with `'` written as `'\''`.
-pub fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// A random marker for one run: `@@khard-<16 hex digits>`.
-pub fn new_marker() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    format!("@@khard-{}", data_encoding::HEXLOWER.encode(&bytes))
-}
-
-/// Lines every script starts with: a fixed PATH and locale so that the same
-/// commands behave the same on every node, and private temp files.
-pub fn preamble(marker: &str) -> String {
-    format!(
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n\
-         LC_ALL=C; export LC_ALL\n\
-         umask 077\n\
-         M={}\n",
-        quote(marker)
-    )
-}
+use crate::shell::preamble;
 
 /// Shell functions the apply script uses.
 ///
@@ -166,18 +144,6 @@ impl ApplyScript {
     }
 }
 
-/// A heredoc feeding `data` as base64 to `command` (which reads stdin).
-pub fn with_payload(command: &str, data: &[u8]) -> String {
-    let encoded = data_encoding::BASE64.encode(data);
-    let mut out = format!("{command} <<'KHARD_PAYLOAD_EOF'\n");
-    for chunk in encoded.as_bytes().chunks(76) {
-        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str("KHARD_PAYLOAD_EOF");
-    out
-}
-
 /// What the apply exec reported for one task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRun {
@@ -237,6 +203,7 @@ pub fn parse_apply(marker: &str, stdout: &str) -> (Vec<TaskRun>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shell::{new_marker, quote, with_payload};
 
     #[test]
     fn quotes_everything() {

@@ -8,6 +8,7 @@
 //! beyond the variables it reads.
 pub mod ansible_cfg;
 pub mod inventory;
+pub mod passwords;
 pub mod playbook;
 pub mod source;
 pub mod vault;

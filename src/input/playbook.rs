@@ -11,12 +11,10 @@ use serde_json::{Map, Value};
 use crate::error::{InputError, did_you_mean};
 use crate::input::source::{self, Dir};
 use crate::input::yaml::{self, OneOrMany, Vars};
-use crate::lang::error::LangError;
+use crate::k3s::{config_task as k3s_config, unit_task as k3s_unit};
 use crate::lang::expr::Expr;
 use crate::lang::template::{Templates, Text};
-use crate::modules::{
-    Module, command, directory, file, k3s_config, k3s_unit, permissions, service, sysctl,
-};
+use crate::modules::{Files, Module, command, directory, file, permissions, service, sysctl};
 
 pub struct Playbook {
     /// How the user sees the playbook's path.
@@ -63,76 +61,24 @@ pub struct Task {
     pub files: Arc<Files>,
 }
 
-/// The `files/` and `templates/` a task may refer to.
-#[derive(Debug, Default)]
-pub struct Files {
-    /// Where they live, for messages.
-    pub origin: String,
-    files: BTreeMap<String, String>,
-    /// Template name (relative to templates/) → name registered with the engine.
-    templates: BTreeMap<String, String>,
-}
-
-impl Files {
-    fn load(base: &Dir, templates: &mut Templates) -> Result<Files> {
-        let mut f = Files {
-            origin: base.display(),
-            ..Files::default()
+/// Reads the `files/` and `templates/` of a role or playbook folder.
+fn load_files(base: &Dir, templates: &mut Templates) -> Result<Files> {
+    let mut f = Files {
+        origin: base.display(),
+        ..Files::default()
+    };
+    for (rel, path) in base.join("files").list() {
+        f.files.insert(rel, path.read()?.unwrap_or_default());
+    }
+    for (rel, path) in base.join("templates").list() {
+        let name = match &path {
+            Dir::Disk(p) => p.display().to_string(),
+            Dir::Builtin(p) => p.clone(),
         };
-        for (rel, path) in base.join("files").list() {
-            f.files.insert(rel, path.read()?.unwrap_or_default());
-        }
-        for (rel, path) in base.join("templates").list() {
-            let name = match &path {
-                Dir::Disk(p) => p.display().to_string(),
-                Dir::Builtin(p) => p.clone(),
-            };
-            templates.add_file(&name, &path.read()?.unwrap_or_default())?;
-            f.templates.insert(rel, name);
-        }
-        Ok(f)
+        templates.add_file(&name, &path.read()?.unwrap_or_default())?;
+        f.templates.insert(rel, name);
     }
-
-    pub fn file(&self, name: &str) -> Result<String, String> {
-        self.files
-            .get(name)
-            .cloned()
-            .ok_or_else(|| self.missing("files", name, self.files.keys()))
-    }
-
-    pub fn template(
-        &self,
-        t: &Templates,
-        name: &str,
-        ctx: &handlebars::Context,
-    ) -> Result<String, LangError> {
-        let registered = self
-            .templates
-            .get(name)
-            .ok_or_else(|| self.missing("templates", name, self.templates.keys()))?;
-        t.render_file_in(registered, ctx)
-    }
-
-    fn has(&self, folder: &str, name: &str) -> bool {
-        if folder == "files" {
-            self.files.contains_key(name)
-        } else {
-            self.templates.contains_key(name)
-        }
-    }
-
-    fn missing<'a>(
-        &self,
-        folder: &str,
-        name: &str,
-        known: impl Iterator<Item = &'a String>,
-    ) -> String {
-        let known: Vec<&str> = known.map(String::as_str).collect();
-        let hint = did_you_mean(name, known)
-            .map(|h| format!(" (did you mean `{h}`?)"))
-            .unwrap_or_default();
-        format!("no {folder}/{name} in {}{hint}", self.origin)
-    }
+    Ok(f)
 }
 
 #[derive(Deserialize)]
@@ -309,8 +255,16 @@ impl TryFrom<TaskFields> for TaskYaml {
 
     fn try_from(f: TaskFields) -> Result<Self, String> {
         let mut modules = Vec::new();
-        if let Some(a) = f.file {
+        if let Some(mut a) = f.file {
             a.check()?;
+            if let Some(name) = &a.validate {
+                a.kind = Some(crate::k3s::validate::content_kind(name).ok_or_else(|| {
+                    format!(
+                        "unknown validate `{name}` (khard knows {})",
+                        crate::k3s::validate::KINDS.join(", ")
+                    )
+                })?);
+            }
             modules.push(Module::File(a));
         }
         if let Some(a) = f.directory {
@@ -329,10 +283,10 @@ impl TryFrom<TaskFields> for TaskYaml {
             modules.push(Module::Permissions(a));
         }
         if let Some(a) = f.k3s_unit {
-            modules.push(Module::K3sUnit(a));
+            modules.push(Module::Ext(Box::new(a)));
         }
         if let Some(a) = f.k3s_config {
-            modules.push(Module::K3sConfig(a));
+            modules.push(Module::Ext(Box::new(a)));
         }
         if let Some(m) = f.meta {
             if m != "flush_handlers" {
@@ -486,7 +440,7 @@ fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -
                 "{place}: role `{name}` not found in roles/ beside the playbook, nor built in{hint}"
             ))
         })?;
-        let files = Arc::new(Files::load(&base, templates)?);
+        let files = Arc::new(load_files(&base, templates)?);
         if let Some(d) = base.join("defaults").find_yaml("main") {
             let text = d.read()?.unwrap_or_default();
             let parsed: Option<Vars> = yaml::parse(&d.display(), &text)?;
@@ -503,7 +457,7 @@ fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -
         }
     }
     vars.extend(raw.vars.0);
-    let own_files = Arc::new(Files::load(dir, templates)?);
+    let own_files = Arc::new(load_files(dir, templates)?);
     for (list, raw_tasks) in [(&mut tasks, raw.tasks), (&mut handlers, raw.handlers)] {
         for (i, TaskYaml(mut task)) in raw_tasks.into_iter().enumerate() {
             task.place = format!("{place} (task {} `{}`)", i + 1, task.name);

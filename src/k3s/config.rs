@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::facts::{Probe, RemoteState};
+
 /// One value of the effective configuration, and the file that set it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Setting {
@@ -252,24 +254,93 @@ pub fn conflicts(effective: &Effective, wanted: &str, dropin: &str) -> Vec<Strin
 }
 
 /// The effective configuration as YAML (for the cross-server check).
-pub fn to_yaml(effective: &Effective) -> String {
-    let mut m = serde_yaml::Mapping::new();
-    for (k, v) in effective {
-        let value = match v {
-            // `true`, `10` keep their YAML type; anything else stays text.
-            Setting::Scalar { value, .. } => match serde_yaml::from_str(value) {
-                Ok(v @ (serde_yaml::Value::Bool(_) | serde_yaml::Value::Number(_))) => v,
-                _ => serde_yaml::Value::String(value.clone()),
-            },
-            Setting::List(l) => serde_yaml::Value::Sequence(
-                l.iter()
-                    .map(|(i, _)| serde_yaml::Value::String(i.clone()))
-                    .collect(),
-            ),
-        };
-        m.insert(serde_yaml::Value::String(k.clone()), value);
+/// The configuration one file gives on its own (a config.yaml khard writes whole).
+pub fn from_file(text: &str) -> Result<Effective, String> {
+    merge(&[Source {
+        file: "config.yaml",
+        text,
+    }])
+}
+
+/// k3s's config file and its folder of drop-ins.
+pub const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
+pub const DROPINS: &str = "/etc/rancher/k3s/config.yaml.d";
+
+/// A file the probe brought back, as text.
+pub fn file_text(state: &RemoteState, path: &str) -> Option<String> {
+    state
+        .content
+        .get(path)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// The probe that [`effective`] needs: config.yaml, the drop-ins, the unit's files.
+pub fn probe_config(p: &mut Probe, unit: &str) {
+    p.content.insert(CONFIG.to_owned());
+    p.content_glob.insert(format!("{DROPINS}/*.yaml"));
+    p.content_glob.insert(format!("{DROPINS}/*.yml"));
+    p.content.extend(crate::k3s::unit::unit_files(unit));
+}
+
+/// A node's effective k3s configuration from a probe: config.yaml, then
+/// (with `dropins`) the drop-ins in name order, then the unit's overriding
+/// flags. `planned` puts a file khard is about to write in place of what
+/// the probe read there.
+pub fn effective(
+    state: &RemoteState,
+    unit: &str,
+    planned: Option<(&str, &str)>,
+    dropins: bool,
+) -> Result<Effective, String> {
+    let text = |path: &str| -> Option<String> {
+        match planned {
+            Some((target, content)) if target == path => Some(content.to_owned()),
+            _ => file_text(state, path),
+        }
+    };
+    let mut files: Vec<(String, String)> = Vec::new();
+    if let Some(c) = text(CONFIG) {
+        files.push((CONFIG.to_owned(), c));
     }
-    serde_yaml::to_string(&m).unwrap_or_default()
+    if dropins {
+        // k3s reads every drop-in; one khard could not read makes any
+        // answer about the node's configuration a guess.
+        let unread = [format!("{DROPINS}/*.yaml"), format!("{DROPINS}/*.yml")];
+        if unread.iter().any(|g| state.unread.contains(g)) {
+            return Err(format!(
+                "a drop-in in {DROPINS}/ could not be read (a link, a name with a newline, or over 256 KiB); k3s reads it, so the node's configuration cannot be known"
+            ));
+        }
+        let mut found: Vec<(String, String)> = state
+            .content
+            .iter()
+            .filter(|(p, _)| {
+                let lower = p.to_ascii_lowercase();
+                p.starts_with(&format!("{DROPINS}/"))
+                    && !p[DROPINS.len() + 1..].contains('/')
+                    && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
+                    && planned.is_none_or(|(target, _)| *p != target)
+            })
+            .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
+            .collect();
+        if let Some((target, content)) = planned.filter(|(t, _)| *t != CONFIG) {
+            found.push((target.to_owned(), content.to_owned()));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        files.extend(found);
+    }
+    let sources: Vec<Source> = files
+        .iter()
+        .map(|(file, text)| Source { file, text })
+        .collect();
+    let mut effective = merge(&sources)?;
+    for file in crate::k3s::unit::unit_files(unit) {
+        if let Some(text) = file_text(state, &file) {
+            let flags = crate::k3s::unit::overriding_flags(&text);
+            apply_cli(&mut effective, &file, &flags);
+        }
+    }
+    Ok(effective)
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::k3s::config::{Effective, Setting};
+
 /// Flags that must be identical on every server of a cluster, or k3s refuses
 /// to start ("critical configuration value mismatch").
 const CRITICAL_FLAGS: &[&str] = &[
@@ -26,8 +28,8 @@ pub struct ServerConfig<'a> {
     /// The `k3s_cluster_name` variable, so one play may span several
     /// clusters; empty (one cluster) by default.
     pub cluster: String,
-    /// config.yaml as khard would write it.
-    pub config: &'a str,
+    /// The configuration the server will run with.
+    pub config: &'a Effective,
 }
 
 /// The servers of each cluster must agree on critical flags. Returns, for
@@ -37,17 +39,13 @@ pub fn mismatches(servers: &[ServerConfig]) -> BTreeMap<String, String> {
     // cluster -> flag -> host -> value
     let mut values: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, String>>> = BTreeMap::new();
     for s in servers {
-        let Ok(serde_yaml::Value::Mapping(map)) =
-            serde_yaml::from_str::<serde_yaml::Value>(s.config)
-        else {
-            continue;
-        };
         for flag in CRITICAL_FLAGS {
-            let v = map.get(*flag).map(|v| {
-                serde_yaml::to_string(v)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned()
+            let v = s.config.get(*flag).map(|v| match v {
+                Setting::Scalar { value, .. } => value.clone(),
+                Setting::List(items) => {
+                    let items: Vec<&str> = items.iter().map(|(i, _)| i.as_str()).collect();
+                    items.join(",")
+                }
             });
             values
                 .entry(&s.cluster)
@@ -94,8 +92,8 @@ mod tests {
 
     #[test]
     fn servers_of_one_cluster_must_agree() {
-        let a = "cluster-cidr: 10.42.0.0/16\n";
-        let b = "cluster-cidr: 10.99.0.0/16\n";
+        let a = &crate::k3s::config::from_file("cluster-cidr: 10.42.0.0/16\n").unwrap();
+        let b = &crate::k3s::config::from_file("cluster-cidr: 10.99.0.0/16\n").unwrap();
         let s = |host, cluster: &str, config| ServerConfig {
             host,
             cluster: cluster.into(),

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::input::inventory::Host;
+use std::collections::BTreeSet;
 
 /// Names of the facts that come from the probe; a path or guard may not use them,
 /// since they are only known after probing.
@@ -16,31 +16,19 @@ pub const SERVER_GROUPS: &[&str] = &["server", "servers", "master", "masters"];
 pub const AGENT_GROUPS: &[&str] = &["agent", "agents", "node", "nodes"];
 
 /// `server` or `agent` from the groups or the `k3s_role` var, as k3s-ansible lays them out.
-pub fn k3s_role(host: &Host) -> &'static str {
-    match host.vars.get("k3s_role").and_then(Value::as_str) {
+pub fn k3s_role(groups: &BTreeSet<String>, vars: &Map<String, Value>) -> &'static str {
+    match vars.get("k3s_role").and_then(Value::as_str) {
         Some("server") => return "server",
         Some("agent") => return "agent",
         _ => {}
     }
-    if SERVER_GROUPS.iter().any(|g| host.groups.contains(*g)) {
+    if SERVER_GROUPS.iter().any(|g| groups.contains(*g)) {
         "server"
-    } else if AGENT_GROUPS.iter().any(|g| host.groups.contains(*g)) {
+    } else if AGENT_GROUPS.iter().any(|g| groups.contains(*g)) {
         "agent"
     } else {
         "none"
     }
-}
-
-/// Facts known before connecting.
-pub fn inventory_facts(host: &Host) -> Map<String, Value> {
-    let mut f = Map::new();
-    f.insert("inventory_hostname".into(), Value::from(host.name.clone()));
-    f.insert(
-        "group_names".into(),
-        Value::from(host.groups.iter().cloned().collect::<Vec<_>>()),
-    );
-    f.insert("k3s_role".into(), Value::from(k3s_role(host)));
-    f
 }
 
 /// The minor version of a k3s version string such as `v1.30.6+k3s1`.

@@ -6,7 +6,12 @@
 //! Owns: k3s knowledge as pure functions. May not touch: hosts, the engine's
 //! state or the report; the engine and modules call in.
 pub mod config;
+pub mod config_task;
 pub mod critical_flags;
+pub mod domain;
 pub mod facts;
 pub mod unit;
+pub mod unit_task;
 pub mod validate;
+
+pub use domain::K3s;

@@ -1,11 +1,15 @@
 //! Checks on rendered content before anything is written: a k3s config that
 //! k3s would refuse (or silently half-ignore) never reaches a node.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
+use crate::modules::{ContentKind, Shared};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Validate {
     /// YAML of k3s' config.yaml, with only keys valid for the node's role.
     K3sConfig,
@@ -164,7 +168,7 @@ pub const SECRET_KEYS: &[&str] = &[
 /// (and each line and word of a multi-line one) wherever else it appears.
 /// Text that does not parse is not shown at all.
 pub fn mask_k3s_secrets(text: &str) -> String {
-    use crate::report::redact::REDACTED;
+    use crate::secrets::REDACTED;
     let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
         return format!("{REDACTED} (not valid YAML: not shown, it may hold secrets)\n");
     };
@@ -236,38 +240,81 @@ fn secret_values(v: &serde_yaml::Value, under_secret: bool, out: &mut Vec<String
     }
 }
 
-impl Validate {
-    /// Checks content for a node; the same content for the same kind of node
-    /// is checked once per run (a fleet renders mostly identical files).
-    pub fn check(self, content: &str, vars: &Map<String, Value>) -> Result<(), String> {
-        use std::collections::HashMap;
-        use std::sync::{Mutex, OnceLock};
-        type Key = (Validate, String, String);
-        static SEEN: OnceLock<Mutex<HashMap<Key, Result<(), String>>>> = OnceLock::new();
+/// The names `validate:` takes, as the file module's tasks write them.
+pub const KINDS: &[&str] = &["k3s_config", "manifest", "yaml"];
+
+/// The content kind named by a file task's `validate:`.
+pub fn content_kind(name: &str) -> Option<Arc<dyn ContentKind>> {
+    let kind = match name {
+        "k3s_config" => Validate::K3sConfig,
+        "manifest" => Validate::Manifest,
+        "yaml" => Validate::Yaml,
+        _ => return None,
+    };
+    Some(Arc::new(Checker::new(kind)))
+}
+
+/// A [`Validate`] with the answers it already gave: the same content for
+/// the same kind of node is checked once per task (a fleet renders mostly
+/// identical files).
+#[derive(Debug)]
+pub struct Checker {
+    kind: Validate,
+    seen: Mutex<HashMap<(String, String), Result<(), String>>>,
+}
+
+impl Checker {
+    pub fn new(kind: Validate) -> Checker {
+        Checker {
+            kind,
+            seen: Mutex::default(),
+        }
+    }
+}
+
+impl ContentKind for Checker {
+    fn check(&self, content: &str, vars: &Map<String, Value>) -> Result<(), String> {
         let role = vars
             .get("k3s_role")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let key = (
-            self,
-            role.clone(),
-            crate::modules::file::sha256_hex(content.as_bytes()),
-        );
-        let seen = SEEN.get_or_init(Mutex::default);
-        if let Some(r) = seen.lock().expect("validation cache").get(&key) {
+        let key = (role, crate::facts::sha256_hex(content.as_bytes()));
+        if let Some(r) = self.seen.lock().expect("validation cache").get(&key) {
             return r.clone();
         }
-        let result = match self {
+        let result = match self.kind {
             Validate::Yaml => parse_docs(content).map(|_| ()),
             Validate::Manifest => check_manifests(content),
-            Validate::K3sConfig => check_k3s_config(content, &role),
+            Validate::K3sConfig => check_k3s_config(content, &key.0),
         };
-        seen.lock()
+        self.seen
+            .lock()
             .expect("validation cache")
             .insert(key, result.clone());
         result
     }
+
+    fn mask(&self, text: &str) -> String {
+        match self.kind {
+            Validate::K3sConfig => mask_k3s_secrets(text),
+            _ => text.to_owned(),
+        }
+    }
+
+    fn shared(&self, content: &str) -> Option<Shared> {
+        match self.kind {
+            Validate::K3sConfig => crate::k3s::config::from_file(content)
+                .ok()
+                .map(|e| Arc::new(e) as Shared),
+            _ => None,
+        }
+    }
+}
+
+/// Masks the secret keys of a k3s config in a change's content diff.
+pub fn mask_k3s_diff(change: &mut Option<crate::modules::Change>) {
+    crate::modules::mask_diff(change, &Checker::new(Validate::K3sConfig));
 }
 
 fn parse_docs(content: &str) -> Result<Vec<serde_yaml::Value>, String> {

@@ -9,3 +9,4 @@ pub mod expr;
 pub mod glob;
 pub mod template;
 pub mod words;
+pub mod yaml11;

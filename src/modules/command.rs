@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::error::TaskError;
 use super::{Change, Render};
-use crate::engine::probe::{Probe, RemoteState};
+use crate::facts::{Probe, RemoteState};
 use crate::lang::glob::Glob;
 use crate::lang::template::Text;
 
@@ -116,7 +116,7 @@ impl Desired {
         if let Some(path) = &self.creates {
             checks.push(format!(
                 "{{ set -- {}; [ -e \"$1\" ] || [ -L \"$1\" ]; }}",
-                crate::engine::probe::glob_words(path)
+                crate::facts::glob_words(path)
             ));
         }
         if let Some(guard) = &self.unless {
@@ -128,7 +128,7 @@ impl Desired {
         format!(
             "if {}; then echo {}; exit 0; else\n{}\nfi",
             checks.join(" || "),
-            crate::engine::script::quote(&format!("{marker}-guard-held")),
+            crate::shell::quote(&format!("{marker}-guard-held")),
             self.cmd
         )
     }

@@ -4,9 +4,9 @@ use serde::Deserialize;
 
 use super::error::TaskError;
 use super::{Change, Perms, Render};
-use crate::engine::probe::{Kind, Probe, RemoteState};
-use crate::engine::script::quote;
+use crate::facts::{Kind, Probe, RemoteState};
 use crate::lang::template::Text;
+use crate::shell::quote;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,14 +2,12 @@
 //! mode and owner, written atomically.
 
 use serde::Deserialize;
-use sha2::Digest;
 
 use super::error::TaskError;
 use super::{Change, ContentDiff, Perms, Render};
-use crate::engine::probe::{Kind, Probe, RemoteState};
-use crate::engine::script::{quote, with_payload};
-use crate::k3s::validate::Validate;
+use crate::facts::{Kind, Probe, RemoteState};
 use crate::lang::template::Text;
+use crate::shell::{quote, with_payload};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,18 +27,22 @@ pub struct Args {
     #[serde(default, deserialize_with = "super::opt_text")]
     pub group: Option<Text>,
     /// Never show the content or its diff.
-    #[serde(default, deserialize_with = "crate::input::yaml::bool11")]
+    #[serde(default, deserialize_with = "crate::lang::yaml11::bool11")]
     pub secret: bool,
     /// Keep the replaced file under /var/backups/khard.
-    #[serde(default, deserialize_with = "crate::input::yaml::bool11")]
+    #[serde(default, deserialize_with = "crate::lang::yaml11::bool11")]
     pub backup: bool,
+    /// The kind of content, checked before writing (a name
+    /// the domain knows, such as `manifest`), resolved at load.
     #[serde(default)]
-    pub validate: Option<Validate>,
+    pub validate: Option<String>,
+    #[serde(skip)]
+    pub kind: Option<std::sync::Arc<dyn super::ContentKind>>,
     /// `absent` removes the file (kept under /var/backups/khard with `backup`).
     #[serde(default)]
     pub state: State,
     /// When dest is a symbolic link, write the file it points to (otherwise refused).
-    #[serde(default, deserialize_with = "crate::input::yaml::bool11")]
+    #[serde(default, deserialize_with = "crate::lang::yaml11::bool11")]
     pub follow: bool,
 }
 
@@ -62,8 +64,8 @@ pub struct Desired {
     pub perms: Perms,
     pub secret: bool,
     pub backup: bool,
-    /// A k3s config: its diff is shown with the values of secret keys masked.
-    pub mask_k3s_secrets: bool,
+    /// What the content is, when the task names it (how a diff shows it).
+    pub kind: Option<std::sync::Arc<dyn super::ContentKind>>,
 }
 
 impl Args {
@@ -132,8 +134,8 @@ impl Args {
             let name = r.text(self.template.as_ref().expect("checked at load"))?;
             r.files.template(r.templates, &name, r.ctx)?
         };
-        if let Some(v) = &self.validate {
-            v.check(&content, r.vars)
+        if let Some(kind) = &self.kind {
+            kind.check(&content, r.vars)
                 .map_err(|e| format!("{dest}: refusing to write invalid content: {e}"))?;
         }
         Ok(Desired {
@@ -144,13 +146,9 @@ impl Args {
             perms: Perms::render(r, &self.mode, &self.owner, &self.group, 0o644)?,
             secret: self.secret,
             backup: self.backup,
-            mask_k3s_secrets: self.validate == Some(Validate::K3sConfig),
+            kind: self.kind.clone(),
         })
     }
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(data))
 }
 
 impl Desired {
@@ -164,8 +162,8 @@ impl Desired {
             follow: self.follow,
         };
         let mut change = write_diff(&self.dest, &self.content, &self.perms, opts, state)?;
-        if self.mask_k3s_secrets {
-            super::mask_k3s_diff(&mut change);
+        if let Some(kind) = &self.kind {
+            super::mask_diff(&mut change, kind.as_ref());
         }
         Ok(change)
     }
@@ -264,7 +262,7 @@ pub fn write_diff(
             let same_content = state
                 .sha256
                 .get(dest)
-                .is_some_and(|h| *h == sha256_hex(content));
+                .is_some_and(|h| *h == crate::facts::sha256_hex(content));
             let (mut details, fix) = perms.fix(dest, s);
             if !same_content {
                 details.insert(0, format!("{dest}: content differs"));

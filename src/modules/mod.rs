@@ -1,5 +1,6 @@
-//! Modules: one file per task module (`file`, `directory`, `sysctl`,
-//! `command`, `service`, `permissions`, `k3s_unit`). Each turns a task's
+//! Modules: one file per generic task module (`file`, `directory`,
+//! `sysctl`, `command`, `service`, `permissions`); a domain adds its own
+//! through [`Extension`]. Each turns a task's
 //! arguments into desired state for one host, says what it needs to know
 //! about the host (`Args::probe`, defined once per module), compares (pure,
 //! local `diff`), and writes the shell fragment that makes the change.
@@ -12,18 +13,17 @@ pub mod command;
 pub mod directory;
 pub mod error;
 pub mod file;
-pub mod k3s_config;
-pub mod k3s_unit;
 pub mod permissions;
+pub mod render;
 pub mod service;
 pub mod sysctl;
 
 use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
 
-use crate::engine::probe::{Probe, RemoteState, Stat};
+use crate::facts::{Probe, RemoteState, Stat};
 use crate::lang::template::{Templates, Text};
 use error::TaskError;
+pub use render::{Files, Render};
 
 /// A task's module with its arguments, as written.
 #[derive(Debug, Clone)]
@@ -34,8 +34,8 @@ pub enum Module {
     Command(command::Args),
     Service(service::Args),
     Permissions(permissions::Args),
-    K3sUnit(k3s_unit::Args),
-    K3sConfig(k3s_config::Args),
+    /// A module the domain adds.
+    Ext(Box<dyn Extension>),
     FlushHandlers,
 }
 
@@ -48,8 +48,7 @@ pub enum Action {
     Command(command::Desired),
     Service(service::Desired),
     Permissions(permissions::Desired),
-    K3sUnit(k3s_unit::Desired),
-    K3sConfig(k3s_config::Desired),
+    Ext(Box<dyn ExtAction>),
 }
 
 /// What would change, or changed, on a host.
@@ -75,26 +74,6 @@ pub struct ContentDiff {
     pub secret: bool,
 }
 
-/// Everything rendering needs: the compiled templates, the host's variables,
-/// and the files of the role the task came from.
-pub struct Render<'a> {
-    pub templates: &'a Templates,
-    pub vars: &'a Map<String, Value>,
-    /// `vars` as a template context, built once per host (see [`Templates::context`]).
-    pub ctx: &'a handlebars::Context,
-    pub files: &'a crate::input::playbook::Files,
-}
-
-impl Render<'_> {
-    pub fn text(&self, t: &Text) -> Result<String, TaskError> {
-        Ok(self.templates.render_text_in(t, self.ctx)?)
-    }
-
-    pub fn opt(&self, t: &Option<Text>) -> Result<Option<String>, TaskError> {
-        t.as_ref().map(|t| self.text(t)).transpose()
-    }
-}
-
 impl Action {
     /// None when the host is already as desired. Err fails the task before anything is written.
     pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
@@ -105,8 +84,7 @@ impl Action {
             Action::Command(d) => Ok(d.diff(state)),
             Action::Service(d) => Ok(Some(d.change())),
             Action::Permissions(d) => Ok(d.diff(state)),
-            Action::K3sUnit(d) => d.diff(state),
-            Action::K3sConfig(d) => d.diff(state),
+            Action::Ext(d) => d.diff(state),
         }
     }
 }
@@ -126,8 +104,7 @@ impl Module {
             Module::Command(a) => a.texts(&mut texts),
             Module::Service(a) => a.texts(&mut texts),
             Module::Permissions(a) => a.texts(&mut texts),
-            Module::K3sUnit(a) => a.texts(&mut texts),
-            Module::K3sConfig(a) => a.texts(&mut texts),
+            Module::Ext(a) => texts.extend(a.texts()),
             Module::FlushHandlers => {}
         }
         for text in texts {
@@ -146,8 +123,7 @@ impl Module {
             Module::Directory(a) => a.probe(r, p),
             Module::Permissions(a) => a.probe(r, p),
             Module::Command(a) => a.probe(r, p),
-            Module::K3sUnit(a) => a.probe(r, p),
-            Module::K3sConfig(a) => a.probe(r, p),
+            Module::Ext(a) => a.probe(r, p),
             Module::Service(_) | Module::FlushHandlers => Ok(()),
         }
     }
@@ -161,10 +137,101 @@ impl Module {
             Module::Command(a) => Action::Command(a.render(r)?),
             Module::Service(a) => Action::Service(a.render(r)?),
             Module::Permissions(a) => Action::Permissions(a.render(r)?),
-            Module::K3sUnit(a) => Action::K3sUnit(a.render(r)?),
-            Module::K3sConfig(a) => Action::K3sConfig(a.render(r)?),
+            Module::Ext(a) => Action::Ext(a.render(r)?),
             Module::FlushHandlers => return Err("meta tasks have no action".into()),
         })
+    }
+}
+
+impl Module {
+    /// A guard checks a precondition and remediates nothing: the controls
+    /// it is tagged with are not fixed by it.
+    pub fn is_guard(&self) -> bool {
+        matches!(self, Module::Ext(e) if e.is_guard())
+    }
+}
+
+/// What a task's action offers the domain's check across hosts (e.g. the
+/// configuration a server will run with); the domain alone reads it.
+pub type Shared = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// A module a domain adds, with the same parts as the built-in ones:
+/// templated arguments, the probe request, rendering for one host.
+pub trait Extension: std::fmt::Debug + Send + Sync {
+    /// Every templated string, to be compiled at load.
+    fn texts(&mut self) -> Vec<&mut Text>;
+    /// What the module needs to know about a host (paths and guards only).
+    fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError>;
+    /// The arguments rendered for one host.
+    fn render(&self, r: &Render) -> Result<Box<dyn ExtAction>, TaskError>;
+    /// See [`Module::is_guard`].
+    fn is_guard(&self) -> bool {
+        false
+    }
+    fn clone_box(&self) -> Box<dyn Extension>;
+}
+
+/// A domain module rendered for one host: the pure diff.
+pub trait ExtAction: std::fmt::Debug + Send + Sync {
+    /// As [`Action::diff`].
+    fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError>;
+    /// What this task contributes to the domain's check across hosts.
+    fn shared(&self, _state: &RemoteState) -> Option<Shared> {
+        None
+    }
+    fn clone_box(&self) -> Box<dyn ExtAction>;
+}
+
+impl Clone for Box<dyn Extension> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+impl Clone for Box<dyn ExtAction> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// A kind of content a domain checks before it is written (`validate:` of
+/// the file module) and shows masked in diffs (a config holding a token).
+pub trait ContentKind: std::fmt::Debug + Send + Sync {
+    /// Err says why the content must not be written to this host.
+    fn check(
+        &self,
+        content: &str,
+        vars: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String>;
+    /// The text as a diff may show it.
+    fn mask(&self, text: &str) -> String {
+        text.to_owned()
+    }
+    /// What a file of this kind offers the domain's check across hosts.
+    fn shared(&self, _content: &str) -> Option<Shared> {
+        None
+    }
+}
+
+impl Action {
+    /// What this task contributes to the domain's check across hosts.
+    pub fn shared(&self, state: &RemoteState) -> Option<Shared> {
+        match self {
+            Action::Ext(d) => d.shared(state),
+            Action::File(f) => f
+                .kind
+                .as_ref()
+                .and_then(|k| k.shared(&String::from_utf8_lossy(&f.content))),
+            _ => None,
+        }
+    }
+}
+
+/// Masks a change's content diff as `kind` shows it.
+pub fn mask_diff(change: &mut Option<Change>, kind: &dyn ContentKind) {
+    if let Some(d) = change.as_mut().and_then(|c| c.content.as_mut()) {
+        d.after = kind.mask(&d.after);
+        d.before = d.before.as_deref().map(|b| kind.mask(b));
     }
 }
 
@@ -211,17 +278,6 @@ pub fn check_path(p: &str) -> Result<String, TaskError> {
         )));
     }
     Ok(p.trim_end_matches('/').to_owned()).map(|s| if s.is_empty() { "/".into() } else { s })
-}
-
-/// Masks the secret keys of a k3s config in a change's content diff.
-fn mask_k3s_diff(change: &mut Option<Change>) {
-    if let Some(d) = change.as_mut().and_then(|c| c.content.as_mut()) {
-        d.after = crate::k3s::validate::mask_k3s_secrets(&d.after);
-        d.before = d
-            .before
-            .as_deref()
-            .map(crate::k3s::validate::mask_k3s_secrets);
-    }
 }
 
 /// Asks the probe for the metadata of a task's `path` (a glob is expanded on the host).
@@ -287,7 +343,7 @@ impl Perms {
     /// The shell that sets the wanted owner and group of `path` (nothing
     /// for what is left alone).
     pub fn chown(&self, path: &str) -> String {
-        use crate::engine::script::quote;
+        use crate::shell::quote;
         let mut s = String::new();
         if let Some(o) = &self.owner {
             s.push_str(&format!("chown -- {} {}\n", quote(o), quote(path)));
@@ -300,7 +356,7 @@ impl Perms {
 
     /// The differences from `stat`, one line each, and the shell that fixes them.
     pub fn fix(&self, path: &str, stat: &Stat) -> (Vec<String>, String) {
-        use crate::engine::script::quote;
+        use crate::shell::quote;
         let (mut details, mut script) = (Vec::new(), String::new());
         if stat.mode != self.mode {
             details.push(format!(

@@ -1,11 +1,11 @@
-//! `permissions`: mode and owner of paths that k3s creates itself. A glob
+//! `permissions`: mode and owner of paths that other software creates itself. A glob
 //! may match several paths; a path that does not exist is left alone.
 
 use serde::Deserialize;
 
 use super::error::TaskError;
 use super::{Change, Perms, Render};
-use crate::engine::probe::{Kind, Probe, RemoteState};
+use crate::facts::{Kind, Probe, RemoteState};
 use crate::lang::glob::Glob;
 use crate::lang::template::Text;
 

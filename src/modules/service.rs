@@ -5,8 +5,8 @@ use serde::Deserialize;
 
 use super::error::TaskError;
 use super::{Change, Render};
-use crate::engine::script::quote;
 use crate::lang::template::Text;
+use crate::shell::quote;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

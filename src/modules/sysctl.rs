@@ -6,10 +6,10 @@ use serde::Deserialize;
 
 use super::error::TaskError;
 use super::{Change, Perms, Render};
-use crate::engine::probe::{Probe, RemoteState, normalize_sysctl};
-use crate::engine::script::quote;
-use crate::input::yaml::Ordered;
+use crate::facts::{Probe, RemoteState, normalize_sysctl};
 use crate::lang::template::Text;
+use crate::lang::yaml11::Ordered;
+use crate::shell::quote;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

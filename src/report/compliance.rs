@@ -11,11 +11,13 @@ use serde::Serialize;
 use super::{Sink, Summary};
 use crate::audit::judge::Verdict;
 use crate::audit::{NodeAudit, Totals};
-use crate::cli::Format;
+use crate::report::Format;
 
 const TEMPLATE: &str = include_str!("report.html.hbs");
 
 pub struct Compliance {
+    /// Where `out` goes, for messages: `-o`'s path or "stdout".
+    pub to: String,
     pub format: Format,
     pub out: Box<dyn Write + Send>,
 }
@@ -193,16 +195,22 @@ pub fn text(doc: &Document, out: &mut dyn Write) -> std::io::Result<()> {
 }
 
 impl Sink for Compliance {
-    fn finish(&mut self, s: &Summary) {
+    fn finish(&mut self, s: &Summary) -> Result<(), String> {
         let doc = document(&s.audits);
-        let _ = match self.format {
+        match self.format {
             Format::Json => serde_json::to_writer_pretty(&mut self.out, &doc)
                 .map_err(std::io::Error::from)
                 .and_then(|()| writeln!(self.out)),
             Format::Html => self.out.write_all(page(&doc).as_bytes()),
             Format::Human => text(&doc, &mut self.out),
-        };
-        let _ = self.out.flush();
+        }
+        .and_then(|()| self.out.flush())
+        .map_err(|e| {
+            format!(
+                "the compliance report could not be written to {}: {e}",
+                self.to
+            )
+        })
     }
 }
 

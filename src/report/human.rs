@@ -315,7 +315,7 @@ impl Sink for Human {
         }
     }
 
-    fn finish(&mut self, s: &Summary) {
+    fn finish(&mut self, s: &Summary) -> Result<(), String> {
         if let Some(p) = self.progress.take() {
             for bar in p.hosts.values() {
                 bar.finish_and_clear();
@@ -376,6 +376,8 @@ impl Sink for Human {
             let _ = writeln!(self.out, "{}", line.trim_end());
         }
         let _ = self.out.flush();
+        // Lines for a person: a closed terminal or pipe is not a report lost.
+        Ok(())
     }
 }
 

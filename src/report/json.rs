@@ -10,9 +10,11 @@ pub struct Json {
 }
 
 impl Sink for Json {
-    fn finish(&mut self, s: &Summary) {
-        let _ = serde_json::to_writer_pretty(&mut self.out, s);
-        let _ = writeln!(self.out);
-        let _ = self.out.flush();
+    fn finish(&mut self, s: &Summary) -> Result<(), String> {
+        serde_json::to_writer_pretty(&mut self.out, s)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(self.out))
+            .and_then(|()| self.out.flush())
+            .map_err(|e| format!("the JSON report could not be written to stdout: {e}"))
     }
 }

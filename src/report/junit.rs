@@ -100,12 +100,12 @@ pub fn render(s: &Summary) -> String {
 }
 
 impl Sink for Junit {
-    fn finish(&mut self, s: &Summary) {
-        if let Err(e) = std::fs::write(&self.path, render(s)) {
-            eprintln!(
-                "khard: cannot write the JUnit report {}: {e}",
+    fn finish(&mut self, s: &Summary) -> Result<(), String> {
+        std::fs::write(&self.path, render(s)).map_err(|e| {
+            format!(
+                "the JUnit report could not be written to {}: {e}",
                 self.path.display()
-            );
-        }
+            )
+        })
     }
 }

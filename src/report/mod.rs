@@ -10,7 +10,6 @@ pub mod compliance;
 pub mod human;
 pub mod json;
 pub mod junit;
-pub mod redact;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -20,7 +19,7 @@ use serde::Serialize;
 
 use crate::error::Exit;
 use crate::modules::{Change, ContentDiff};
-use crate::report::redact::{REDACTED, Redactor};
+use crate::secrets::{REDACTED, Redactor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +48,15 @@ impl Status {
             Status::NotRun => "not run",
         }
     }
+}
+
+/// How a report is written: for people, as one JSON document, or (the
+/// compliance report) as one self-contained HTML page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    Human,
+    Json,
+    Html,
 }
 
 /// What one task did on one host, as the engine hands it to the report.
@@ -144,7 +152,10 @@ pub trait Sink: Send {
     /// A host waits during a rollout (for its batch, until healthy).
     fn wait(&mut self, _host: &str, _task: &str, _wait: &Wait) {}
     fn event(&mut self, _e: &Event) {}
-    fn finish(&mut self, _report: &Summary) {}
+    /// The last word: a sink that could not write its report says why.
+    fn finish(&mut self, _report: &Summary) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A wait during a rollout: as it starts, while it lasts (about once a
@@ -346,7 +357,7 @@ impl Report {
             play: scrub(play),
             task: scrub(&task.name),
             handler,
-            guard: matches!(task.module, crate::modules::Module::K3sUnit(_)),
+            guard: task.module.is_guard(),
             status,
             check: self.check,
             cis: task.cis_for(benchmark.as_deref()).to_vec(),
@@ -449,7 +460,7 @@ impl Report {
         channels: BTreeMap<String, usize>,
         duration: Duration,
         interrupted: bool,
-    ) -> Summary {
+    ) -> (Summary, Vec<String>) {
         let mut inner = self.inner.lock().expect("report");
         let exit = exit_code(&inner.recap, self.check, interrupted);
         let summary = Summary {
@@ -461,10 +472,12 @@ impl Report {
             duration_ms: duration.as_millis(),
             audits: inner.audits.clone(),
         };
-        for s in &mut inner.sinks {
-            s.finish(&summary);
-        }
-        summary
+        let failures = inner
+            .sinks
+            .iter_mut()
+            .filter_map(|s| s.finish(&summary).err())
+            .collect();
+        (summary, failures)
     }
 }
 

@@ -93,7 +93,7 @@ pub fn command_line(r#become: &Become, login_user: &str) -> String {
     }
     format!(
         "sudo -n -H -u {} -- /bin/sh -s",
-        crate::engine::script::quote(r#become.target())
+        crate::shell::quote(r#become.target())
     )
 }
 

@@ -39,7 +39,7 @@ impl Escalation {
     /// The command line: sudo reads the password from stdin (-S), then the
     /// shell prints the marker and reads the script from the same stdin.
     pub fn command(&self, user: &str) -> String {
-        use crate::engine::script::quote;
+        use crate::shell::quote;
         format!(
             "sudo -S -H -p {} -u {} -- /bin/sh -c {}",
             quote(&self.prompt),

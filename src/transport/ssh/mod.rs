@@ -22,7 +22,8 @@ use russh::{ChannelMsg, Disconnect, Preferred};
 
 use super::sudo::{Exec, Piece, drive};
 use super::{Become, ExecOutput, Watch, command_line};
-use crate::engine::script::quote;
+use crate::error::InputError;
+use crate::shell::quote;
 use crate::transport::ssh::known_hosts::{KnownHosts, Verdict, host_key_name};
 
 /// Where and as whom to connect.
@@ -146,11 +147,13 @@ impl SshContext {
             Err(russh::keys::Error::KeyIsEncrypted) => {
                 // Asked once per key file per run, on the terminal; ssh-agent avoids the question.
                 let prompt = format!("Enter passphrase for key {}: ", path.display());
+                // Both are the operator's setup, found before any host is contacted: exit 5.
                 let pass = rpassword::prompt_password(prompt).map_err(|_| {
-                    anyhow!("{} is encrypted and there is no terminal to ask its passphrase: load it into ssh-agent (ssh-add {})", path.display(), path.display())
+                    InputError::new(format!("{} is encrypted and there is no terminal to ask its passphrase: load it into ssh-agent (ssh-add {})", path.display(), path.display()))
                 })?;
-                russh::keys::load_secret_key(path, Some(&pass))
-                    .map_err(|e| anyhow!("cannot decrypt {}: {e}", path.display()))?
+                russh::keys::load_secret_key(path, Some(&pass)).map_err(|e| {
+                    InputError::new(format!("cannot decrypt {}: {e}", path.display()))
+                })?
             }
             Err(other) => bail!("cannot load private key {}: {other}", path.display()),
         };

@@ -6,17 +6,17 @@
 
 use serde::Deserialize;
 
-use super::error::TaskError;
-use super::{Change, Render};
-use crate::engine::probe::{Probe, RemoteState};
+use crate::facts::{Probe, RemoteState};
 use crate::k3s::unit::overriding_flags;
 use crate::lang::template::Text;
+use crate::modules::error::TaskError;
+use crate::modules::{Change, ExtAction, Extension, Render};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// The systemd unit: `k3s` or `k3s-agent`.
-    #[serde(deserialize_with = "super::text")]
+    #[serde(deserialize_with = "crate::modules::text")]
     pub unit: Text,
 }
 
@@ -38,20 +38,35 @@ pub fn unit_name(unit: &str) -> Result<String, TaskError> {
 }
 
 impl Args {
-    pub fn texts<'a>(&'a mut self, out: &mut Vec<&'a mut Text>) {
-        out.push(&mut self.unit);
-    }
-
-    /// The unit's files and its environment files, whole.
-    pub fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
-        p.content.extend(self.render(r)?.files());
-        Ok(())
-    }
-
-    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
+    fn desired(&self, r: &Render) -> Result<Desired, TaskError> {
         Ok(Desired {
             unit: unit_name(&r.text(&self.unit)?)?,
         })
+    }
+}
+
+impl Extension for Args {
+    fn texts(&mut self) -> Vec<&mut Text> {
+        vec![&mut self.unit]
+    }
+
+    /// The unit's files and its environment files, whole.
+    fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
+        p.content.extend(self.desired(r)?.files());
+        Ok(())
+    }
+
+    fn render(&self, r: &Render) -> Result<Box<dyn ExtAction>, TaskError> {
+        Ok(Box::new(self.desired(r)?))
+    }
+
+    /// It checks the unit; the controls it carries are fixed by other tasks.
+    fn is_guard(&self) -> bool {
+        true
+    }
+
+    fn clone_box(&self) -> Box<dyn Extension> {
+        Box::new(self.clone())
     }
 }
 
@@ -59,8 +74,10 @@ impl Desired {
     fn files(&self) -> Vec<String> {
         crate::k3s::unit::unit_files(&self.unit)
     }
+}
 
-    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
+impl ExtAction for Desired {
+    fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         let mut found = Vec::new();
         for file in self.files() {
             let Some(text) = state.content.get(&file) else {
@@ -80,5 +97,9 @@ impl Desired {
             self.unit,
             found.join("; ")
         )))
+    }
+
+    fn clone_box(&self) -> Box<dyn ExtAction> {
+        Box::new(self.clone())
     }
 }

@@ -9,29 +9,36 @@
 
 use serde::Deserialize;
 
-use super::error::TaskError;
-use super::file::{WriteOpts, write_diff};
-use super::{Change, Perms, Render};
-use crate::engine::probe::{Probe, RemoteState};
-use crate::k3s::config::{self as cfg, Source};
-use crate::k3s::validate::Validate;
+use crate::facts::{Probe, RemoteState};
+use crate::k3s::config::{self as cfg};
+use crate::k3s::validate::{Checker, Validate};
 use crate::lang::template::Text;
+use crate::modules::ContentKind;
+use crate::modules::error::TaskError;
+use crate::modules::file::{WriteOpts, write_diff};
+use crate::modules::{Change, ExtAction, Extension, Perms, Render, Shared};
 
-const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
-const DROPINS: &str = "/etc/rancher/k3s/config.yaml.d";
+use crate::k3s::config::{CONFIG, DROPINS, effective};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// Template of the flags khard wants, as a plain k3s config mapping.
-    #[serde(deserialize_with = "super::text")]
+    #[serde(deserialize_with = "crate::modules::text")]
     pub template: Text,
     /// The systemd unit whose command line and env file also count.
-    #[serde(deserialize_with = "super::text")]
+    #[serde(deserialize_with = "crate::modules::text")]
     pub unit: Text,
     /// The drop-in khard owns; sorts last by default.
-    #[serde(default, deserialize_with = "super::opt_text")]
+    #[serde(default, deserialize_with = "crate::modules::opt_text")]
     pub dropin: Option<Text>,
+    /// Checks the rendered flags, once per distinct content and role.
+    #[serde(skip, default = "k3s_config_checker")]
+    checker: std::sync::Arc<Checker>,
+}
+
+fn k3s_config_checker() -> std::sync::Arc<Checker> {
+    std::sync::Arc::new(Checker::new(Validate::K3sConfig))
 }
 
 #[derive(Debug, Clone)]
@@ -45,26 +52,28 @@ pub struct Desired {
 }
 
 impl Args {
-    pub fn texts<'a>(&'a mut self, out: &mut Vec<&'a mut Text>) {
-        out.push(&mut self.template);
-        out.push(&mut self.unit);
-        out.extend(self.dropin.as_mut());
-    }
-
     fn dropin(&self, r: &Render) -> Result<String, TaskError> {
         let name = match r.opt(&self.dropin)? {
             Some(d) => d,
             None => format!("{DROPINS}/99-khard-cis.yaml"),
         };
-        let path = super::check_path(&name)?;
+        let path = crate::modules::check_path(&name)?;
         if !path.starts_with(&format!("{DROPINS}/")) || !path.ends_with(".yaml") {
             return Err(format!("the drop-in `{path}` must be a .yaml file in {DROPINS}/").into());
         }
         Ok(path)
     }
+}
+
+impl Extension for Args {
+    fn texts(&mut self) -> Vec<&mut Text> {
+        let mut out = vec![&mut self.template, &mut self.unit];
+        out.extend(self.dropin.as_mut());
+        out
+    }
 
     /// config.yaml, every drop-in, khard's drop-in, the unit's files.
-    pub fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
+    fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
         let dropin = self.dropin(r)?;
         for path in [CONFIG.to_owned(), dropin] {
             p.stat.insert(path.clone());
@@ -73,15 +82,15 @@ impl Args {
         }
         p.content_glob.insert(format!("{DROPINS}/*.yaml"));
         p.content_glob.insert(format!("{DROPINS}/*.yml"));
-        let unit = super::k3s_unit::unit_name(&r.text(&self.unit)?)?;
+        let unit = super::unit_task::unit_name(&r.text(&self.unit)?)?;
         p.content.extend(crate::k3s::unit::unit_files(&unit));
         Ok(())
     }
 
-    pub fn render(&self, r: &Render) -> Result<Desired, TaskError> {
+    fn render(&self, r: &Render) -> Result<Box<dyn ExtAction>, TaskError> {
         let name = r.text(&self.template)?;
         let wanted = r.files.template(r.templates, &name, r.ctx)?;
-        Validate::K3sConfig
+        self.checker
             .check(&wanted, r.vars)
             .map_err(|e| format!("{name}: refusing to write invalid content: {e}"))?;
         let version = r
@@ -89,12 +98,16 @@ impl Args {
             .get("k3s_version")
             .and_then(serde_json::Value::as_str)
             .and_then(cfg::version_triple);
-        Ok(Desired {
+        Ok(Box::new(Desired {
             wanted,
-            unit: super::k3s_unit::unit_name(&r.text(&self.unit)?)?,
+            unit: super::unit_task::unit_name(&r.text(&self.unit)?)?,
             dropin: self.dropin(r)?,
             version,
-        })
+        }))
+    }
+
+    fn clone_box(&self) -> Box<dyn Extension> {
+        Box::new(self.clone())
     }
 }
 
@@ -117,13 +130,6 @@ impl Desired {
         }
     }
 
-    fn text(state: &RemoteState, path: &str) -> Option<String> {
-        state
-            .content
-            .get(path)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-    }
-
     /// The file khard writes and its wanted content.
     fn target(&self, state: &RemoteState) -> Result<(String, String, Mode), TaskError> {
         match self.mode()? {
@@ -141,7 +147,7 @@ impl Desired {
                     )
                     .into());
                 }
-                let existing = Self::text(state, CONFIG).unwrap_or_default();
+                let existing = cfg::file_text(state, CONFIG).unwrap_or_default();
                 let merged = cfg::merge_into(&existing, &self.wanted)
                     .map_err(|e| format!("{CONFIG}: {e}"))?;
                 Ok((CONFIG.to_owned(), merged, Mode::Merge))
@@ -172,8 +178,10 @@ impl Desired {
             dropins,
         )?)
     }
+}
 
-    pub fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
+impl ExtAction for Desired {
+    fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         let (target, content, mode) = self.target(state)?;
         let effective = self.effective_with(state, &target, &content, &mode)?;
         let conflicts = cfg::conflicts(&effective, &self.wanted, &target);
@@ -197,76 +205,18 @@ impl Desired {
             state,
         )?;
         // config.yaml holds the token: its diff is shown masked.
-        super::mask_k3s_diff(&mut change);
+        super::validate::mask_k3s_diff(&mut change);
         Ok(change)
     }
-}
 
-/// The probe that [`effective`] needs: config.yaml, the drop-ins, the unit's files.
-pub fn probe_config(p: &mut Probe, unit: &str) {
-    p.content.insert(CONFIG.to_owned());
-    p.content_glob.insert(format!("{DROPINS}/*.yaml"));
-    p.content_glob.insert(format!("{DROPINS}/*.yml"));
-    p.content.extend(crate::k3s::unit::unit_files(unit));
-}
+    /// The cross-server check compares what k3s will run with, all files counted.
+    fn shared(&self, state: &RemoteState) -> Option<Shared> {
+        self.effective(state)
+            .ok()
+            .map(|e| std::sync::Arc::new(e) as Shared)
+    }
 
-/// A node's effective k3s configuration from a probe: config.yaml, then
-/// (with `dropins`) the drop-ins in name order, then the unit's overriding
-/// flags. `planned` puts a file khard is about to write in place of what
-/// the probe read there.
-pub fn effective(
-    state: &RemoteState,
-    unit: &str,
-    planned: Option<(&str, &str)>,
-    dropins: bool,
-) -> Result<cfg::Effective, String> {
-    let text = |path: &str| -> Option<String> {
-        match planned {
-            Some((target, content)) if target == path => Some(content.to_owned()),
-            _ => Desired::text(state, path),
-        }
-    };
-    let mut files: Vec<(String, String)> = Vec::new();
-    if let Some(c) = text(CONFIG) {
-        files.push((CONFIG.to_owned(), c));
+    fn clone_box(&self) -> Box<dyn ExtAction> {
+        Box::new(self.clone())
     }
-    if dropins {
-        // k3s reads every drop-in; one khard could not read makes any
-        // answer about the node's configuration a guess.
-        let unread = [format!("{DROPINS}/*.yaml"), format!("{DROPINS}/*.yml")];
-        if unread.iter().any(|g| state.unread.contains(g)) {
-            return Err(format!(
-                "a drop-in in {DROPINS}/ could not be read (a link, a name with a newline, or over 256 KiB); k3s reads it, so the node's configuration cannot be known"
-            ));
-        }
-        let mut found: Vec<(String, String)> = state
-            .content
-            .iter()
-            .filter(|(p, _)| {
-                let lower = p.to_ascii_lowercase();
-                p.starts_with(&format!("{DROPINS}/"))
-                    && !p[DROPINS.len() + 1..].contains('/')
-                    && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
-                    && planned.is_none_or(|(target, _)| *p != target)
-            })
-            .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
-            .collect();
-        if let Some((target, content)) = planned.filter(|(t, _)| *t != CONFIG) {
-            found.push((target.to_owned(), content.to_owned()));
-        }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        files.extend(found);
-    }
-    let sources: Vec<Source> = files
-        .iter()
-        .map(|(file, text)| Source { file, text })
-        .collect();
-    let mut effective = cfg::merge(&sources)?;
-    for file in crate::k3s::unit::unit_files(unit) {
-        if let Some(text) = Desired::text(state, &file) {
-            let flags = crate::k3s::unit::overriding_flags(&text);
-            cfg::apply_cli(&mut effective, &file, &flags);
-        }
-    }
-    Ok(effective)
 }

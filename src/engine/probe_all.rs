@@ -1,0 +1,57 @@
+//! One read-only probe per host, for callers that judge what comes back
+//! themselves (`khard report`): no task is diffed or applied.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Runner, join_all};
+use crate::facts::{Probe, RemoteState};
+use crate::plan::{HostPlan, PlayPlan};
+
+/// A host's answer: its state, or why there is none (unreachable, a probe
+/// that failed).
+pub type Answer = Result<RemoteState, String>;
+
+impl Runner {
+    /// Probes every host of the plans once, in parallel (bounded by
+    /// --forks), each with the probe `probe_of` asks for it, plus the
+    /// domain's facts. Returns each host's plan and answer, in plan order,
+    /// and the SSH channels opened per host.
+    pub async fn probe_all(
+        &self,
+        plans: &[PlayPlan],
+        probe_of: &(dyn Fn(&HostPlan) -> Probe + Sync),
+    ) -> (Vec<(HostPlan, Answer)>, BTreeMap<String, usize>) {
+        let mut seen = BTreeSet::new();
+        let hosts: Vec<&HostPlan> = plans
+            .iter()
+            .flat_map(|p| &p.hosts)
+            .filter(|h| seen.insert(h.name.clone()))
+            .collect();
+        for h in &hosts {
+            self.report.host(&h.name);
+        }
+        self.report.start(&BTreeMap::new());
+        if !self.sudo_password_works(plans).await || self.stopped() {
+            return (Vec::new(), self.close_all().await);
+        }
+        let answers = join_all(hosts.into_iter().map(|h| async move {
+            let answer = self.probe_one(h, probe_of(h)).await;
+            self.report.phase(&h.name, "probed");
+            (h.clone(), answer)
+        }))
+        .await;
+        (answers, self.close_all().await)
+    }
+
+    async fn probe_one(&self, h: &HostPlan, mut probe: Probe) -> Answer {
+        if let Err(why) = self.connect(h).await {
+            self.report.unreachable(&h.name, "compliance audit", &why);
+            return Err("the host is unreachable".into());
+        }
+        self.domain.probe_facts(&mut probe);
+        self.probe_host(h, probe)
+            .await
+            .map(|p| p.state)
+            .map_err(|e| format!("its probe failed: {e}"))
+    }
+}

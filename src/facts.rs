@@ -1,0 +1,534 @@
+//! The probe contract: what a task may ask a node ([`Probe`]: file metadata
+//! and checksums, contents, live sysctl values, guard commands, read-only
+//! queries, named facts) and what comes back ([`RemoteState`]). Modules,
+//! the audit and the domain declare their needs here; the engine runs ONE
+//! read-only script per host made from the merged request ([`Probe::script`])
+//! and reads the answer with [`parse`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::shell::{preamble, quote};
+
+/// What the tasks of one host want to know.
+#[derive(Debug, Default, Clone)]
+pub struct Probe {
+    /// Paths or globs (`*`, `?`) to `stat` (symlinks are reported as links).
+    pub stat: BTreeSet<String>,
+    /// Paths to `stat -L` (what a symbolic link points to), for `follow: true`.
+    pub stat_follow: BTreeSet<String>,
+    /// Files whose sha256 is needed.
+    pub sha256: BTreeSet<String>,
+    /// Files whose whole content is needed (for diffs, or to read a unit file).
+    pub content: BTreeSet<String>,
+    /// Globs (`*` in the last part) whose matching files' content is needed
+    /// (a folder of drop-ins).
+    pub content_glob: BTreeSet<String>,
+    /// Sysctl keys (`vm.overcommit_memory`) whose live value is needed.
+    pub sysctl: BTreeSet<String>,
+    /// Read-only guard commands (`unless:`) whose exit status is needed.
+    pub guards: Vec<String>,
+    /// Read-only commands whose exit status and output (at most
+    /// [`MAX_READ`] bytes of stdout) are needed (the compliance audit's API queries).
+    pub reads: BTreeSet<String>,
+    /// Named facts: a name (a plain identifier) and the read-only shell that
+    /// prints its value on one line, or nothing when it is unknown. The
+    /// domain asks for these (e.g. the version of the software on the node).
+    pub facts: BTreeMap<String, String>,
+}
+
+/// Most output a `reads` command brings back.
+pub const MAX_READ: usize = 64 * 1024;
+
+/// Largest file content a probe brings back; bigger files are compared by checksum only.
+pub const MAX_CONTENT: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    File,
+    Dir,
+    Link,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stat {
+    pub kind: Kind,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    /// Numeric ids, so that `owner: "0"` compares with what `stat` says.
+    pub uid: String,
+    pub gid: String,
+    pub size: u64,
+}
+
+/// The answers of a probe.
+#[derive(Debug, Default, Clone)]
+pub struct RemoteState {
+    pub stat: BTreeMap<String, Stat>,
+    pub stat_follow: BTreeMap<String, Stat>,
+    pub sha256: BTreeMap<String, String>,
+    pub content: BTreeMap<String, Vec<u8>>,
+    pub sysctl: BTreeMap<String, String>,
+    /// Exit status of each guard command.
+    pub guards: BTreeMap<String, i32>,
+    /// Exit status and stdout of each `reads` command.
+    pub reads: BTreeMap<String, (i32, String)>,
+    /// `content_glob` patterns with a match whose content did not come back
+    /// (a name with a newline, a link, a file over [`MAX_CONTENT`]).
+    pub unread: BTreeSet<String>,
+    /// The value of each fact that answered with a non-empty line.
+    pub facts: BTreeMap<String, String>,
+}
+
+impl Probe {
+    pub fn add_guard(&mut self, command: &str) -> usize {
+        if let Some(i) = self.guards.iter().position(|g| g == command) {
+            return i;
+        }
+        self.guards.push(command.to_owned());
+        self.guards.len() - 1
+    }
+
+    /// Adds everything `other` asks.
+    pub fn merge(&mut self, other: Probe) {
+        self.stat.extend(other.stat);
+        self.stat_follow.extend(other.stat_follow);
+        self.sha256.extend(other.sha256);
+        self.content.extend(other.content);
+        self.content_glob.extend(other.content_glob);
+        self.sysctl.extend(other.sysctl);
+        for g in other.guards {
+            self.add_guard(&g);
+        }
+        self.reads.extend(other.reads);
+        self.facts.extend(other.facts);
+    }
+
+    /// Whether everything `other` needs was asked by this probe (content aside,
+    /// which only feeds diffs).
+    pub fn covers(&self, other: &Probe) -> bool {
+        other.stat.is_subset(&self.stat)
+            && other.stat_follow.is_subset(&self.stat_follow)
+            && other.sha256.is_subset(&self.sha256)
+            && other.content_glob.is_subset(&self.content_glob)
+            && other.sysctl.is_subset(&self.sysctl)
+            && other.guards.iter().all(|g| self.guards.contains(g))
+            && other.reads.is_subset(&self.reads)
+            && other.facts.keys().all(|k| self.facts.contains_key(k))
+    }
+
+    /// The script: it only reads, never writes.
+    pub fn script(&self, marker: &str) -> Vec<u8> {
+        let mut s = preamble(marker);
+        s.push_str("echo \"$M facts\"\n");
+        for (name, command) in &self.facts {
+            let _ = writeln!(
+                s,
+                "khard_f=$( ( {command}\n) </dev/null 2>/dev/null | head -n 1 ); echo {}=\"$khard_f\"",
+                quote(name)
+            );
+        }
+        let words = |set: &BTreeSet<String>| {
+            set.iter()
+                .map(|p| {
+                    if p.contains(['*', '?']) {
+                        glob_words(p)
+                    } else {
+                        quote(p)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if !self.stat.is_empty() {
+            let _ = writeln!(
+                s,
+                "echo \"$M stat\"\nstat -c '%F|%a|%U|%G|%s|%u|%g|%n' -- {} 2>/dev/null",
+                words(&self.stat)
+            );
+        }
+        if !self.stat_follow.is_empty() {
+            let _ = writeln!(
+                s,
+                "echo \"$M statfollow\"\nstat -L -c '%F|%a|%U|%G|%s|%u|%g|%n' -- {} 2>/dev/null",
+                words(&self.stat_follow)
+            );
+        }
+        if !self.sha256.is_empty() {
+            let _ = writeln!(
+                s,
+                "echo \"$M sha256\"\nsha256sum -- {} 2>/dev/null",
+                words(&self.sha256)
+            );
+        }
+        // Each file is named in the output by its index, never by its path:
+        // a path echoed back would be shell text (`$(…)` in a dest runs).
+        for (i, path) in self.content.iter().enumerate() {
+            let q = quote(path);
+            let _ = writeln!(
+                s,
+                "if [ -f {q} ] && [ ! -L {q} ] && [ $(stat -c %s {q}) -le {MAX_CONTENT} ]; then echo \"$M content {i}\"; base64 {q}; fi"
+            );
+        }
+        // Matched names come back through printf of a variable, never as
+        // script text. A match that cannot come back whole (a name with a
+        // newline, a link, over MAX_CONTENT) is still reported, by the
+        // pattern's index: whoever reads the files must know one is missing.
+        for (i, pattern) in self.content_glob.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "for f in {}; do case $f in *'\n'*) echo \"$M unread {i}\"; continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; elif [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$M unread {i}\"; fi; done",
+                glob_words(pattern)
+            );
+        }
+        if !self.sysctl.is_empty() {
+            s.push_str("echo \"$M sysctl\"\n");
+            for key in &self.sysctl {
+                let file = quote(&format!("/proc/sys/{}", key.replace('.', "/")));
+                // Read whole with cat, never with `read`: procfs answers
+                // end-of-file at any non-zero offset, and dash's `read`
+                // takes one byte at a time, so it would see one character.
+                let _ = writeln!(
+                    s,
+                    "if v=$(cat {file} 2>/dev/null); then echo {}=\"$v\"; fi",
+                    quote(key)
+                );
+            }
+        }
+        for (i, guard) in self.guards.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "( {guard}\n) </dev/null >/dev/null 2>&1; echo \"$M guard {i} $?\""
+            );
+        }
+        // Output goes back base64-encoded, so it can never forge a marker line.
+        for (i, command) in self.reads.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "khard_r=$( ( {command}\n) </dev/null 2>/dev/null ); khard_s=$?; echo \"$M read {i} $khard_s\"; printf '%s' \"$khard_r\" | head -c {MAX_READ} | base64"
+            );
+        }
+        s.push_str("echo \"$M end\"\n");
+        s.into_bytes()
+    }
+}
+
+/// A glob for the shell: quoted except for its wildcards, so the remote shell expands it.
+pub fn glob_words(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut literal = String::new();
+    for c in pattern.chars() {
+        if c == '*' || c == '?' {
+            if !literal.is_empty() {
+                out.push_str(&quote(&literal));
+                literal.clear();
+            }
+            out.push(c);
+        } else {
+            literal.push(c);
+        }
+    }
+    if !literal.is_empty() {
+        out.push_str(&quote(&literal));
+    }
+    out
+}
+
+/// Parses probe output; `None` when the end marker is missing (the probe was cut short).
+pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
+    let mut state = RemoteState::default();
+    let mut section = String::new();
+    let mut content_path = String::new();
+    let mut content_b64 = String::new();
+    // The `reads` command being collected: its index, status and base64 so far.
+    let mut read: Option<(String, i32)> = None;
+    let mut read_b64 = String::new();
+    let mut ended = false;
+    let flush_content = |state: &mut RemoteState, path: &mut String, b64: &mut String| {
+        if !path.is_empty() {
+            if let Ok(bytes) = data_encoding::BASE64.decode(b64.as_bytes()) {
+                state.content.insert(std::mem::take(path), bytes);
+            }
+            path.clear();
+            b64.clear();
+        }
+    };
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(' ')) {
+            flush_content(&mut state, &mut content_path, &mut content_b64);
+            flush_read(&mut state, &mut read, &mut read_b64);
+            if let Some(r) = rest.strip_prefix("read ") {
+                let mut it = r.split(' ');
+                let index = it.next().and_then(|i| i.parse::<usize>().ok());
+                let code = it.next().and_then(|c| c.parse::<i32>().ok());
+                if let (Some(cmd), Some(code)) =
+                    (index.and_then(|i| probe.reads.iter().nth(i)), code)
+                {
+                    read = Some((cmd.clone(), code));
+                }
+                section = "read".into();
+            } else if let Some(i) = rest.strip_prefix("unread ") {
+                let pattern = i
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| probe.content_glob.iter().nth(i));
+                state.unread.extend(pattern.cloned());
+                section.clear();
+            } else if let Some(path) = rest.strip_prefix("file ") {
+                let wanted = probe
+                    .content_glob
+                    .iter()
+                    .any(|g| crate::lang::glob::Glob::PATHS.matches(g, path));
+                content_path = if wanted {
+                    path.to_owned()
+                } else {
+                    String::new()
+                };
+                section = "content".into();
+            } else if let Some(i) = rest.strip_prefix("content ") {
+                let path = i
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| probe.content.iter().nth(i));
+                content_path = path.cloned().unwrap_or_default();
+                section = "content".into();
+            } else if let Some(g) = rest.strip_prefix("guard ") {
+                let mut it = g.split(' ');
+                let index = it.next().and_then(|i| i.parse::<usize>().ok());
+                let code = it.next().and_then(|c| c.parse::<i32>().ok());
+                if let (Some(cmd), Some(code)) = (index.and_then(|i| probe.guards.get(i)), code) {
+                    state.guards.insert(cmd.clone(), code);
+                }
+                section.clear();
+            } else if rest == "end" {
+                ended = true;
+            } else {
+                section = rest.to_owned();
+            }
+            continue;
+        }
+        match section.as_str() {
+            "facts" => {
+                if let Some((k, v)) = line.split_once('=')
+                    && !v.is_empty()
+                {
+                    state.facts.insert(k.to_owned(), v.to_owned());
+                }
+            }
+            "stat" | "statfollow" => {
+                let parts: Vec<&str> = line.splitn(8, '|').collect();
+                if let [kind, mode, owner, group, size, uid, gid, path] = parts[..] {
+                    let kind = match kind {
+                        "regular file" | "regular empty file" => Kind::File,
+                        "directory" => Kind::Dir,
+                        "symbolic link" => Kind::Link,
+                        other => Kind::Other(other.to_owned()),
+                    };
+                    let map = if section == "stat" {
+                        &mut state.stat
+                    } else {
+                        &mut state.stat_follow
+                    };
+                    map.insert(
+                        path.to_owned(),
+                        Stat {
+                            kind,
+                            mode: u32::from_str_radix(mode, 8).unwrap_or(0),
+                            owner: owner.to_owned(),
+                            group: group.to_owned(),
+                            uid: uid.to_owned(),
+                            gid: gid.to_owned(),
+                            size: size.parse().unwrap_or(0),
+                        },
+                    );
+                }
+            }
+            "sha256" => {
+                if let Some((hash, path)) = line.split_once("  ").or_else(|| line.split_once(" *"))
+                {
+                    state.sha256.insert(path.to_owned(), hash.to_owned());
+                }
+            }
+            "sysctl" => {
+                if let Some((k, v)) = line.split_once('=') {
+                    state.sysctl.insert(k.to_owned(), normalize_sysctl(v));
+                }
+            }
+            "content" => content_b64.push_str(line.trim()),
+            "read" => read_b64.push_str(line.trim()),
+            _ => {}
+        }
+    }
+    flush_content(&mut state, &mut content_path, &mut content_b64);
+    flush_read(&mut state, &mut read, &mut read_b64);
+    ended.then_some(state)
+}
+
+/// Stores the `reads` answer collected so far, if any.
+fn flush_read(state: &mut RemoteState, read: &mut Option<(String, i32)>, b64: &mut String) {
+    if let Some((command, code)) = read.take() {
+        let bytes = data_encoding::BASE64
+            .decode(b64.as_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        state.reads.insert(command, (code, text));
+    }
+    b64.clear();
+}
+
+/// Multi-value sysctls (`32768\t60999`) compare with single spaces.
+pub fn normalize_sysctl(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The sha256 of `data` in lower-case hex, as `sha256sum` prints it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The read path against the test machine's own, real /proc/sys (reading
+    /// is harmless), under every shell a node may have as /bin/sh. Integer
+    /// sysctls are the trap: procfs answers end-of-file at any non-zero
+    /// offset, so dash's byte-by-byte `read` gets one digit.
+    #[test]
+    fn reads_the_real_proc_sys_whole_under_dash_bash_and_busybox() {
+        let keys = [
+            "kernel.keys.root_maxkeys",
+            "kernel.panic",
+            "vm.overcommit_memory",
+            "net.ipv4.ip_local_port_range",
+            "kernel.ostype",
+        ];
+        let mut p = Probe::default();
+        p.sysctl.extend(keys.iter().map(|k| k.to_string()));
+        let marker = crate::shell::new_marker();
+        let script = String::from_utf8(p.script(&marker)).unwrap();
+        let want: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                let path = format!("/proc/sys/{}", k.replace('.', "/"));
+                normalize_sysctl(std::fs::read_to_string(path).unwrap().trim_end())
+            })
+            .collect();
+        assert!(
+            want[0].len() > 1,
+            "root_maxkeys has several digits: {want:?}"
+        );
+        let shells: [&[&str]; 3] = [&["dash"], &["bash"], &["busybox", "sh"]];
+        for shell in shells {
+            let Ok(out) = std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .arg("-c")
+                .arg(&script)
+                .output()
+            else {
+                panic!("{shell:?} is not installed: run scripts/test, which installs it");
+            };
+            let state = parse(&marker, &String::from_utf8_lossy(&out.stdout), &p)
+                .unwrap_or_else(|| panic!("{shell:?}: probe did not end"));
+            let got: Vec<String> = keys.iter().map(|k| state.sysctl[*k].clone()).collect();
+            assert_eq!(got, want, "{shell:?}");
+        }
+    }
+
+    #[test]
+    fn probes_a_real_folder() {
+        let tmp = crate::testutil::TempDir::new();
+        let dir = tmp.path().to_path_buf();
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        std::fs::write(dir.join("a.conf"), "x=1\n").unwrap();
+        std::fs::write(dir.join("tls/one.crt"), "c").unwrap();
+        std::fs::write(dir.join("tls/two.crt"), "c").unwrap();
+        let d = dir.display();
+        let mut p = Probe::default();
+        p.stat.insert(format!("{d}/a.conf"));
+        p.stat.insert(format!("{d}/missing"));
+        p.stat.insert(format!("{d}/tls/*.crt"));
+        p.sha256.insert(format!("{d}/a.conf"));
+        p.content.insert(format!("{d}/a.conf"));
+        p.sysctl.insert("kernel.ostype".into());
+        p.add_guard("test -e /");
+        p.add_guard("exit 3");
+        // A read whose output looks like a marker line cannot forge one.
+        let forged = "printf 'x\\n%s end\\nline two\\n' \"$M\"; exit 4";
+        p.reads.insert(forged.into());
+        p.reads.insert("echo 'ns a=false'".into());
+        let marker = crate::shell::new_marker();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(String::from_utf8(p.script(&marker)).unwrap())
+            .output()
+            .unwrap();
+        let state = parse(&marker, &String::from_utf8_lossy(&out.stdout), &p).expect("probe ended");
+        let a = &state.stat[&format!("{d}/a.conf")];
+        assert_eq!((a.kind.clone(), a.size), (Kind::File, 4));
+        assert!(!state.stat.contains_key(&format!("{d}/missing")));
+        assert!(state.stat.contains_key(&format!("{d}/tls/two.crt")));
+        assert_eq!(state.sha256[&format!("{d}/a.conf")], sha(b"x=1\n"));
+        assert_eq!(state.content[&format!("{d}/a.conf")], b"x=1\n");
+        assert_eq!(state.sysctl["kernel.ostype"], "Linux");
+        assert_eq!(state.guards["test -e /"], 0);
+        assert_eq!(state.guards["exit 3"], 3);
+        assert_eq!(state.reads["echo 'ns a=false'"], (0, "ns a=false".into()));
+        assert_eq!(
+            state.reads[forged],
+            (4, format!("x\n{marker} end\nline two"))
+        );
+    }
+
+    #[test]
+    fn a_glob_match_that_cannot_come_back_is_reported_unread() {
+        let tmp = crate::testutil::TempDir::new();
+        let dir = tmp.path().to_path_buf();
+        std::fs::write(dir.join("10-ok.yaml"), "a: 1\n").unwrap();
+        let d = dir.display();
+        let mut p = Probe::default();
+        p.content_glob.insert(format!("{d}/*.yaml"));
+        p.content_glob.insert(format!("{d}/*.yml"));
+        let marker = crate::shell::new_marker();
+        let run = |p: &Probe| {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(String::from_utf8(p.script(&marker)).unwrap())
+                .output()
+                .unwrap();
+            parse(&marker, &String::from_utf8_lossy(&out.stdout), p).expect("probe ended")
+        };
+        let state = run(&p);
+        assert!(state.unread.is_empty(), "{:?}", state.unread);
+        assert_eq!(state.content[&format!("{d}/10-ok.yaml")], b"a: 1\n");
+        // A name with a newline, a link and a file too big to bring back.
+        std::fs::write(dir.join("20-new\nline.yaml"), "b: 2\n").unwrap();
+        std::os::unix::fs::symlink(dir.join("10-ok.yaml"), dir.join("30-link.yml")).unwrap();
+        let state = run(&p);
+        assert_eq!(
+            state.unread,
+            BTreeSet::from([format!("{d}/*.yaml"), format!("{d}/*.yml")])
+        );
+        assert!(state.content.contains_key(&format!("{d}/10-ok.yaml")));
+    }
+
+    fn sha(data: &[u8]) -> String {
+        use sha2::Digest;
+        data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(data))
+    }
+
+    #[test]
+    fn a_cut_short_probe_is_not_trusted() {
+        assert!(parse("@@k", "@@k facts\nversion=v1\n", &Probe::default()).is_none());
+        let s = parse(
+            "@@k",
+            "@@k facts\nversion=v1.30.6+k3s1\n@@k end\n",
+            &Probe::default(),
+        )
+        .unwrap();
+        assert_eq!(s.facts["version"], "v1.30.6+k3s1");
+    }
+}
