@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use super::flags::{Flags, Node, component_flags};
 use crate::facts::{Kind, Probe, RemoteState};
-use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_SINCE, version_triple};
+use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_SINCE};
+use crate::k3s::version::K3sVersion;
 
 pub const ETCD_DIR: &str = "/var/lib/rancher/k3s/server/db/etcd";
 pub const ETCD_CONFIG: &str = "/var/lib/rancher/k3s/server/db/etcd/config";
@@ -152,7 +153,7 @@ impl Evidence {
                 state.content.contains_key(&unit_file)
             })
             .unwrap_or(&units(role)[0]);
-        let flags = match version.as_deref().and_then(version_triple) {
+        let flags = match version.as_deref().and_then(K3sVersion::parse) {
             None => Err("the k3s version is unknown".to_owned()),
             Some(v) => config_flags(state, unit, v, embedded_etcd),
         };
@@ -230,7 +231,7 @@ impl Evidence {
 fn config_flags(
     state: &RemoteState,
     unit: &str,
-    version: (u64, u64, u64),
+    version: K3sVersion,
     embedded_etcd: bool,
 ) -> Result<BTreeMap<String, Flags>, String> {
     if state.stat.contains_key(CONFIG) && !state.content.contains_key(CONFIG) {

@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::test_eval::Found;
-use crate::k3s::config::{Effective, Setting, version_triple};
+use crate::k3s::config::{Effective, Setting};
+use crate::k3s::version::K3sVersion;
 
-type Version = (u64, u64, u64);
+type Version = K3sVersion;
 
 #[derive(Debug, Deserialize)]
 struct Table {
@@ -74,19 +75,20 @@ impl DefaultFlag {
         let v = node.version;
         let since_ok = match &self.since {
             None => true,
-            Some(Since::One(s)) => version_triple(s).is_none_or(|s| v >= s),
+            Some(Since::One(s)) => K3sVersion::parse(s).is_none_or(|s| v >= s),
             Some(Since::PerLine(list)) => {
-                let lines: Vec<Version> = list.iter().filter_map(|s| version_triple(s)).collect();
-                match lines.iter().find(|l| l.0 == v.0 && l.1 == v.1) {
+                let lines: Vec<Version> =
+                    list.iter().filter_map(|s| K3sVersion::parse(s)).collect();
+                match lines.iter().find(|l| l.minor == v.minor) {
                     Some(first) => v >= *first,
-                    None => lines.iter().all(|l| (v.0, v.1) > (l.0, l.1)),
+                    None => lines.iter().all(|l| v.minor > l.minor),
                 }
             }
         };
         let until_ok = self
             .until
             .as_deref()
-            .and_then(version_triple)
+            .and_then(K3sVersion::parse)
             .is_none_or(|u| v < u);
         let when_ok = match self.when.as_deref() {
             Some("embedded-etcd") => node.embedded_etcd,
@@ -185,7 +187,7 @@ mod tests {
 
     fn node(version: &str) -> Node {
         Node {
-            version: version_triple(version).unwrap(),
+            version: K3sVersion::parse(version).unwrap(),
             embedded_etcd: false,
         }
     }

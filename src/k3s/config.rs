@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::facts::{Probe, RemoteState};
+use crate::k3s::version::K3sVersion;
 
 /// One value of the effective configuration, and the file that set it.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,17 +32,9 @@ pub struct Source<'a> {
 }
 
 /// The first release that reads config.yaml at all.
-pub const CONFIG_FILE_SINCE: (u64, u64, u64) = (1, 19, 1);
+pub const CONFIG_FILE_SINCE: K3sVersion = K3sVersion::new(1, 19, 1);
 /// The first release that reads config.yaml.d/ drop-ins with `key+` appends.
-pub const DROPINS_SINCE: (u64, u64, u64) = (1, 21, 1);
-
-/// `v1.21.1+k3s1` → (1, 21, 1).
-pub fn version_triple(version: &str) -> Option<(u64, u64, u64)> {
-    let v = version.trim().trim_start_matches('v');
-    let v = v.split(['+', '-']).next()?;
-    let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
-    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
-}
+pub const DROPINS_SINCE: K3sVersion = K3sVersion::new(1, 21, 1);
 
 fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
     match v {
@@ -431,9 +424,9 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(version_triple("v1.21.1+k3s1"), Some((1, 21, 1)));
-        assert_eq!(version_triple("v1.30.6+k3s1"), Some((1, 30, 6)));
-        assert!(version_triple("v1.19.0+k3s1").unwrap() < CONFIG_FILE_SINCE);
-        assert!(version_triple("v1.21.0+k3s1").unwrap() < DROPINS_SINCE);
+        let v = |s| K3sVersion::parse(s).unwrap();
+        assert!(v("v1.19.0+k3s1") < CONFIG_FILE_SINCE);
+        assert!(v("v1.19.1+k3s1") >= CONFIG_FILE_SINCE);
+        assert!(v("v1.21.0+k3s1") < DROPINS_SINCE);
     }
 }

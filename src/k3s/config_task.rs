@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::facts::{Probe, RemoteState};
 use crate::k3s::config::{self as cfg};
 use crate::k3s::validate::{Checker, Validate};
+use crate::k3s::version::K3sVersion;
 use crate::lang::template::Text;
 use crate::modules::ContentKind;
 use crate::modules::error::TaskError;
@@ -48,7 +49,7 @@ pub struct Desired {
     pub unit: String,
     pub dropin: String,
     /// The node's k3s version, when known.
-    pub version: Option<(u64, u64, u64)>,
+    pub version: Option<K3sVersion>,
 }
 
 impl Args {
@@ -97,7 +98,7 @@ impl Extension for Args {
             .vars
             .get("k3s_version")
             .and_then(serde_json::Value::as_str)
-            .and_then(cfg::version_triple);
+            .and_then(K3sVersion::parse);
         Ok(Box::new(Desired {
             wanted,
             unit: super::unit_task::unit_name(&r.text(&self.unit)?)?,
@@ -121,8 +122,7 @@ impl Desired {
     fn mode(&self) -> Result<Mode, TaskError> {
         match self.version {
             Some(v) if v < cfg::CONFIG_FILE_SINCE => Err(format!(
-                "k3s v{}.{}.{} reads no config file (k3s reads /etc/rancher/k3s/config.yaml from v1.19.1 on): upgrade k3s before hardening it; nothing was written",
-                v.0, v.1, v.2
+                "k3s {v} reads no config file (k3s reads /etc/rancher/k3s/config.yaml from v1.19.1 on): upgrade k3s before hardening it; nothing was written"
             )
             .into()),
             Some(v) if v < cfg::DROPINS_SINCE => Ok(Mode::Merge),

@@ -5,6 +5,8 @@ use serde_json::{Map, Value};
 
 use std::collections::BTreeSet;
 
+use crate::k3s::version::K3sVersion;
+
 /// Names of the facts that come from the probe; a path or guard may not use them,
 /// since they are only known after probing.
 pub const PROBED: &[&str] = &["k3s_version", "k3s_minor", "k3s_era", "cis_benchmark"];
@@ -33,16 +35,7 @@ pub fn k3s_role(groups: &BTreeSet<String>, vars: &Map<String, Value>) -> &'stati
 
 /// The minor version of a k3s version string such as `v1.30.6+k3s1`.
 pub fn minor(version: &str) -> Option<u64> {
-    let v = version.trim().trim_start_matches('v');
-    let mut parts = v.split('.');
-    let major: u64 = parts.next()?.parse().ok()?;
-    let minor: u64 = parts
-        .next()?
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()?;
-    (major == 1).then_some(minor)
+    K3sVersion::parse(version).map(|v| v.minor)
 }
 
 /// The content era: `psp` (≤ 1.24), `psa` (1.25–1.28), `psa129` (≥ 1.29).
@@ -75,16 +68,15 @@ pub fn benchmark(minor: u64) -> &'static str {
 /// Whether a k3s release passes its default TLS cipher suites to
 /// kube-apiserver itself (k3s#6725: from v1.23.16, v1.24.10, v1.25.6, v1.26.1).
 pub fn apiserver_default_ciphers(version: &str) -> bool {
-    let Some(v) = crate::k3s::config::version_triple(version) else {
+    let Some(v) = K3sVersion::parse(version) else {
         return true;
     };
-    match (v.0, v.1) {
-        (1, 23) => v.2 >= 16,
-        (1, 24) => v.2 >= 10,
-        (1, 25) => v.2 >= 6,
-        (1, 26) => v.2 >= 1,
-        (1, m) => m > 26,
-        _ => true,
+    match v.minor {
+        23 => v.patch >= 16,
+        24 => v.patch >= 10,
+        25 => v.patch >= 6,
+        26 => v.patch >= 1,
+        m => m > 26,
     }
 }
 

@@ -13,5 +13,6 @@ pub mod facts;
 pub mod unit;
 pub mod unit_task;
 pub mod validate;
+pub mod version;
 
 pub use domain::K3s;
