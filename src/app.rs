@@ -159,8 +159,8 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     let channels = if compliance {
         // `khard report` judges evidence only: probing the playbook's tasks
         // first would cost every host a round trip whose answer goes unused.
-        let (answers, channels) =
-            runtime.block_on(runner.probe_all(&plans, &|h| evidence::probe(role_of(h))));
+        let (answers, channels) = runtime
+            .block_on(runner.probe_all(&plans, &|h| evidence::probe(role_of(h), config_of(h))));
         for (h, answer) in answers {
             runner
                 .report
@@ -330,6 +330,14 @@ fn role_of(h: &HostPlan) -> &str {
         .unwrap_or("agent")
 }
 
+/// The k3s config file of a host: `k3s_config_file`, else k3s's default.
+fn config_of(h: &HostPlan) -> &str {
+    h.vars
+        .get("k3s_config_file")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(crate::k3s::config::CONFIG)
+}
+
 /// Judges one node's evidence against its benchmark. The tasks that
 /// remediate a control there: in a play of this host, carrying the control's
 /// ID in this benchmark, and not ruled out by their `when:` on this node
@@ -343,7 +351,7 @@ fn audit_host(
 ) -> NodeAudit {
     let role = role_of(h);
     let (ev, state) = match answer {
-        Ok(state) => (Evidence::from_state(role, &state), state),
+        Ok(state) => (Evidence::from_state(role, config_of(h), &state), state),
         Err(why) => (Evidence::unavailable(role, &why), RemoteState::default()),
     };
     let var = |name: &str| h.vars.get(name).and_then(serde_json::Value::as_str);

@@ -179,7 +179,7 @@ impl Probe {
         for (i, pattern) in self.content_glob.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "for f in {}; do case $f in *'\n'*) echo \"$M unread {i}\"; continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; elif [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$M unread {i}\"; fi; done",
+                "for f in {}; do case $f in *'\n'*) echo \"$M unread {i}\"; continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; elif [ -d \"$f\" ] && [ ! -L \"$f\" ]; then :; elif [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$M unread {i}\"; fi; done",
                 glob_words(pattern)
             );
         }
@@ -215,19 +215,33 @@ impl Probe {
     }
 }
 
-/// A glob for the shell: quoted except for its wildcards, so the remote shell expands it.
+/// A glob for the shell: quoted except for its wildcards (`*`, `?`, and
+/// `[…]` classes of letters and digits), so the remote shell expands it.
 pub fn glob_words(pattern: &str) -> String {
     let mut out = String::new();
     let mut literal = String::new();
-    for c in pattern.chars() {
-        if c == '*' || c == '?' {
-            if !literal.is_empty() {
-                out.push_str(&quote(&literal));
-                literal.clear();
+    let bytes = pattern.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let wild = match bytes[i] {
+            b'*' | b'?' => Some(1),
+            b'[' => crate::lang::glob::class_at(&bytes[i..]).map(|(_, len)| len),
+            _ => None,
+        };
+        match wild {
+            Some(len) => {
+                if !literal.is_empty() {
+                    out.push_str(&quote(&literal));
+                    literal.clear();
+                }
+                out.push_str(&pattern[i..i + len]);
+                i += len;
             }
-            out.push(c);
-        } else {
-            literal.push(c);
+            None => {
+                let c = pattern[i..].chars().next().expect("in bounds");
+                literal.push(c);
+                i += c.len_utf8();
+            }
         }
     }
     if !literal.is_empty() {

@@ -292,47 +292,68 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
     }
 }
 
+/// How k3s itself reads its unit (docs/research/k3s-config-semantics.md,
+/// K9, K11, K12): a list flag on ExecStart (k3s-ansible's
+/// `extra_server_args`, INSTALL_K3S_EXEC) is appended after the config's
+/// items, so the node hardens; a later item for the same flag, or a bool
+/// turned off in any spelling Go accepts, wins over the config and fails the
+/// node before anything is written, in apply and in the report alike.
 #[test]
-fn a_unit_that_overrides_the_config_fails_the_node_and_its_controls() {
+fn a_unit_list_flag_is_appended_and_what_it_overrides_fails_the_node() {
     let fleet = Fleet::up(&[&format!("s1:server:{V130}"), &format!("s2:server:{V130}")]);
     let unit = fleet.path("s1", "/etc/systemd/system/k3s.service");
+    let with = |flags: &str| {
+        format!("[Service]\nExecStart=/usr/local/bin/k3s \\\n    server \\\n{flags}\n")
+    };
     std::fs::write(
         &unit,
-        "[Service]\nExecStart=/usr/local/bin/k3s \\\n    server \\\n\t'--kube-apiserver-arg=audit-log-path=/tmp/a' \\\n",
+        with("\t'--kube-apiserver-arg=max-requests-inflight=800'"),
     )
     .unwrap();
     let run = fleet.apply(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(fleet.restarts("s1").len(), 1, "{}", run.all());
+    let (_, doc) = fleet.report(&[]);
+    assert_eq!(control(&doc, "s1", "1.2.17")["verdict"], "pass");
+    let check = fleet.apply(&["--check"]);
+    assert_eq!(check.code, 0, "{}", check.all());
+
+    // A bool turned off with one dash and Go's `0`: the unit wins over config.yaml.
+    std::fs::write(&unit, with("    -protect-kernel-defaults=0")).unwrap();
+    let restarts = fleet.restarts("s1").len();
+    for args in [&["--check"][..], &[][..]] {
+        let run = fleet.apply(args);
+        assert_eq!(run.code, 3, "{}", run.all());
+        assert!(
+            run.stdout
+                .contains("/etc/systemd/system/k3s.service: --protect-kernel-defaults=false"),
+            "{}",
+            run.all()
+        );
+    }
+    assert_eq!(fleet.restarts("s1").len(), restarts, "s1 restarted");
+
+    // A later item for one of khard's flags is the one kube-apiserver keeps.
+    std::fs::write(&unit, with("\t'--kube-apiserver-arg=audit-log-maxage=1'")).unwrap();
+    let run = fleet.apply(&["--check"]);
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(
-        run.stdout.contains("overrides config.yaml")
-            && run
-                .stdout
-                .contains("--kube-apiserver-arg=audit-log-path=/tmp/a"),
+        run.stdout.contains(
+            "/etc/systemd/system/k3s.service sets kube-apiserver-arg `audit-log-maxage=1`"
+        ),
         "{}",
         run.all()
     );
-    assert!(
-        fleet.restarts("s1").is_empty(),
-        "s1 restarted with an overriding unit"
-    );
-    assert!(
-        fleet
-            .read("s2", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
-            .is_some()
-    );
-    // The unit's list replaces config.yaml's: only its audit-log-path counts.
     let (_, doc) = fleet.report(&[]);
     let maxage = control(&doc, "s1", "1.2.17");
     assert_eq!(maxage["verdict"], "fail", "{maxage}");
-    let path = control(&doc, "s1", "1.2.16");
-    assert_eq!(path["verdict"], "pass", "{path}");
     assert!(
-        path["found"].as_str().unwrap().contains(
-            "audit-log-path=/tmp/a (kube-apiserver-arg in /etc/systemd/system/k3s.service)"
-        ),
-        "{path}"
+        maxage["found"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/systemd/system/k3s.service"),
+        "{maxage}"
     );
-    assert_eq!(control(&doc, "s2", "1.2.17")["verdict"], "pass");
 }
 
 #[test]

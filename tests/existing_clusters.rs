@@ -144,7 +144,8 @@ fn existing_configs_keep_every_key_and_the_hardening_is_appended() {
         Some(weak)
     );
 
-    // The unit's command line replacing a list khard appends to is a conflict too.
+    // A list flag on the unit's command line is appended (k3s-ansible's
+    // extra_agent_args): nothing conflicts, nothing changes.
     std::fs::remove_file(fleet.path("w1", "/etc/rancher/k3s/config.yaml.d/zz-weak.yaml")).unwrap();
     put(
         &fleet,
@@ -153,8 +154,23 @@ fn existing_configs_keep_every_key_and_the_hardening_is_appended() {
         &format!("{UNIT}\t'--kubelet-arg=max-pods=200' \\\n"),
     );
     let r = fleet.apply(&["--limit", "w1"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.count("w1", "changed"), 0, "{}", r.all());
+    // A systemd drop-in of any name that resets ExecStart is what runs.
+    put(
+        &fleet,
+        "w1",
+        "/etc/systemd/system/k3s-agent.service.d/10-flags.conf",
+        "[Service]\nExecStart=\nExecStart=/usr/local/bin/k3s agent --protect-kernel-defaults=False\n",
+    );
+    let r = fleet.apply(&["--limit", "w1", "--check"]);
     assert_eq!(r.code, 3, "{}", r.all());
-    assert!(r.stdout.contains("k3s-agent.service"), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("k3s-agent.service.d/10-flags.conf: --protect-kernel-defaults=false"),
+        "{}",
+        r.all()
+    );
 }
 
 /// k3s 1.19.1 - 1.21.0 reads no drop-ins: khard merges into config.yaml,

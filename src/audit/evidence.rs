@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 
 use super::flags::{Flags, Node, component_flags};
 use crate::facts::{Kind, Probe, RemoteState};
-use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_SINCE};
+use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_READ_SINCE};
+use crate::k3s::launch::Launch;
 use crate::k3s::version::K3sVersion;
 
 pub const ETCD_DIR: &str = "/var/lib/rancher/k3s/server/db/etcd";
 pub const ETCD_CONFIG: &str = "/var/lib/rancher/k3s/server/db/etcd/config";
-const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
 
 /// What the kubelet's protect-kernel-defaults requires of the kernel.
 pub const KERNEL_DEFAULTS: &[(&str, &str)] = &[
@@ -96,12 +96,12 @@ fn units(role: &str) -> &'static [&'static str] {
 }
 
 /// The one probe of a node's audit (the same for every benchmark).
-pub fn probe(role: &str) -> Probe {
+pub fn probe(role: &str, config: &str) -> Probe {
     let mut p = Probe::default();
     for unit in units(role) {
-        crate::k3s::config::probe_config(&mut p, unit);
+        crate::k3s::config::probe_config(&mut p, unit, config);
     }
-    p.stat.insert(CONFIG.to_owned());
+    p.stat.insert(config.to_owned());
     p.stat.insert(ETCD_DIR.to_owned());
     p.content.insert(ETCD_CONFIG.to_owned());
     for name in super::catalogue::names() {
@@ -140,7 +140,7 @@ impl Evidence {
     }
 
     /// The node's answer to [`probe`].
-    pub fn from_state(role: &str, state: &RemoteState) -> Evidence {
+    pub fn from_state(role: &str, config: &str, state: &RemoteState) -> Evidence {
         let version = state.facts.get("k3s_version").cloned();
         let embedded_etcd = state
             .stat
@@ -148,14 +148,11 @@ impl Evidence {
             .is_some_and(|s| s.kind == Kind::Dir);
         let unit = units(role)
             .iter()
-            .find(|u| {
-                let unit_file = format!("/etc/systemd/system/{u}.service");
-                state.content.contains_key(&unit_file)
-            })
+            .find(|u| !Launch::from_state(state, u).files.is_empty())
             .unwrap_or(&units(role)[0]);
         let flags = match version.as_deref().and_then(K3sVersion::parse) {
             None => Err("the k3s version is unknown".to_owned()),
-            Some(v) => config_flags(state, unit, v, embedded_etcd),
+            Some(v) => config_flags(state, unit, config, v, embedded_etcd),
         };
         let etcd_config = match state.content.get(ETCD_CONFIG) {
             Some(bytes) => serde_yaml::from_slice(bytes)
@@ -231,26 +228,20 @@ impl Evidence {
 fn config_flags(
     state: &RemoteState,
     unit: &str,
+    config: &str,
     version: K3sVersion,
     embedded_etcd: bool,
 ) -> Result<BTreeMap<String, Flags>, String> {
-    if state.stat.contains_key(CONFIG) && !state.content.contains_key(CONFIG) {
+    if state.stat.contains_key(config) && !state.content.contains_key(config) {
         return Err(format!(
-            "{CONFIG} could not be read whole (a link, or over 256 KiB)"
+            "{config} could not be read whole (a link, or over 256 KiB)"
         ));
     }
     let effective = if version < CONFIG_FILE_SINCE {
         // k3s before v1.19.1 reads no config file: only its command line counts.
-        let mut e = crate::k3s::config::Effective::new();
-        for file in crate::k3s::unit::unit_files(unit) {
-            if let Some(text) = state.content.get(&file) {
-                let flags = crate::k3s::unit::overriding_flags(&String::from_utf8_lossy(text));
-                crate::k3s::config::apply_cli(&mut e, &file, &flags);
-            }
-        }
-        e
+        crate::k3s::config::command_line_only(&Launch::from_state(state, unit))
     } else {
-        crate::k3s::config::effective(state, unit, None, version >= DROPINS_SINCE)?
+        crate::k3s::config::effective(state, unit, config, None, version >= DROPINS_READ_SINCE)?
     };
     Ok(component_flags(
         &effective,

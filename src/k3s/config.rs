@@ -1,10 +1,14 @@
 //! The effective k3s configuration of a node, as k3s itself computes it
-//! (`pkg/configfilearg`): config.yaml first, then the drop-ins of
-//! config.yaml.d/ (`*.yaml`, `*.yml`) in file-name order; a plain key
-//! replaces what came before, `key+` appends; then the flags on the unit's
-//! command line and in its environment file, which replace a list whole.
-//! One function, used by the config task's diff, its conflict check and the
-//! cross-server check of critical flags.
+//! (`pkg/configfilearg`; rules K1–K14 of
+//! docs/research/k3s-config-semantics.md, each with a test in
+//! tests/k3s_semantics.rs): the config file k3s reads (K1), then the drop-ins
+//! of `<file>.d/` whose names end `.yaml`/`.yml` in any case, dot files
+//! included, in byte order (K4); a plain key replaces what came before, `key+`
+//! appends (and sets an unset key), YAML 1.1 as yaml.v2 reads it (K6, K7);
+//! then the flags on the unit's command line, appended after the config's
+//! for list flags, the last one winning for the others (K9, K11).
+//! One function, used by the config task's diff, its conflict check, the
+//! cross-server check of critical flags and the audit.
 
 use std::collections::BTreeMap;
 
@@ -33,12 +37,16 @@ pub struct Source<'a> {
 
 /// The first release that reads config.yaml at all.
 pub const CONFIG_FILE_SINCE: K3sVersion = K3sVersion::new(1, 19, 1);
-/// The first release that reads config.yaml.d/ drop-ins with `key+` appends.
+/// The first release that reads config.yaml.d/ drop-ins (K5).
+pub const DROPINS_READ_SINCE: K3sVersion = K3sVersion::new(1, 21, 0);
+/// The first release whose drop-ins may append with `key+` (K5): khard
+/// writes a drop-in from here on, and merges into config.yaml before.
 pub const DROPINS_SINCE: K3sVersion = K3sVersion::new(1, 21, 1);
 
+/// A scalar as k3s passes it on: strings trimmed (K6).
 fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
     match v {
-        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::String(s) => Some(s.trim().to_owned()),
         serde_yaml::Value::Bool(b) => Some(b.to_string()),
         serde_yaml::Value::Number(n) => Some(n.to_string()),
         serde_yaml::Value::Null => Some(String::new()),
@@ -53,32 +61,103 @@ fn items(v: &serde_yaml::Value) -> Vec<String> {
     }
 }
 
-/// Merges the files in order, as k3s does. A file that is not a YAML
-/// mapping is an error naming it (k3s itself would refuse to start).
+/// A YAML mapping's entries in order, duplicate keys kept (yaml.v2 reads a
+/// mapping into a MapSlice; k3s then lets the later entry win, K6).
+struct Entries(Vec<(serde_yaml::Value, serde_yaml::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of k3s flags")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Entries, E> {
+                Ok(Entries(Vec::new()))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Entries, E> {
+                Ok(Entries(Vec::new()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The first YAML document of a file as k3s reads it (K6: only the first
+/// document counts).
+fn entries(file: &str, text: &str) -> Result<Vec<(serde_yaml::Value, serde_yaml::Value)>, String> {
+    use serde::Deserialize;
+    // A file of nothing but comments is an empty configuration.
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---");
+    let Some(doc) = serde_yaml::Deserializer::from_str(text)
+        .next()
+        .filter(|_| !blank)
+    else {
+        return Ok(Vec::new());
+    };
+    match Entries::deserialize(doc) {
+        Ok(e) => Ok(e.0),
+        Err(e) if e.to_string().contains("a mapping of k3s flags") => {
+            Err(format!("{file}: not a mapping of k3s flags"))
+        }
+        Err(e) => Err(format!("{file}: not valid YAML: {e}")),
+    }
+}
+
+/// YAML 1.1's booleans (yaml.v2): unquoted `yes`, `on`, `y` … are true.
+/// serde_yaml reads YAML 1.2, where they are text: for k3s's bool flags
+/// they are read as yaml.v2 would.
+fn yaml11_bool(name: &str, value: &str) -> Option<bool> {
+    if !crate::k3s::launch::is_bool_flag(name) {
+        return None;
+    }
+    match value {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+            Some(true)
+        }
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+/// Merges the files in order, as k3s does (K7): a plain key replaces what
+/// came before, `key+` appends to it (and sets it when unset; with no value
+/// it adds nothing). A file that is not a YAML mapping is an error naming it
+/// (k3s itself would refuse to start).
 pub fn merge(sources: &[Source]) -> Result<Effective, String> {
     let mut out = Effective::new();
     for s in sources {
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(s.text).map_err(|e| format!("{}: not valid YAML: {e}", s.file))?;
-        let map = match doc {
-            serde_yaml::Value::Null => continue,
-            serde_yaml::Value::Mapping(m) => m,
-            _ => return Err(format!("{}: not a mapping of k3s flags", s.file)),
-        };
-        for (k, v) in map {
-            let Some(key) = k.as_str() else { continue };
+        for (k, v) in entries(s.file, s.text)? {
+            let Some(key) = scalar_text(&k) else { continue };
             let (name, append) = match key.strip_suffix('+') {
-                Some(n) => (n, true),
+                Some(n) => (n.to_owned(), true),
                 None => (key, false),
             };
             let from = s.file.to_owned();
-            let new_items = || {
-                items(&v)
-                    .into_iter()
-                    .map(|i| (i, from.clone()))
-                    .collect::<Vec<_>>()
+            let new_items = || -> Vec<(String, String)> {
+                match &v {
+                    serde_yaml::Value::Null => Vec::new(),
+                    v => items(v).into_iter().map(|i| (i, from.clone())).collect(),
+                }
             };
-            let setting = match (out.remove(name), append, &v) {
+            // `+` on a flag that is no list repeats the flag: the last wins (K7).
+            let append = append && is_list_flag(&name);
+            let setting = match (out.remove(&name), append, &v) {
                 (Some(old), true, _) => {
                     let mut list = match old {
                         Setting::List(l) => l,
@@ -87,44 +166,99 @@ pub fn merge(sources: &[Source]) -> Result<Effective, String> {
                     list.extend(new_items());
                     Setting::List(list)
                 }
-                (_, _, serde_yaml::Value::Sequence(_)) => Setting::List(new_items()),
-                (_, _, value) => Setting::Scalar {
-                    value: scalar_text(value).unwrap_or_default(),
-                    from,
-                },
+                (None, true, serde_yaml::Value::Null) => continue,
+                (None, true, _) | (_, _, serde_yaml::Value::Sequence(_)) => {
+                    Setting::List(new_items())
+                }
+                (_, _, value) => {
+                    let text = scalar_text(value).unwrap_or_default();
+                    Setting::Scalar {
+                        value: yaml11_bool(&name, &text).map_or(text, |b| b.to_string()),
+                        from,
+                    }
+                }
             };
-            out.insert(name.to_owned(), setting);
+            out.insert(name, setting);
         }
     }
     Ok(out)
 }
 
-/// Applies the flags of the unit's command line (or its environment file):
-/// a list flag given there replaces the whole list from the files, a scalar
-/// replaces the value.
-pub fn apply_cli(effective: &mut Effective, file: &str, flags: &[String]) {
-    let mut lists: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for flag in flags {
-        let flag = flag.trim_start_matches('-');
-        let (name, value) = flag.split_once('=').unwrap_or((flag, "true"));
-        if name.ends_with("-arg") {
-            lists
-                .entry(name.to_owned())
-                .or_default()
-                .push((value.to_owned(), file.to_owned()));
+/// Whether k3s holds a flag as a list (urfave/cli StringSlice): the
+/// components' `*-arg` flags and the repeatable node and TLS settings.
+pub fn is_list_flag(name: &str) -> bool {
+    name.ends_with("-arg")
+        || matches!(
+            name,
+            "tls-san" | "node-label" | "node-taint" | "disable" | "etcd-arg"
+        )
+}
+
+/// The command line of the unit (K9, K11): a list flag's items are appended
+/// after the config files' (k3s puts the config flags first and urfave/cli
+/// appends every occurrence); for any other flag the last occurrence wins.
+pub fn apply_cli(effective: &mut Effective, flags: &[(String, String, String)]) {
+    for (name, value, from) in flags {
+        if is_list_flag(name) {
+            let item = (value.clone(), from.clone());
+            match effective.remove(name) {
+                Some(Setting::List(mut l)) => {
+                    l.push(item);
+                    effective.insert(name.clone(), Setting::List(l));
+                }
+                Some(Setting::Scalar { value: v, from: f }) => {
+                    effective.insert(name.clone(), Setting::List(vec![(v, f), item]));
+                }
+                None => {
+                    effective.insert(name.clone(), Setting::List(vec![item]));
+                }
+            }
         } else {
             effective.insert(
-                name.to_owned(),
+                name.clone(),
                 Setting::Scalar {
-                    value: value.to_owned(),
-                    from: file.to_owned(),
+                    value: value.clone(),
+                    from: from.clone(),
                 },
             );
         }
     }
-    for (name, list) in lists {
-        effective.insert(name, Setting::List(list));
+}
+
+/// Hidden aliases that fill the same list (K14): `kube-controller-arg` is
+/// `kube-controller-manager-arg`, `kube-cloud-controller-arg` is
+/// `kube-cloud-controller-manager-arg`. Folded in after the canonical
+/// name's items.
+fn fold_aliases(effective: &mut Effective) {
+    for (alias, name) in [
+        ("kube-controller-arg", "kube-controller-manager-arg"),
+        (
+            "kube-cloud-controller-arg",
+            "kube-cloud-controller-manager-arg",
+        ),
+    ] {
+        let Some(Setting::List(extra)) = effective.remove(alias) else {
+            continue;
+        };
+        let mut list = match effective.remove(name) {
+            Some(Setting::List(l)) => l,
+            Some(Setting::Scalar { value, from }) => vec![(value, from)],
+            None => Vec::new(),
+        };
+        list.extend(extra);
+        effective.insert(name.to_owned(), Setting::List(list));
     }
+}
+
+/// An item of a `*-arg` list as k3s hands it to the component (K13):
+/// exactly one leading `--` is dropped and the item split at its first
+/// `=`; `name+=v` and `name-=v` still set `name`. Returns (name, value).
+pub fn arg_item(item: &str) -> (String, String) {
+    let item = item.trim();
+    let item = item.strip_prefix("--").unwrap_or(item);
+    let (name, value) = item.split_once('=').unwrap_or((item, ""));
+    let name = name.strip_suffix(['+', '-']).unwrap_or(name);
+    (name.to_owned(), value.to_owned())
 }
 
 /// `khard`'s wanted configuration (a YAML mapping) as a drop-in in k3s's
@@ -205,13 +339,10 @@ pub fn conflicts(effective: &Effective, wanted: &str, dropin: &str) -> Vec<Strin
                     None => Vec::new(),
                 };
                 for item in items.iter().filter_map(scalar_text) {
-                    let flag = item.split('=').next().unwrap_or(&item);
-                    let last = list
-                        .iter()
-                        .rev()
-                        .find(|(i, _)| i.split('=').next() == Some(flag));
+                    let (flag, want) = arg_item(&item);
+                    let last = list.iter().rev().find(|(i, _)| arg_item(i).0 == flag);
                     match last {
-                        Some((i, _)) if *i == item => {}
+                        Some((i, _)) if arg_item(i).1 == want => {}
                         Some((i, from)) => out.push(format!(
                             "{from} sets {name} `{i}` after khard's `{item}` ({dropin}), and the last one wins: remove it there"
                         )),
@@ -229,6 +360,7 @@ pub fn conflicts(effective: &Effective, wanted: &str, dropin: &str) -> Vec<Strin
             }
             (value, setting) => {
                 let want = scalar_text(&value).unwrap_or_default();
+                let want = yaml11_bool(name, &want).map_or(want, |b| b.to_string());
                 match setting {
                     Some(Setting::Scalar { value, .. }) if *value == want => {}
                     Some(Setting::Scalar { value, from }) => out.push(format!(
@@ -255,9 +387,8 @@ pub fn from_file(text: &str) -> Result<Effective, String> {
     }])
 }
 
-/// k3s's config file and its folder of drop-ins.
-pub const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
-pub const DROPINS: &str = "/etc/rancher/k3s/config.yaml.d";
+/// k3s's default config file.
+pub const CONFIG: &str = crate::k3s::launch::DEFAULT_CONFIG;
 
 /// A file the probe brought back, as text.
 pub fn file_text(state: &RemoteState, path: &str) -> Option<String> {
@@ -267,24 +398,87 @@ pub fn file_text(state: &RemoteState, path: &str) -> Option<String> {
         .map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-/// The probe that [`effective`] needs: config.yaml, the drop-ins, the unit's files.
-pub fn probe_config(p: &mut Probe, unit: &str) {
-    p.content.insert(CONFIG.to_owned());
-    p.content_glob.insert(format!("{DROPINS}/*.yaml"));
-    p.content_glob.insert(format!("{DROPINS}/*.yml"));
-    p.content.extend(crate::k3s::unit::unit_files(unit));
+/// The globs of the drop-ins k3s reads beside `config` (K4): names ending
+/// `.yaml` or `.yml` in any case, dot files included.
+pub fn dropin_globs(config: &str) -> Vec<String> {
+    let d = format!("{config}.d");
+    let (yaml, yml) = ("[yY][aA][mM][lL]", "[yY][mM][lL]");
+    vec![
+        format!("{d}/*.{yaml}"),
+        format!("{d}/*.{yml}"),
+        format!("{d}/.*.{yaml}"),
+        format!("{d}/.*.{yml}"),
+        format!("{d}/.{yaml}"),
+        format!("{d}/.{yml}"),
+    ]
 }
 
-/// A node's effective k3s configuration from a probe: config.yaml, then
-/// (with `dropins`) the drop-ins in name order, then the unit's overriding
-/// flags. `planned` puts a file khard is about to write in place of what
+/// The probe that [`effective`] needs: the config file khard expects k3s
+/// to read, its drop-ins, and how systemd starts the unit.
+pub fn probe_config(p: &mut Probe, unit: &str, config: &str) {
+    p.content.insert(config.to_owned());
+    p.content_glob.extend(dropin_globs(config));
+    crate::k3s::launch::probe(p, unit);
+}
+
+/// The configuration of a k3s that reads no config file (`--config=`, or a
+/// release before v1.19.1): its command line, then its environment.
+pub fn command_line_only(launch: &crate::k3s::launch::Launch) -> Effective {
+    let mut e = Effective::new();
+    apply_cli(&mut e, &launch.flags);
+    add_env_defaults(&mut e, launch);
+    fold_aliases(&mut e);
+    e
+}
+
+/// The environment gives defaults: what the files and the command line did
+/// not set (K10).
+fn add_env_defaults(effective: &mut Effective, launch: &crate::k3s::launch::Launch) {
+    for (name, value, from) in &launch.env_flags {
+        effective
+            .entry(name.clone())
+            .or_insert_with(|| Setting::Scalar {
+                value: value.clone(),
+                from: from.clone(),
+            });
+    }
+}
+
+/// A node's effective k3s configuration from a probe: the config file,
+/// then (with `dropins`) the drop-ins in name order, then the unit's
+/// command line. `config` is the file khard read as k3s's; when the unit
+/// makes k3s read another one (K3S_CONFIG_FILE, --config), or none, the
+/// configuration cannot be known from what khard read, and that is the
+/// error. `planned` puts a file khard is about to write in place of what
 /// the probe read there.
 pub fn effective(
     state: &RemoteState,
     unit: &str,
+    config: &str,
     planned: Option<(&str, &str)>,
     dropins: bool,
 ) -> Result<Effective, String> {
+    let launch = crate::k3s::launch::Launch::from_state(state, unit);
+    if !launch.unread.is_empty() {
+        return Err(format!(
+            "the {unit} service needs files khard could not read ({}); its command line cannot be known",
+            launch.unread.join(", ")
+        ));
+    }
+    let set_in = launch.files.join(", ");
+    match launch.config_file.as_deref() {
+        None => {
+            return Err(format!(
+                "the {unit} service starts k3s with `--config=` ({set_in}): k3s reads no config file, so no hardening written to one takes effect; remove it"
+            ));
+        }
+        Some(f) if f != config => {
+            return Err(format!(
+                "the {unit} service makes k3s read its configuration from {f} (K3S_CONFIG_FILE or --config, {set_in}), not {config}: set k3s_config_file: {f} for this host, so that khard reads and writes where k3s does"
+            ));
+        }
+        Some(_) => {}
+    }
     let text = |path: &str| -> Option<String> {
         match planned {
             Some((target, content)) if target == path => Some(content.to_owned()),
@@ -292,34 +486,36 @@ pub fn effective(
         }
     };
     let mut files: Vec<(String, String)> = Vec::new();
-    if let Some(c) = text(CONFIG) {
-        files.push((CONFIG.to_owned(), c));
+    if let Some(c) = text(config) {
+        files.push((config.to_owned(), c));
     }
     if dropins {
         // k3s reads every drop-in; one khard could not read makes any
         // answer about the node's configuration a guess.
-        let unread = [format!("{DROPINS}/*.yaml"), format!("{DROPINS}/*.yml")];
-        if unread.iter().any(|g| state.unread.contains(g)) {
+        let globs = dropin_globs(config);
+        if globs.iter().any(|g| state.unread.contains(g)) {
             return Err(format!(
-                "a drop-in in {DROPINS}/ could not be read (a link, a name with a newline, or over 256 KiB); k3s reads it, so the node's configuration cannot be known"
+                "a drop-in in {config}.d/ could not be read (a link, a name with a newline, or over 256 KiB); k3s reads it, so the node's configuration cannot be known"
             ));
         }
+        let folder = format!("{config}.d/");
         let mut found: Vec<(String, String)> = state
             .content
             .iter()
             .filter(|(p, _)| {
                 let lower = p.to_ascii_lowercase();
-                p.starts_with(&format!("{DROPINS}/"))
-                    && !p[DROPINS.len() + 1..].contains('/')
+                p.starts_with(&folder)
+                    && !p[folder.len()..].contains('/')
                     && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
                     && planned.is_none_or(|(target, _)| *p != target)
             })
             .map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned()))
             .collect();
-        if let Some((target, content)) = planned.filter(|(t, _)| *t != CONFIG) {
+        if let Some((target, content)) = planned.filter(|(t, _)| *t != config) {
             found.push((target.to_owned(), content.to_owned()));
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        // Byte order of the names, as Go sorts strings.
+        found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         files.extend(found);
     }
     let sources: Vec<Source> = files
@@ -327,12 +523,9 @@ pub fn effective(
         .map(|(file, text)| Source { file, text })
         .collect();
     let mut effective = merge(&sources)?;
-    for file in crate::k3s::unit::unit_files(unit) {
-        if let Some(text) = file_text(state, &file) {
-            let flags = crate::k3s::unit::overriding_flags(&text);
-            apply_cli(&mut effective, &file, &flags);
-        }
-    }
+    apply_cli(&mut effective, &launch.flags);
+    add_env_defaults(&mut effective, &launch);
+    fold_aliases(&mut effective);
     Ok(effective)
 }
 
@@ -389,16 +582,33 @@ mod tests {
                 .any(|m| m.contains("zz-ops.yaml sets protect-kernel-defaults: false"))
         );
         let mut e = merge(&[src("99-khard.yaml", &dropin)]).unwrap();
-        apply_cli(
-            &mut e,
-            "k3s.service",
-            &["--kube-apiserver-arg=audit-log-maxage=1".into()],
-        );
+        let item = |v: &str| {
+            (
+                "kube-apiserver-arg".to_owned(),
+                v.to_owned(),
+                "k3s.service".to_owned(),
+            )
+        };
+        apply_cli(&mut e, &[item("audit-log-maxage=1")]);
         let c = conflicts(&e, WANTED, "99-khard.yaml");
         assert!(
             c[0].contains("k3s.service sets kube-apiserver-arg `audit-log-maxage=1`"),
             "{c:?}"
         );
+        // An item on the command line is appended (K9): khard's stays.
+        let mut e = merge(&[src("99-khard.yaml", &dropin)]).unwrap();
+        apply_cli(&mut e, &[item("max-requests-inflight=800")]);
+        assert!(conflicts(&e, WANTED, "99-khard.yaml").is_empty());
+        // Items written as k3s normalises them still weaken (K13).
+        for weak in [
+            "--audit-log-maxage=1",
+            "audit-log-maxage+=1",
+            "  audit-log-maxage=1",
+        ] {
+            let mut e = merge(&[src("99-khard.yaml", &dropin)]).unwrap();
+            apply_cli(&mut e, &[item(weak)]);
+            assert_eq!(conflicts(&e, WANTED, "99-khard.yaml").len(), 1, "{weak}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::modules::error::TaskError;
 use crate::modules::file::{WriteOpts, write_diff};
 use crate::modules::{Change, ExtAction, Extension, Perms, Render, Shared};
 
-use crate::k3s::config::{CONFIG, DROPINS, effective};
+use crate::k3s::config::{CONFIG, effective};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +30,11 @@ pub struct Args {
     /// The systemd unit whose command line and env file also count.
     #[serde(deserialize_with = "crate::modules::text")]
     pub unit: Text,
-    /// The drop-in khard owns; sorts last by default.
+    /// The config file k3s reads (`k3s_config_file`; K3S_CONFIG_FILE or
+    /// --config on the node): config.yaml by default.
+    #[serde(default, deserialize_with = "crate::modules::opt_text")]
+    pub config: Option<Text>,
+    /// The drop-in khard owns, in `<config>.d/`; sorts last by default.
     #[serde(default, deserialize_with = "crate::modules::opt_text")]
     pub dropin: Option<Text>,
     /// Checks the rendered flags, once per distinct content and role.
@@ -47,20 +51,37 @@ pub struct Desired {
     /// The flags khard wants (rendered, validated), plain form.
     pub wanted: String,
     pub unit: String,
+    pub config: String,
     pub dropin: String,
     /// The node's k3s version, when known.
     pub version: Option<K3sVersion>,
 }
 
 impl Args {
+    fn config(&self, r: &Render) -> Result<String, TaskError> {
+        match r.opt(&self.config)?.filter(|c| !c.is_empty()) {
+            Some(c) => crate::modules::check_path(&c),
+            None => Ok(CONFIG.to_owned()),
+        }
+    }
+
+    /// khard's drop-in: a `.yaml` file directly in `<config>.d/` (an empty
+    /// value: `99-khard-cis.yaml` there).
     fn dropin(&self, r: &Render) -> Result<String, TaskError> {
-        let name = match r.opt(&self.dropin)? {
+        let folder = format!("{}.d", self.config(r)?);
+        let name = match r.opt(&self.dropin)?.filter(|d| !d.is_empty()) {
             Some(d) => d,
-            None => format!("{DROPINS}/99-khard-cis.yaml"),
+            None => format!("{folder}/99-khard-cis.yaml"),
         };
         let path = crate::modules::check_path(&name)?;
-        if !path.starts_with(&format!("{DROPINS}/")) || !path.ends_with(".yaml") {
-            return Err(format!("the drop-in `{path}` must be a .yaml file in {DROPINS}/").into());
+        let inside = path
+            .strip_prefix(&format!("{folder}/"))
+            .is_some_and(|n| !n.contains('/'));
+        if !inside || !path.ends_with(".yaml") {
+            return Err(format!(
+                "the drop-in `{path}` must be a .yaml file in {folder}/ (the folder of k3s_config_file)"
+            )
+            .into());
         }
         Ok(path)
     }
@@ -69,22 +90,21 @@ impl Args {
 impl Extension for Args {
     fn texts(&mut self) -> Vec<&mut Text> {
         let mut out = vec![&mut self.template, &mut self.unit];
+        out.extend(self.config.as_mut());
         out.extend(self.dropin.as_mut());
         out
     }
 
     /// config.yaml, every drop-in, khard's drop-in, the unit's files.
     fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
-        let dropin = self.dropin(r)?;
-        for path in [CONFIG.to_owned(), dropin] {
+        let (config, dropin) = (self.config(r)?, self.dropin(r)?);
+        for path in [config.clone(), dropin] {
             p.stat.insert(path.clone());
             p.sha256.insert(path.clone());
             p.content.insert(path);
         }
-        p.content_glob.insert(format!("{DROPINS}/*.yaml"));
-        p.content_glob.insert(format!("{DROPINS}/*.yml"));
         let unit = super::unit_task::unit_name(&r.text(&self.unit)?)?;
-        p.content.extend(crate::k3s::unit::unit_files(&unit));
+        crate::k3s::config::probe_config(p, &unit, &config);
         Ok(())
     }
 
@@ -102,6 +122,7 @@ impl Extension for Args {
         Ok(Box::new(Desired {
             wanted,
             unit: super::unit_task::unit_name(&r.text(&self.unit)?)?,
+            config: self.config(r)?,
             dropin: self.dropin(r)?,
             version,
         }))
@@ -141,16 +162,17 @@ impl Desired {
             Mode::Merge => {
                 // Merging blind would drop the operator's keys: a config.yaml
                 // that exists but did not come back whole is refused.
-                if state.stat.contains_key(CONFIG) && !state.content.contains_key(CONFIG) {
+                let config = &self.config;
+                if state.stat.contains_key(config) && !state.content.contains_key(config) {
                     return Err(format!(
-                        "{CONFIG} could not be read whole (a link, or over 256 KiB); khard merges only into a file it can read, so nothing was written"
+                        "{config} could not be read whole (a link, or over 256 KiB); khard merges only into a file it can read, so nothing was written"
                     )
                     .into());
                 }
-                let existing = cfg::file_text(state, CONFIG).unwrap_or_default();
+                let existing = cfg::file_text(state, config).unwrap_or_default();
                 let merged = cfg::merge_into(&existing, &self.wanted)
-                    .map_err(|e| format!("{CONFIG}: {e}"))?;
-                Ok((CONFIG.to_owned(), merged, Mode::Merge))
+                    .map_err(|e| format!("{config}: {e}"))?;
+                Ok((config.clone(), merged, Mode::Merge))
             }
         }
     }
@@ -170,10 +192,14 @@ impl Desired {
         content: &str,
         mode: &Mode,
     ) -> Result<cfg::Effective, TaskError> {
-        let dropins = matches!(mode, Mode::DropIn);
+        // v1.21.0 reads drop-ins but takes no `key+`: khard merges into the
+        // config file there, and the drop-ins still count.
+        let dropins = matches!(mode, Mode::DropIn)
+            || self.version.is_none_or(|v| v >= cfg::DROPINS_READ_SINCE);
         Ok(effective(
             state,
             &self.unit,
+            &self.config,
             Some((target, content)),
             dropins,
         )?)

@@ -7,10 +7,12 @@
 //! state or the report; the engine and modules call in.
 pub mod config;
 pub mod config_task;
+#[cfg(test)]
+mod conformance;
 pub mod critical_flags;
 pub mod domain;
 pub mod facts;
-pub mod unit;
+pub mod launch;
 pub mod unit_task;
 pub mod validate;
 pub mod version;

@@ -1,13 +1,17 @@
-//! `k3s_unit`: a read-only check that the k3s service's command line does
-//! not defeat config.yaml. k3s lets a flag repeated on its command line
-//! replace the whole list from the config file, so a `--kube-apiserver-arg`
-//! in the unit's ExecStart (or its environment file) silently discards the
-//! hardening. The check fails, naming the flags and the fix; it changes nothing.
+//! `k3s_unit`: a read-only check that the k3s service starts k3s the way
+//! khard's configuration assumes (docs/research/k3s-config-semantics.md,
+//! K1, K9–K12, K17–K19): systemd's unit and every drop-in could be read,
+//! k3s reads the config file khard writes beside (not another one named by
+//! K3S_CONFIG_FILE or --config, and not none), and no bool flag on the
+//! command line turns a hardening setting off (`--protect-kernel-defaults=0`
+//! as Go's ParseBool reads it; the last occurrence wins). A list flag there
+//! is fine: k3s appends its items after the config file's. The check fails,
+//! naming the file and the fix; it changes nothing.
 
 use serde::Deserialize;
 
 use crate::facts::{Probe, RemoteState};
-use crate::k3s::unit::overriding_flags;
+use crate::k3s::launch::Launch;
 use crate::lang::template::Text;
 use crate::modules::error::TaskError;
 use crate::modules::{Change, ExtAction, Extension, Render};
@@ -18,12 +22,19 @@ pub struct Args {
     /// The systemd unit: `k3s` or `k3s-agent`.
     #[serde(deserialize_with = "crate::modules::text")]
     pub unit: Text,
+    /// The config file khard reads and writes beside (`k3s_config_file`).
+    #[serde(default, deserialize_with = "crate::modules::opt_text")]
+    pub config: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub unit: String,
+    pub config: String,
 }
+
+/// Bool flags whose `false` on the command line undoes the hardening.
+const HARDENING_BOOLS: &[&str] = &["protect-kernel-defaults", "secrets-encryption"];
 
 /// A systemd unit name as khard accepts it for k3s (letters, digits, `-`, `_`).
 pub fn unit_name(unit: &str) -> Result<String, TaskError> {
@@ -39,20 +50,27 @@ pub fn unit_name(unit: &str) -> Result<String, TaskError> {
 
 impl Args {
     fn desired(&self, r: &Render) -> Result<Desired, TaskError> {
+        let config = match r.opt(&self.config)?.filter(|c| !c.is_empty()) {
+            Some(c) => crate::modules::check_path(&c)?,
+            None => crate::k3s::config::CONFIG.to_owned(),
+        };
         Ok(Desired {
             unit: unit_name(&r.text(&self.unit)?)?,
+            config,
         })
     }
 }
 
 impl Extension for Args {
     fn texts(&mut self) -> Vec<&mut Text> {
-        vec![&mut self.unit]
+        let mut out = vec![&mut self.unit];
+        out.extend(self.config.as_mut());
+        out
     }
 
-    /// The unit's files and its environment files, whole.
+    /// The unit, its drop-ins and its environment files, whole.
     fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
-        p.content.extend(self.desired(r)?.files());
+        crate::k3s::launch::probe(p, &self.desired(r)?.unit);
         Ok(())
     }
 
@@ -70,31 +88,47 @@ impl Extension for Args {
     }
 }
 
-impl Desired {
-    fn files(&self) -> Vec<String> {
-        crate::k3s::unit::unit_files(&self.unit)
-    }
-}
-
 impl ExtAction for Desired {
     fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
-        let mut found = Vec::new();
-        for file in self.files() {
-            let Some(text) = state.content.get(&file) else {
-                continue;
-            };
-            for flag in overriding_flags(&String::from_utf8_lossy(text)) {
-                found.push(format!("{file}: {flag}"));
-            }
+        let launch = Launch::from_state(state, &self.unit);
+        let unit = &self.unit;
+        if !launch.unread.is_empty() {
+            return Err(TaskError::Refused(format!(
+                "the {unit} service needs files khard could not read ({}), so how it starts k3s cannot be known",
+                launch.unread.join(", ")
+            )));
         }
+        let set_in = launch.files.join(", ");
+        match launch.config_file.as_deref() {
+            None => {
+                return Err(TaskError::Refused(format!(
+                    "the {unit} service starts k3s with `--config=` ({set_in}): k3s reads no config file, so the hardening does not take effect; remove it, run `systemctl daemon-reload` and khard again"
+                )));
+            }
+            Some(f) if f != self.config => {
+                return Err(TaskError::Refused(format!(
+                    "the {unit} service makes k3s read its configuration from {f} (K3S_CONFIG_FILE or --config, {set_in}), not {}: set k3s_config_file: {f} for this host, so that khard reads and writes where k3s does",
+                    self.config
+                )));
+            }
+            Some(_) => {}
+        }
+        // The last occurrence of each is the one k3s keeps.
+        let found: Vec<String> = HARDENING_BOOLS
+            .iter()
+            .filter_map(|name| launch.flags.iter().rev().find(|(n, _, _)| n == name))
+            .filter(|(_, value, _)| value != "true")
+            .map(|(name, value, from)| match value.as_str() {
+                "false" => format!("{from}: --{name}=false"),
+                other => format!("{from}: --{name}={other} (not a Go boolean: k3s exits on it)"),
+            })
+            .collect();
         if found.is_empty() {
             return Ok(None);
         }
         Err(TaskError::Refused(format!(
-            "the {} service's command line overrides config.yaml, which discards the hardening: {}. \
-             Move these settings into /etc/rancher/k3s/config.yaml (or the role's variables), remove them \
-             from the unit or its environment file, then run `systemctl daemon-reload` and khard again",
-            self.unit,
+            "the {unit} service's command line turns hardening off, and on k3s's command line the last value wins over config.yaml: {}. \
+             Remove these flags from the unit or its drop-in, then run `systemctl daemon-reload` and khard again",
             found.join("; ")
         )))
     }

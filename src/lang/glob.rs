@@ -1,5 +1,6 @@
-//! Shell-style wildcards (`*`, `?`), the one matcher behind host patterns,
-//! known_hosts and ssh config patterns, tags, and file globs.
+//! Shell-style wildcards (`*`, `?`, and for paths `[abc]`), the one matcher
+//! behind host patterns, known_hosts and ssh config patterns, tags, and file
+//! globs.
 
 /// How a pattern matches.
 #[derive(Clone, Copy, Default)]
@@ -8,20 +9,36 @@ pub struct Glob {
     pub ignore_case: bool,
     /// `*` and `?` do not match `/` (paths, as the shell expands them).
     pub within_folder: bool,
+    /// `[abc]` matches one of its letters or digits (paths, as the shell
+    /// expands them); elsewhere `[` is a plain character.
+    pub classes: bool,
+}
+
+/// A `[…]` class of letters and digits at the start of `p`: its members and
+/// its length with the brackets.
+pub fn class_at(p: &[u8]) -> Option<(&[u8], usize)> {
+    let rest = p.strip_prefix(b"[")?;
+    let close = rest.iter().position(|&b| b == b']')?;
+    let members = &rest[..close];
+    (!members.is_empty() && members.iter().all(u8::is_ascii_alphanumeric))
+        .then_some((members, close + 2))
 }
 
 impl Glob {
     pub const HOSTS: Glob = Glob {
         ignore_case: true,
         within_folder: false,
+        classes: false,
     };
     pub const PATHS: Glob = Glob {
         ignore_case: false,
         within_folder: true,
+        classes: true,
     };
     pub const NAMES: Glob = Glob {
         ignore_case: false,
         within_folder: false,
+        classes: false,
     };
 
     /// Matches in O(pattern × text) time, whatever the pattern: the set of
@@ -47,6 +64,14 @@ impl Glob {
             let mut next = vec![false; p.len() + 1];
             for i in 0..p.len() {
                 if !at[i] {
+                    continue;
+                }
+                if self.classes
+                    && let Some((members, len)) = class_at(&p[i..])
+                {
+                    if members.contains(&c) {
+                        next[i + len] = true;
+                    }
                     continue;
                 }
                 match p[i] {
@@ -100,6 +125,23 @@ mod tests {
         }
         assert!(!Glob::PATHS.matches("/a/*", "/a/b/c"));
         assert!(Glob::PATHS.matches("/a/*/c", "/a/b/c"));
+    }
+
+    #[test]
+    fn paths_have_letter_classes() {
+        let p = Glob::PATHS;
+        let yaml = "/d/*.[yY][aA][mM][lL]";
+        assert!(p.matches(yaml, "/d/x.yaml"));
+        assert!(p.matches(yaml, "/d/x.YAML"));
+        assert!(p.matches(yaml, "/d/x.Yaml"));
+        assert!(!p.matches(yaml, "/d/x.yml"));
+        assert!(!p.matches(yaml, "/d/x.yaml.bak"));
+        // Not a class: a plain `[`.
+        assert!(p.matches("/d/[x", "/d/[x"));
+        assert!(!Glob::NAMES.matches("[ab]", "a"));
+        assert!(Glob::NAMES.matches("[ab]", "[ab]"));
+        assert!(p.matches("/d/]x[", "/d/]x["));
+        assert_eq!(class_at(b"]a]"), None);
     }
 
     /// `*a` × 11 + `b` against 40 characters took 20 s with backtracking.
