@@ -359,7 +359,10 @@ fn audit_host(
         var("cis_benchmark"),
         ev.version.as_deref().or(var("k3s_version")),
     );
-    let vars = domain.with_facts(&h.vars, &state);
+    // A node the domain refuses still gets its audit, from its own evidence.
+    let vars = domain
+        .with_facts(&h.vars, &state)
+        .unwrap_or_else(|_| h.vars.clone());
     let tasks = |id: &str| -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         let plays = plans

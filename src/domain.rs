@@ -50,8 +50,10 @@ pub trait Domain: Send + Sync {
     /// Adds the facts the domain reads on every node to a probe.
     fn probe_facts(&self, probe: &mut Probe);
 
-    /// The variables with the facts the probe brought back.
-    fn with_facts(&self, vars: &Vars, state: &RemoteState) -> Vars;
+    /// The variables with the facts the probe brought back; Err refuses
+    /// the host before any of its tasks (what the node reported contradicts
+    /// the inventory, or rules the host out), with the reason.
+    fn with_facts(&self, vars: &Vars, state: &RemoteState) -> Result<Vars, String>;
 
     /// Names of the facts known only after probing.
     fn probed_facts(&self) -> &'static [&'static str];

@@ -236,4 +236,11 @@ fn older_releases_get_a_merge_and_the_oldest_a_clear_refusal() {
         Some(AGENT),
         "nothing written on k3s 1.18"
     );
+    // Nothing at all: not the kernel settings either (the floor is checked
+    // before the first task, from the version k3s reports).
+    assert!(
+        fleet
+            .read("ancient", "/etc/sysctl.d/90-kubelet.conf")
+            .is_none()
+    );
 }

@@ -158,10 +158,21 @@ fn a_psp_era_server_converges_and_the_readme_check_reads_the_real_kernel() {
     );
     let localhost = vm::repo().join("inventories/localhost.yaml");
     vms.copy("old", &localhost, "/root/localhost.yaml");
+    // Its pinned v1.30.6 is for a machine without k3s: this node answers
+    // `k3s --version` with v1.24, and the version that runs decides.
+    let pinned = vms.ssh("old", "cd /root && khard apply --check -i localhost.yaml");
+    let stdout = String::from_utf8_lossy(&pinned.stdout);
+    assert_eq!(pinned.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "k3s_version is pinned to v1.30.6+k3s1 for this host, but the node runs k3s {V124}"
+        )),
+        "{stdout}"
+    );
     // -v shows each difference (the live values) under its task.
     let readme = vms.ssh(
         "old",
-        "cd /root && khard apply --check -v -i localhost.yaml",
+        &format!("cd /root && khard apply --check -v -i localhost.yaml -e k3s_version={V124}"),
     );
     let stdout = String::from_utf8_lossy(&readme.stdout);
     assert_eq!(readme.status.code(), Some(2), "drift expected: {stdout}");

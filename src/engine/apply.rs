@@ -62,7 +62,7 @@ impl Runner {
                 } else {
                     let msg = error.to_string();
                     self.report
-                        .host_event(&host, &play.name, "become", Status::Failed, &msg);
+                        .host_event(&host, &play.name, error.what(), Status::Failed, &msg);
                 }
                 self.kill(&host);
                 return Applied {

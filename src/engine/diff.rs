@@ -168,7 +168,13 @@ impl Runner {
                     })?
             }
         };
-        let vars = self.domain.with_facts(&h.vars, &probed.state);
+        let vars = self
+            .domain
+            .with_facts(&h.vars, &probed.state)
+            .map_err(|why| HostFailure {
+                host: h.name.clone(),
+                error: HostError::Refused { why },
+            })?;
         if let Some(label) = self.domain.label(&vars) {
             self.report.benchmark(&h.name, &label);
         }

@@ -18,12 +18,26 @@ pub enum HostError {
     /// The host answered, but sudo refused to run the script as the become
     /// user: a failure of the host's setup, not of the connection.
     BecomeRefused { stderr: String },
+    /// What the host reported rules it out (the domain's word, e.g. the
+    /// version it runs contradicts the inventory): nothing is run on it.
+    Refused { why: String },
 }
 
 impl HostError {
     /// Reported as unreachable (the connection failed), or as failed.
     pub fn unreachable(&self) -> bool {
-        !matches!(self, HostError::BecomeRefused { .. })
+        !matches!(
+            self,
+            HostError::BecomeRefused { .. } | HostError::Refused { .. }
+        )
+    }
+
+    /// What a failure that is not unreachable is reported as.
+    pub fn what(&self) -> &'static str {
+        match self {
+            HostError::BecomeRefused { .. } => "become",
+            _ => "facts",
+        }
     }
 }
 
@@ -47,6 +61,7 @@ impl fmt::Display for HostError {
             HostError::BecomeRefused { stderr } => {
                 write!(f, "become (sudo) was refused: {stderr}")
             }
+            HostError::Refused { why } => f.write_str(why),
         }
     }
 }

@@ -10,9 +10,10 @@ use serde_json::Value;
 use crate::domain::{Domain, HostShare, InventoryHost, Vars};
 use crate::error::did_you_mean;
 use crate::facts::{Probe, RemoteState};
-use crate::k3s::config::Effective;
+use crate::k3s::config::{CONFIG_FILE_SINCE, Effective};
 use crate::k3s::critical_flags::{self, ServerConfig};
-use crate::k3s::facts::{self, AGENT_GROUPS, PROBED, SAMPLE_VERSIONS, SERVER_GROUPS};
+use crate::k3s::facts::{self, AGENT_GROUPS, PROBED, SERVER_GROUPS};
+use crate::k3s::version::K3sVersion;
 use crate::modules::error::TaskError;
 
 /// The k3s domain. `benchmarks` are the names `cis_benchmark` may take.
@@ -74,18 +75,36 @@ impl Domain for K3s {
         Ok(())
     }
 
+    /// Every version the host may run (the pinned one alone: a node that
+    /// runs another is refused), each with the benchmark its version picks
+    /// and, unless the host names one, any other an operator may name for
+    /// it; the same variables once.
     fn candidate_facts(&self, vars: &Vars) -> Vec<Vars> {
         let versions: Vec<String> = match vars.get("k3s_version").and_then(Value::as_str) {
             Some(pinned) => vec![pinned.to_owned()],
-            None => SAMPLE_VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
+            None => facts::preflight_versions(),
         };
-        versions
-            .iter()
-            .filter_map(|v| {
-                let mut with = vars.clone();
-                facts::add_version_facts(&mut with, v).ok().map(|_| with)
-            })
-            .collect()
+        let named = vars.get("cis_benchmark").is_some_and(Value::is_string);
+        let mut out: Vec<Vars> = Vec::new();
+        for v in &versions {
+            let Some(minor) = facts::minor(v) else {
+                continue;
+            };
+            let mut sets = vec![vars.clone()];
+            if !named {
+                for b in facts::also_named(minor) {
+                    let mut with = vars.clone();
+                    with.insert("cis_benchmark".into(), Value::from(*b));
+                    sets.push(with);
+                }
+            }
+            for mut with in sets {
+                if facts::add_version_facts(&mut with, v).is_ok() && !out.contains(&with) {
+                    out.push(with);
+                }
+            }
+        }
+        out
     }
 
     fn assumed_facts(&self, vars: &Vars) -> Vars {
@@ -93,8 +112,9 @@ impl Domain for K3s {
         let version = vars
             .get("k3s_version")
             .and_then(Value::as_str)
-            .unwrap_or(SAMPLE_VERSIONS[SAMPLE_VERSIONS.len() - 1]);
-        if facts::add_version_facts(&mut out, version).is_err() {
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("v1.{}.0+k3s1", facts::NEWEST_MINOR));
+        if facts::add_version_facts(&mut out, &version).is_err() {
             return vars.clone();
         }
         out
@@ -106,18 +126,47 @@ impl Domain for K3s {
             .insert("k3s_version".into(), VERSION_FACT.into());
     }
 
-    /// A `k3s_version` variable wins over the probed version.
-    fn with_facts(&self, vars: &Vars, state: &RemoteState) -> Vars {
+    /// The version k3s reports on the node decides. A pinned `k3s_version`
+    /// (in k3s-ansible the version to install) is taken only where k3s
+    /// cannot be asked (not installed: the pin is then assumed, and says so
+    /// in `k3s_version_assumed`); where the node answers, the two must
+    /// agree. A node below the version floor is refused here, before any of
+    /// its tasks, so nothing at all is written to it.
+    fn with_facts(&self, vars: &Vars, state: &RemoteState) -> Result<Vars, String> {
         let mut out = vars.clone();
-        let version = vars
-            .get("k3s_version")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| state.facts.get("k3s_version").cloned());
-        if let Some(v) = version {
-            let _ = facts::add_version_facts(&mut out, &v);
+        let pinned = vars.get("k3s_version").map(text);
+        let running = state.facts.get("k3s_version");
+        let version = match (running, pinned) {
+            (Some(real), pin) => {
+                let parsed = K3sVersion::parse(real).ok_or_else(|| {
+                    format!(
+                        "`k3s --version` on the node answered `{real}`, which is not a k3s version"
+                    )
+                })?;
+                if let Some(pin) = pin
+                    && K3sVersion::parse(&pin) != Some(parsed)
+                {
+                    return Err(format!(
+                        "k3s_version is pinned to {pin} for this host, but the node runs k3s {real} (`k3s --version`): khard chooses the hardening by the version that runs. Remove the pin (in k3s-ansible, k3s_version is the version to install), or upgrade the node to it first"
+                    ));
+                }
+                real.clone()
+            }
+            (None, Some(pin)) => {
+                out.insert("k3s_version_assumed".into(), Value::Bool(true));
+                pin
+            }
+            (None, None) => return Ok(out),
+        };
+        if let Some(v) = K3sVersion::parse(&version)
+            && v < CONFIG_FILE_SINCE
+        {
+            return Err(format!(
+                "k3s {version} reads no config file (k3s reads /etc/rancher/k3s/config.yaml from v1.19.1 on): upgrade k3s before hardening it; nothing was written"
+            ));
         }
-        out
+        facts::add_version_facts(&mut out, &version)?;
+        Ok(out)
     }
 
     fn probed_facts(&self) -> &'static [&'static str] {

@@ -99,14 +99,47 @@ pub fn add_version_facts(vars: &mut Map<String, Value>, version: &str) -> Result
     Ok(())
 }
 
-/// One representative version per era, to check templates before connecting
-/// when the version is known only after probing.
-pub const SAMPLE_VERSIONS: &[&str] = &[
-    "v1.20.15+k3s1",
-    "v1.24.17+k3s1",
-    "v1.28.15+k3s1",
-    "v1.30.6+k3s1",
+/// The newest k3s minor this khard knows (benchmark k3s-cis-2.0 from 1.34).
+pub const NEWEST_MINOR: u64 = 35;
+
+/// Patch releases on each side of a boundary that k3s or the content draws:
+/// the config file (v1.19.1), drop-ins (v1.21.0 reads them, v1.21.1 takes
+/// `key+`), the apiserver's default ciphers (k3s#6725).
+const BOUNDARIES: &[&str] = &[
+    "v1.19.1+k3s1",
+    "v1.21.0+k3s1",
+    "v1.21.1+k3s1",
+    "v1.23.15+k3s1",
+    "v1.23.16+k3s1",
+    "v1.24.9+k3s1",
+    "v1.24.10+k3s1",
+    "v1.25.5+k3s1",
+    "v1.25.6+k3s1",
+    "v1.26.0+k3s1",
+    "v1.26.1+k3s1",
 ];
+
+/// Every version the content is rendered for before any host is contacted
+/// (when a host's version is known only after probing): each minor from
+/// the floor to the newest, and the releases on each side of a boundary,
+/// so that a broken branch is found by --syntax-check, not on the first
+/// node of that version.
+pub fn preflight_versions() -> Vec<String> {
+    let mut out: Vec<String> = (20..=NEWEST_MINOR)
+        .map(|m| format!("v1.{m}.0+k3s1"))
+        .collect();
+    out.extend(BOUNDARIES.iter().map(|v| (*v).to_owned()));
+    out
+}
+
+/// Benchmarks an operator may name for a minor beyond the one chosen by
+/// version: k3s-cis-1.11 states no range; Rancher ships it for 1.29–1.31.
+pub fn also_named(minor: u64) -> &'static [&'static str] {
+    match minor {
+        29..=31 => &["k3s-cis-1.11"],
+        _ => &[],
+    }
+}
 
 #[cfg(test)]
 mod tests {
