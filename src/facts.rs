@@ -37,6 +37,10 @@ pub struct Probe {
     pub facts: BTreeMap<String, String>,
 }
 
+/// Where the engine records, on a host, the handlers a run notified and has
+/// not finished (engine/pending.rs); the compliance audit reads it too.
+pub const PENDING_DIR: &str = "/var/lib/khard/pending";
+
 /// Most output a `reads` command brings back.
 pub const MAX_READ: usize = 64 * 1024;
 

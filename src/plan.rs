@@ -199,6 +199,44 @@ pub fn selected(task: &Task, tags: &[String], skip: &[String]) -> bool {
     included && !skip.iter().any(hit)
 }
 
+/// The tasks `--tags`/`--skip-tags`/`--start-at-task` select, with every
+/// task a selected one `needs` (its files and settings: a config pointing
+/// at an admission file must not be written without it). A needed task
+/// that `--skip-tags` leaves out is an error naming both.
+fn whole_selection(play: &Play, start: usize, s: &Options) -> Result<Vec<bool>> {
+    let mut sel: Vec<bool> = play
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| i >= start && selected(t, &s.tags, &s.skip_tags))
+        .collect();
+    let by_name = |n: &str| play.tasks.iter().position(|t| t.name == n);
+    let mut todo: Vec<usize> = (0..sel.len()).filter(|i| sel[*i]).collect();
+    while let Some(i) = todo.pop() {
+        for need in &play.tasks[i].needs {
+            let Some(j) = by_name(need) else { continue };
+            if sel[j] {
+                continue;
+            }
+            let skipped = play.tasks[j]
+                .tags
+                .iter()
+                .chain(play.tasks[j].all_cis())
+                .any(|l| s.skip_tags.iter().any(|k| Glob::NAMES.matches(k, l)));
+            if skipped {
+                return Err(InputError::new(format!(
+                    "--skip-tags leaves out `{need}`, which `{}` needs ({}); skip both or neither",
+                    play.tasks[i].name, play.tasks[i].place
+                ))
+                .into());
+            }
+            sel[j] = true;
+            todo.push(j);
+        }
+    }
+    Ok(sel)
+}
+
 /// The variables of `host` in `play`, before probing.
 pub fn static_vars(
     play: &Play,
@@ -487,12 +525,7 @@ pub fn plan(
                 }
             }
         };
-        let selected = play
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| i >= start && selected(t, &s.tags, &s.skip_tags))
-            .collect();
+        let selected = whole_selection(play, start, s)?;
         plans.push(PlayPlan {
             index,
             hosts,

@@ -219,3 +219,58 @@ fn syntax_check_renders_every_version_branch() {
     assert!(!std::path::Path::new("/tmp/khard-never-written").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Case 9: selecting by tag or CIS ID is whole: the config task brings the
+/// files and settings its flags point at (audit policy, psa.yaml, kernel
+/// parameters); a needed task left out by --skip-tags is refused.
+#[test]
+fn a_selection_by_cis_id_brings_what_the_flags_point_at() {
+    let fleet = Fleet::up(&[&format!("s1:server:{V130}"), &format!("a1:agent:{V130}")]);
+    let refused = fleet.apply(&["-t", "1.2.16", "--skip-tags", "network"]);
+    assert_eq!(refused.code, 5, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("--skip-tags leaves out `k3s server data folder`"),
+        "{}",
+        refused.all()
+    );
+    assert!(
+        fleet
+            .read("s1", &format!("{DROPINS}/99-khard-cis.yaml"))
+            .is_none()
+    );
+    let run = fleet.apply(&["-t", "1.2.16", "-l", "s1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dropin = fleet
+        .read("s1", &format!("{DROPINS}/99-khard-cis.yaml"))
+        .expect("the config");
+    for (path, named) in [
+        (
+            "/var/lib/rancher/k3s/server/psa.yaml",
+            "admission-control-config-file",
+        ),
+        (
+            "/var/lib/rancher/k3s/server/audit.yaml",
+            "audit-policy-file",
+        ),
+        ("/etc/sysctl.d/90-kubelet.conf", "protect-kernel-defaults"),
+    ] {
+        assert!(dropin.contains(named), "{dropin}");
+        assert!(
+            fleet.read("s1", path).is_some(),
+            "{path} not written with the config"
+        );
+    }
+    assert_eq!(fleet.restarts("s1").len(), 1, "{}", run.all());
+    // Tasks the config does not need stay unselected.
+    assert!(
+        fleet
+            .read(
+                "s1",
+                "/var/lib/rancher/k3s/server/manifests/cis-network-policies.yaml"
+            )
+            .is_none()
+    );
+    assert!(fleet.restarts("a1").is_empty());
+}

@@ -257,6 +257,56 @@ fn a_server_that_never_comes_back_stops_the_rollout() {
             run.all()
         );
     }
+
+    // The stopped rollout is state on the nodes, not memory: the next run
+    // knows s2, s3 and the agents still owe their restart.
+    std::fs::remove_file(fleet.host_dir("s2").join("state/never_ready")).unwrap();
+    let check = fleet.apply(&["--check", "-v"]);
+    assert_eq!(check.code, 2, "a pending restart is drift: {}", check.all());
+    for host in ["s2", "s3", "a1", "a2", "a3"] {
+        let line = format!("would change: [{host}] handler restart k3s");
+        assert!(check.stdout.contains(&line), "{host}: {}", check.all());
+    }
+    assert!(
+        check
+            .stdout
+            .contains("pending from an earlier run that did not finish"),
+        "{}",
+        check.all()
+    );
+    assert!(!check.stdout.contains("[s1] handler"), "{}", check.all());
+    let (_, doc) = fleet.report(&[]);
+    let maxage = common::control(&doc, "s3", "1.2.17");
+    assert_eq!(maxage["verdict"], "unknown", "{maxage}");
+    assert!(
+        maxage["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not in effect")
+            || maxage["found"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not in effect"),
+        "{maxage}"
+    );
+    assert_eq!(common::control(&doc, "s1", "1.2.17")["verdict"], "pass");
+    // apply finishes the rollout through the same gate, and then owes nothing.
+    let run = fleet.apply(&["-e", "k3s_health_interval=0.2 k3s_health_timeout=10"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        fleet.restarts("s1").len(),
+        1,
+        "s1 had finished: {}",
+        run.all()
+    );
+    assert_eq!(fleet.restarts("s2").len(), 2);
+    for host in ["s3", "a1", "a2", "a3"] {
+        assert_eq!(fleet.restarts(host).len(), 1, "{host}: {}", run.all());
+    }
+    let again = fleet.apply(&["--check"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    let (_, doc) = fleet.report(&[]);
+    assert_eq!(common::control(&doc, "s3", "1.2.17")["verdict"], "pass");
 }
 
 #[test]

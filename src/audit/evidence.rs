@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::flags::{Flags, Node, component_flags};
+use crate::facts::PENDING_DIR;
 use crate::facts::{Kind, Probe, RemoteState};
 use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_READ_SINCE};
 use crate::k3s::launch::Launch;
@@ -102,6 +103,8 @@ pub fn probe(role: &str, config: &str) -> Probe {
         crate::k3s::config::probe_config(&mut p, unit, config);
     }
     p.stat.insert(config.to_owned());
+    // Handlers a khard run left owed: the configuration on disk is not in effect.
+    p.content_glob.insert(format!("{PENDING_DIR}/*"));
     p.stat.insert(ETCD_DIR.to_owned());
     p.content.insert(ETCD_CONFIG.to_owned());
     for name in super::catalogue::names() {
@@ -150,7 +153,17 @@ impl Evidence {
             .iter()
             .find(|u| !Launch::from_state(state, u).files.is_empty())
             .unwrap_or(&units(role)[0]);
+        let owed: Vec<String> = state
+            .content
+            .iter()
+            .filter(|(p, _)| p.starts_with(&format!("{PENDING_DIR}/")))
+            .map(|(_, text)| String::from_utf8_lossy(text).trim().to_owned())
+            .collect();
         let flags = match version.as_deref().and_then(K3sVersion::parse) {
+            _ if !owed.is_empty() => Err(format!(
+                "the configuration on disk is not in effect: a khard rollout did not finish here (pending: {}); run khard apply to finish it",
+                owed.join(", ")
+            )),
             None => Err("the k3s version is unknown".to_owned()),
             Some(v) => config_flags(state, unit, config, v, embedded_etcd),
         };

@@ -69,13 +69,14 @@ impl Runner {
                     host,
                     failed: true,
                     notified: Vec::new(),
+                    owed: Vec::new(),
                     probed: None,
                 };
             }
         };
         hold_back(&mut d.steps, hold);
         let script = (!self.options.check && !self.stopped())
-            .then(|| build_script(&self.marker, play, &d.steps))
+            .then(|| build_script(&self.marker, play, &d.steps, &d.vars))
             .flatten();
         let run = match &script {
             Some((script, count)) => self.run_script(&d, script, *count).await,
@@ -83,7 +84,8 @@ impl Runner {
         };
         let reconciled = reconcile(&d.steps, &run, self.options.check, d.elapsed);
         let name = d.plan.name.clone();
-        let notified = self.report_host(play, &d, &run, &reconciled);
+        let mut notified = self.report_host(play, &d, &run, &reconciled);
+        notified.extend(&d.pending);
         if let Some(msg) = &reconciled.unreachable {
             self.report.unreachable(&name, &play.name, msg);
         }
@@ -99,6 +101,7 @@ impl Runner {
             host: name,
             failed: reconciled.failed,
             notified,
+            owed: d.pending.clone(),
             probed: Some(probed),
         }
     }
@@ -197,7 +200,12 @@ fn hold_back(steps: &mut [Step], hold: Option<&str>) {
 
 /// The one apply script of a host: every pending change, in order. None
 /// when nothing is pending.
-fn build_script(marker: &str, play: &Play, steps: &[Step]) -> Option<(Vec<u8>, usize)> {
+fn build_script(
+    marker: &str,
+    play: &Play,
+    steps: &[Step],
+    vars: &serde_json::Map<String, serde_json::Value>,
+) -> Option<(Vec<u8>, usize)> {
     let pending: Vec<&Step> = steps.iter().filter(|s| is_pending(s)).collect();
     if pending.is_empty() {
         return None;
@@ -205,7 +213,14 @@ fn build_script(marker: &str, play: &Play, steps: &[Step]) -> Option<(Vec<u8>, u
     let mut script = ApplyScript::new(marker);
     for s in &pending {
         let change = s.change.as_ref().expect("pending");
-        script.task_with_timeout(s.task, &change.script, play.tasks[s.task].timeout);
+        // The handlers it notifies are owed from the moment it changed.
+        let task = &play.tasks[s.task];
+        let body = format!(
+            "{}{}",
+            change.script,
+            super::pending::mark(play, task, vars)
+        );
+        script.task_with_timeout(s.task, &body, task.timeout);
     }
     Some((script.finish(), pending.len()))
 }

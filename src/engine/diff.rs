@@ -121,6 +121,7 @@ impl Runner {
     ) -> Probe {
         let mut probe = Probe::default();
         self.domain.probe_facts(&mut probe);
+        super::pending::probe(play, &mut probe);
         let vars = self.domain.assumed_facts(&h.vars);
         let ctx = crate::lang::template::Templates::context(&vars);
         for &i in tasks.iter().filter(|i| plan.selected[**i]) {
@@ -155,7 +156,9 @@ impl Runner {
         let started = Instant::now();
         let tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
         let needs = self.probe_for(play, plan, &h, &tasks);
-        let probed = match cached.and_then(|p| p.reusable_for(&needs)) {
+        let reused = cached.and_then(|p| p.reusable_for(&needs));
+        let fresh = reused.is_none();
+        let probed = match reused {
             Some(valid) => valid,
             None => {
                 let mut probe = needs;
@@ -202,8 +205,16 @@ impl Runner {
             }
             steps.push(step);
         }
+        // Handlers owed from an earlier run, read once per play (a probe
+        // kept from an earlier segment of this run would count them twice).
+        let pending = if fresh {
+            super::pending::pending(play, &probed.state)
+        } else {
+            Vec::new()
+        };
         Ok(HostDiff {
             plan: h,
+            pending,
             vars,
             steps,
             elapsed: started.elapsed(),

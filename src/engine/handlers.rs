@@ -54,7 +54,10 @@ impl Runner {
                     .cloned()
                     .unwrap_or_else(|| h.vars.clone());
                 match self.handler_change(handler, &vars) {
-                    Ok(Some(change)) => {
+                    Ok(Some(mut change)) => {
+                        if flush.owed.get(&h.name).is_some_and(|o| o.contains(&hi)) {
+                            change.details.insert(0, "pending from an earlier run that did not finish: what it applies is written but not yet in effect".into());
+                        }
                         self.report.expect(&h.name, 1);
                         todo[hi].push((h, change, vars));
                     }
@@ -75,6 +78,7 @@ impl Runner {
             }
         }
         flush.notified.clear();
+        flush.owed.clear();
         let last_handler: HashMap<&str, usize> = todo
             .iter()
             .enumerate()
@@ -303,18 +307,20 @@ impl Runner {
         let health_line = format!("{} health", self.marker);
         let result = async {
             let mut script = ApplyScript::new(&self.marker);
+            // Owed no longer once it ran and (under set -e) passed its gate.
+            let done = super::pending::clear(play, handler);
             match &handler.health {
                 // The script says when the restart is over and the health wait
                 // begins; fd 3 is closed for everything else it starts.
                 Some(health) => script.task_reporting(
                     0,
                     &format!(
-                        "{{\n{}\n}} 3>&-\necho \"$M health\" >&3\n{} 3>&-",
+                        "{{\n{}\n}} 3>&-\necho \"$M health\" >&3\n{} 3>&-{done}",
                         change.script,
                         self.health_call(health, vars)?
                     ),
                 ),
-                None => script.task(0, &change.script),
+                None => script.task(0, &format!("{}{done}", change.script)),
             }
             let mut bytes = script.finish();
             if let Some(p) = &tail {
@@ -435,6 +441,8 @@ struct Batch<'a> {
 #[derive(Default)]
 pub(super) struct Flush {
     pub(super) notified: HashMap<String, BTreeSet<usize>>,
+    /// Handlers owed from an earlier run, by host (see `pending`).
+    pub(super) owed: HashMap<String, BTreeSet<usize>>,
     pub(super) failed: BTreeSet<String>,
     /// Variables (with probed facts) of each host, for handler `when:` and templates.
     pub(super) vars: HashMap<String, Map<String, Value>>,

@@ -14,6 +14,7 @@ mod apply;
 mod diff;
 pub mod error;
 mod handlers;
+mod pending;
 pub mod probe;
 pub mod probe_all;
 pub mod script;
@@ -111,6 +112,8 @@ struct HostDiff {
     elapsed: Duration,
     /// The probe this diff used, reusable for later segments if nothing changes in between.
     probed: Probed,
+    /// Handlers an earlier run notified on this host and never finished.
+    pending: Vec<usize>,
 }
 
 /// What applying one host's segment left behind.
@@ -119,6 +122,8 @@ struct Applied {
     failed: bool,
     /// Handlers notified, by index.
     notified: Vec<usize>,
+    /// Those of them owed from an earlier run.
+    owed: Vec<usize>,
     /// The probe this host's diff used, marked stale when anything ran since.
     probed: Option<Probed>,
 }
@@ -363,6 +368,11 @@ impl Runner {
                 if let Some(probed) = done.probed {
                     flush.probes.insert(done.host.clone(), probed);
                 }
+                flush
+                    .owed
+                    .entry(done.host.clone())
+                    .or_default()
+                    .extend(done.owed);
                 flush
                     .notified
                     .entry(done.host)

@@ -44,6 +44,9 @@ pub struct Task {
     pub place: String,
     pub when: Vec<Expr>,
     pub notify: Vec<String>,
+    /// Names of tasks of the same play that must run with this one (khard's
+    /// own keyword): selecting it by tag or CIS ID selects them too.
+    pub needs: Vec<String>,
     pub tags: Vec<String>,
     /// CIS control IDs in the numbering of the seed guide (CIS 1.6).
     pub cis: Vec<String>,
@@ -204,6 +207,7 @@ struct TaskFields {
     name: Option<String>,
     when: Option<OneOrMany>,
     notify: Option<OneOrMany>,
+    needs: Option<OneOrMany>,
     tags: Option<OneOrMany>,
     cis: Option<Cis>,
     #[serde(
@@ -319,6 +323,7 @@ impl TryFrom<TaskFields> for TaskYaml {
             place: String::new(),
             when,
             notify: f.notify.unwrap_or_default().0,
+            needs: f.needs.unwrap_or_default().0,
             tags: f.tags.unwrap_or_default().0,
             cis: f.cis.clone().unwrap_or_default().default,
             cis_by_benchmark: f.cis.unwrap_or_default().by_benchmark,
@@ -480,10 +485,24 @@ fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -
     })
 }
 
-/// Every `notify` names a handler, and every static `src`/`template` exists.
+/// Every `notify` names a handler, every `needs` a task of the play, and
+/// every static `src`/`template` exists.
 fn check_references(tasks: &[Task], handlers: &[Task]) -> Result<()> {
     let names: Vec<&str> = handlers.iter().map(|h| h.name.as_str()).collect();
+    let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     for task in tasks.iter().chain(handlers) {
+        for n in &task.needs {
+            if !task_names.contains(&n.as_str()) {
+                let hint = did_you_mean(n, task_names.iter().copied())
+                    .map(|h| format!(" (did you mean `{h}`?)"))
+                    .unwrap_or_default();
+                return Err(InputError::new(format!(
+                    "{}: needs `{n}`: no task of that name in this play{hint}",
+                    task.place
+                ))
+                .into());
+            }
+        }
         for n in &task.notify {
             if !names.contains(&n.as_str()) {
                 let hint = did_you_mean(n, names.iter().copied())

@@ -59,7 +59,7 @@
 #     sshd.pid         host-side PID of the sshd (PID 1 of the host's PID namespace)
 #     unshare.pid      its parent; start.log: output of the start-up commands
 #     fs/P             what the host sees at /P, for P in etc/sysctl.d etc/rancher
-#                      var/lib/rancher var/backups etc/sudoers.d etc/systemd/system etc/default root
+#                      var/lib/rancher var/lib/khard var/backups etc/sudoers.d etc/systemd/system etc/default root
 #                      usr/local/bin usr/local/sbin proc/sys (all else is the real machine)
 #     fs/proc/sys      only vm/panic_on_oom vm/overcommit_memory kernel/panic
 #                      kernel/panic_on_oops kernel/keys/root_maxkeys
@@ -90,7 +90,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 SSHD=/usr/sbin/sshd
 # What each host sees as its own (bind-mounted from HOSTDIR/fs/...).
-PRIVATE=(etc/sysctl.d etc/rancher var/lib/rancher var/backups etc/sudoers.d etc/systemd/system etc/default root usr/local/bin usr/local/sbin)
+PRIVATE=(etc/sysctl.d etc/rancher var/lib/rancher var/lib/khard var/backups etc/sudoers.d etc/systemd/system etc/default root usr/local/bin usr/local/sbin)
 # The fake /proc/sys: path=initial value.
 SYSCTLS=(vm/panic_on_oom=0 vm/overcommit_memory=0 kernel/panic=0 kernel/panic_on_oops=0
 	kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000)
