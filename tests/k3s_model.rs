@@ -102,6 +102,13 @@ fn every_dropin_k3s_reads_counts_in_every_spelling() {
         let check = fleet.apply(&["--check"]);
         assert_eq!(check.code, 3, "{name}: {}", check.all());
         assert!(check.stdout.contains(named), "{name}: {}", check.all());
+        // The report reads the same files the same way (case 5: apply and
+        // report agree on a weakening item however it is written).
+        if name == "zz-ops.yml" {
+            let (_, doc) = fleet.report(&[]);
+            let maxage = control(&doc, "s1", "1.2.17");
+            assert_eq!(maxage["verdict"], "fail", "{maxage}");
+        }
         std::fs::remove_file(fleet.path("s1", &path)).unwrap();
     }
     // A dot file sorts before khard's drop-in (its items come first), and k3s
@@ -273,4 +280,70 @@ fn a_selection_by_cis_id_brings_what_the_flags_point_at() {
             .is_none()
     );
     assert!(fleet.restarts("a1").is_empty());
+}
+
+/// Case 3: an agent whose service is k3s-node.service (k3s-ansible, older
+/// install scripts) is read and restarted under that name, or refused
+/// naming it; never hardened against a unit that does not exist.
+#[test]
+fn an_agent_unit_by_another_name_is_found() {
+    let fleet = Fleet::up(&[&format!("a1:agent:{V130}")]);
+    put(
+        &fleet,
+        "a1",
+        "/etc/systemd/system/k3s-node.service",
+        "[Service]\nExecStart=/usr/local/bin/k3s agent --protect-kernel-defaults=false\n",
+    );
+    let check = fleet.apply(&["--check"]);
+    assert_eq!(check.code, 3, "{}", check.all());
+    assert!(
+        check.stdout.contains(
+            "k3s runs here as k3s-node.service, not k3s-agent.service: set k3s_agent_unit: k3s-node"
+        ),
+        "{}",
+        check.all()
+    );
+    let named = fleet.apply(&["--check", "-e", "k3s_agent_unit=k3s-node"]);
+    assert_eq!(named.code, 3, "{}", named.all());
+    assert!(
+        named
+            .stdout
+            .contains("k3s-node.service: --protect-kernel-defaults=false"),
+        "{}",
+        named.all()
+    );
+    put(
+        &fleet,
+        "a1",
+        "/etc/systemd/system/k3s-node.service",
+        "[Service]\nExecStart=/usr/local/bin/k3s agent\n",
+    );
+    let run = fleet.apply(&["-e", "k3s_agent_unit=k3s-node"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let restarts = fleet.restarts("a1");
+    assert!(
+        restarts.len() == 1 && restarts[0].contains("k3s-node"),
+        "{restarts:?}"
+    );
+}
+
+/// Case 6: the servers of a cluster must agree on critical flags as k3s
+/// runs them: a flag on one server's command line counts.
+#[test]
+fn a_critical_flag_on_a_units_command_line_counts_across_servers() {
+    let fleet = Fleet::up(&[&format!("s1:server:{V130}"), &format!("s2:server:{V130}")]);
+    put(
+        &fleet,
+        "s2",
+        "/etc/systemd/system/k3s.service",
+        "[Service]\nExecStart=/usr/local/bin/k3s server --cluster-cidr=10.52.0.0/16\n",
+    );
+    let run = fleet.apply(&["--check"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("cluster-cidr: s1=(unset), s2=10.52.0.0/16"),
+        "{}",
+        run.all()
+    );
 }

@@ -33,6 +33,16 @@ pub struct Desired {
     pub config: String,
 }
 
+/// Other names the same k3s service goes by: k3s-ansible and older install
+/// scripts name the agent's unit `k3s-node`.
+fn other_names(unit: &str) -> &'static [&'static str] {
+    match unit {
+        "k3s-agent" => &["k3s-node"],
+        "k3s-node" => &["k3s-agent"],
+        _ => &[],
+    }
+}
+
 /// Bool flags whose `false` on the command line undoes the hardening.
 const HARDENING_BOOLS: &[&str] = &["protect-kernel-defaults", "secrets-encryption"];
 
@@ -68,9 +78,14 @@ impl Extension for Args {
         out
     }
 
-    /// The unit, its drop-ins and its environment files, whole.
+    /// The unit, its drop-ins and its environment files, whole (and
+    /// whether the service goes by another name here).
     fn probe(&self, r: &Render, p: &mut Probe) -> Result<(), TaskError> {
-        crate::k3s::launch::probe(p, &self.desired(r)?.unit);
+        let unit = self.desired(r)?.unit;
+        crate::k3s::launch::probe(p, &unit);
+        for other in other_names(&unit) {
+            crate::k3s::launch::probe(p, other);
+        }
         Ok(())
     }
 
@@ -92,6 +107,15 @@ impl ExtAction for Desired {
     fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         let launch = Launch::from_state(state, &self.unit);
         let unit = &self.unit;
+        if launch.files.is_empty()
+            && let Some(other) = other_names(unit)
+                .iter()
+                .find(|o| !Launch::from_state(state, o).files.is_empty())
+        {
+            return Err(TaskError::Refused(format!(
+                "k3s runs here as {other}.service, not {unit}.service: set k3s_agent_unit: {other} for this host, so that khard reads that unit and restarts it"
+            )));
+        }
         if !launch.unread.is_empty() {
             return Err(TaskError::Refused(format!(
                 "the {unit} service needs files khard could not read ({}), so how it starts k3s cannot be known",
