@@ -34,17 +34,6 @@ fn yaml(text: &str) -> serde_yaml::Value {
     serde_yaml::from_str(text).unwrap()
 }
 
-fn list(v: &serde_yaml::Value, key: &str) -> Vec<String> {
-    v[key]
-        .as_sequence()
-        .map(|s| {
-            s.iter()
-                .filter_map(|i| i.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn existing_configs_keep_every_key_and_the_hardening_is_appended() {
     let fleet = Fleet::up(&[
@@ -93,14 +82,19 @@ fn existing_configs_keep_every_key_and_the_hardening_is_appended() {
     }
     // khard's drop-in: list keys in the append form, no token, no server.
     let ha = yaml(&fleet.read("ha", DROPIN).unwrap());
-    assert!(list(&ha, "kube-apiserver-arg+").contains(&"audit-log-maxage=30".to_owned()));
+    assert!(
+        common::yaml_list(&ha, "kube-apiserver-arg+").contains(&"audit-log-maxage=30".to_owned())
+    );
     assert!(
         ha.get("kube-apiserver-arg").is_none()
             && ha.get("token").is_none()
             && ha.get("server").is_none()
     );
     let w1 = yaml(&fleet.read("w1", DROPIN).unwrap());
-    assert!(list(&w1, "kubelet-arg+").contains(&"streaming-connection-idle-timeout=5m".to_owned()));
+    assert!(
+        common::yaml_list(&w1, "kubelet-arg+")
+            .contains(&"streaming-connection-idle-timeout=5m".to_owned())
+    );
     assert_eq!(fleet.mode("w1", DROPIN), 0o600);
 
     let again = fleet.apply(&[]);
@@ -205,7 +199,7 @@ fn older_releases_get_a_merge_and_the_oldest_a_clear_refusal() {
     for (k, v) in original.as_mapping().unwrap() {
         match v {
             serde_yaml::Value::Sequence(items) => {
-                let now = list(&merged, k.as_str().unwrap());
+                let now = common::yaml_list(&merged, k.as_str().unwrap());
                 for i in items {
                     assert!(
                         now.contains(&i.as_str().unwrap().to_owned()),
@@ -216,7 +210,10 @@ fn older_releases_get_a_merge_and_the_oldest_a_clear_refusal() {
             _ => assert_eq!(&merged[k], v, "{k:?}"),
         }
     }
-    assert!(list(&merged, "kube-apiserver-arg").contains(&"audit-log-maxage=30".to_owned()));
+    assert!(
+        common::yaml_list(&merged, "kube-apiserver-arg")
+            .contains(&"audit-log-maxage=30".to_owned())
+    );
     assert!(
         fleet.read("old", DROPIN).is_none(),
         "k3s 1.20 reads no drop-in"

@@ -17,18 +17,6 @@ use common::Fleet;
 const V133: &str = "v1.33.5+k3s1";
 const DROPIN: &str = "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml";
 
-/// The items of a list key (`kube-apiserver-arg+`) of khard's drop-in.
-fn items(doc: &serde_yaml::Value, key: &str) -> Vec<String> {
-    doc.get(key)
-        .and_then(|v| v.as_sequence())
-        .map(|s| {
-            s.iter()
-                .filter_map(|i| i.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_real_kube_apiserver_runs_with_what_khard_wrote() {
     let fleet = Fleet::up(&[&format!("s1:server:{V133}")]);
@@ -36,7 +24,7 @@ fn a_real_kube_apiserver_runs_with_what_khard_wrote() {
     assert_eq!(run.code, 0, "{}", run.all());
     let dropin: serde_yaml::Value =
         serde_yaml::from_str(&fleet.read("s1", DROPIN).expect("khard's drop-in")).unwrap();
-    let apiserver = items(&dropin, "kube-apiserver-arg+");
+    let apiserver = common::yaml_list(&dropin, "kube-apiserver-arg+");
     assert!(
         apiserver
             .iter()

@@ -485,6 +485,22 @@ fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -
     })
 }
 
+/// `name`, given to `keyword` of `task`, is one of `names`; else an error
+/// at the task's place, with the closest name.
+fn known(task: &Task, keyword: &str, name: &str, names: &[&str], missing: &str) -> Result<()> {
+    if names.contains(&name) {
+        return Ok(());
+    }
+    let hint = did_you_mean(name, names.iter().copied())
+        .map(|h| format!(" (did you mean `{h}`?)"))
+        .unwrap_or_default();
+    Err(InputError::new(format!(
+        "{}: {keyword} `{name}`: {missing}{hint}",
+        task.place
+    ))
+    .into())
+}
+
 /// Every `notify` names a handler, every `needs` a task of the play, and
 /// every static `src`/`template` exists.
 fn check_references(tasks: &[Task], handlers: &[Task]) -> Result<()> {
@@ -492,28 +508,16 @@ fn check_references(tasks: &[Task], handlers: &[Task]) -> Result<()> {
     let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     for task in tasks.iter().chain(handlers) {
         for n in &task.needs {
-            if !task_names.contains(&n.as_str()) {
-                let hint = did_you_mean(n, task_names.iter().copied())
-                    .map(|h| format!(" (did you mean `{h}`?)"))
-                    .unwrap_or_default();
-                return Err(InputError::new(format!(
-                    "{}: needs `{n}`: no task of that name in this play{hint}",
-                    task.place
-                ))
-                .into());
-            }
+            known(
+                task,
+                "needs",
+                n,
+                &task_names,
+                "no task of that name in this play",
+            )?;
         }
         for n in &task.notify {
-            if !names.contains(&n.as_str()) {
-                let hint = did_you_mean(n, names.iter().copied())
-                    .map(|h| format!(" (did you mean `{h}`?)"))
-                    .unwrap_or_default();
-                return Err(InputError::new(format!(
-                    "{}: notify `{n}`: no handler of that name{hint}",
-                    task.place
-                ))
-                .into());
-            }
+            known(task, "notify", n, &names, "no handler of that name")?;
         }
         if let Module::File(a) = &task.module {
             for (folder, t) in [("files", &a.src), ("templates", &a.template)] {

@@ -403,3 +403,15 @@ pub fn verdicts(doc: &serde_json::Value, host: &str) -> std::collections::BTreeM
         })
         .collect()
 }
+
+/// The string items of a YAML list under `key` (empty when absent).
+pub fn yaml_list(v: &serde_yaml::Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(serde_yaml::Value::as_sequence)
+        .map(|s| {
+            s.iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
