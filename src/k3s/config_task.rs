@@ -246,3 +246,40 @@ impl ExtAction for Desired {
         Box::new(self.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// K5: v1.21.0 reads config.yaml.d (without `key+`): khard merges into
+    /// config.yaml there, and a drop-in that weakens a flag still counts;
+    /// v1.20 reads no drop-in at all.
+    #[test]
+    fn v1_21_0_merges_and_still_reads_dropins() {
+        let mut state = RemoteState::default();
+        state.content.insert(
+            format!("{CONFIG}.d/50-ops.yaml"),
+            b"protect-kernel-defaults: false\n".to_vec(),
+        );
+        let desired = |v: &str| Desired {
+            wanted: "protect-kernel-defaults: true\n".into(),
+            unit: "k3s".into(),
+            config: CONFIG.into(),
+            dropin: format!("{CONFIG}.d/99-khard-cis.yaml"),
+            version: K3sVersion::parse(v),
+        };
+        let err = desired("v1.21.0+k3s1")
+            .diff(&state)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("50-ops.yaml sets protect-kernel-defaults: false"),
+            "{err}"
+        );
+        let change = desired("v1.21.0+k3s1");
+        let (target, _, _) = change.target(&state).unwrap();
+        assert_eq!(target, CONFIG, "merged into config.yaml on v1.21.0");
+        let older = desired("v1.20.15+k3s1").diff(&state).unwrap();
+        assert!(older.is_some(), "v1.20 reads no drop-in: nothing conflicts");
+    }
+}
