@@ -197,7 +197,14 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
 /// The sudo password: from the terminal without echo, or one line of stdin
 /// when there is no terminal (CI, tests).
 fn ask_password() -> Result<String> {
-    crate::input::passwords::ask_secret("BECOME password: ", "-K")
+    let password = crate::input::passwords::ask_secret("BECOME password: ", "-K")?;
+    if password.contains(['\n', '\r']) {
+        return Err(crate::error::InputError::new(
+            "-K: the password holds a line break: sudo reads one line, and the rest would reach the node's shell; khard cannot send it safely",
+        )
+        .into());
+    }
+    Ok(password)
 }
 
 fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {

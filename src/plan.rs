@@ -465,6 +465,17 @@ pub fn plan(
             // keyword; --become / -K on the command line win over both.
             let from_play = play.r#become || play.tasks.iter().any(|t| t.r#become == Some(true));
             let from_host = vars.get("ansible_become").map(crate::lang::expr::truthy);
+            let inventory_password =
+                var(&vars, &["ansible_become_password", "ansible_become_pass"]).map(text);
+            if inventory_password
+                .as_deref()
+                .is_some_and(|p| p.contains(['\n', '\r']))
+            {
+                return Err(InputError::new(format!(
+                    "host {name}: ansible_become_password holds a line break: sudo reads one line, and the rest would reach the node's shell; khard cannot send it safely"
+                ))
+                .into());
+            }
             let hp = HostPlan {
                 name: name.clone(),
                 reach,
@@ -473,10 +484,10 @@ pub fn plan(
                     user: vars.get("ansible_become_user").map(text),
                     // -K wins; otherwise the inventory's, as Ansible reads it
                     // (a secret: the redactor learns these variables).
-                    password: s.become_password.clone().or_else(|| {
-                        var(&vars, &["ansible_become_password", "ansible_become_pass"])
-                            .map(|v| std::sync::Arc::new(text(v)))
-                    }),
+                    password: s
+                        .become_password
+                        .clone()
+                        .or_else(|| inventory_password.map(std::sync::Arc::new)),
                     nonce: nonce.clone(),
                 },
                 vars,

@@ -309,3 +309,36 @@ fn ansible_cfg_and_environment_supply_defaults() {
         "the environment wins: {text}"
     );
 }
+
+/// An ansible.cfg planted in a world-writable directory (/tmp) is ignored,
+/// with Ansible's warning: its inventory, ProxyCommand, user and host-key
+/// settings never reach a run (CVE-2018-10875).
+#[test]
+fn ansible_cfg_in_a_world_writable_directory_is_ignored() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = scratch("world-writable");
+    std::fs::write(
+        d.join("planted.yaml"),
+        "all:\n  hosts:\n    evil:\n      ansible_ssh_common_args: \"-o ProxyCommand='touch /tmp/khard-planted-cfg-ran'\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("ansible.cfg"),
+        "[defaults]\ninventory = planted.yaml\nhost_key_checking = False\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (code, out) = khard(&d, &["apply", "--check"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("world-writable directory") && out.contains("ignoring its ansible.cfg"),
+        "{out}"
+    );
+    assert!(out.contains("no inventory"), "{out}");
+    assert!(!std::path::Path::new("/tmp/khard-planted-cfg-ran").exists());
+    // The same folder, not world-writable: read as before.
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, out) = khard(&d, &["apply", "--list-hosts"]);
+    assert!(out.contains("evil"), "{out}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

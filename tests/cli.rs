@@ -296,3 +296,56 @@ fn an_encrypted_key_without_a_terminal_is_invalid_input() {
     assert!(!err.contains("s3cret-pass"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A become password with a line break cannot be sent safely (sudo reads
+/// one line; the rest would reach the node's shell as root): refused before
+/// any host is contacted, from the inventory and from -K alike.
+#[test]
+fn a_become_password_with_a_line_break_is_refused() {
+    let dir = std::env::temp_dir().join(format!("khard-cli-become-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv = dir.join("inv.yaml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      k3s_role: server\n      ansible_become_password: \"pw\\ntouch /tmp/khard-become-ran\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = khard(&["apply", "--check", "-i", inv.to_str().unwrap()]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("host n1: ansible_become_password holds a line break"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("touch /tmp"),
+        "the password is not echoed: {err}"
+    );
+    let plain = dir.join("plain.yaml");
+    std::fs::write(
+        &plain,
+        "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      k3s_role: server\n",
+    )
+    .unwrap();
+    let out = {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_khard"))
+            .args(["apply", "--check", "-K", "-i", plain.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pw\rtouch /tmp/khard-become-ran\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("-K: the password holds a line break"), "{err}");
+    assert!(!std::path::Path::new("/tmp/khard-become-ran").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

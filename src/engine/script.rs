@@ -92,7 +92,8 @@ impl ApplyScript {
              khard_output() {{\n\
              \x20 n=$(wc -c <\"$khard_o\")\n\
              \x20 head -c {TASK_OUTPUT_CAP} \"$khard_o\"\n\
-             \x20 if [ \"$n\" -gt {TASK_OUTPUT_CAP} ]; then echo; echo \"[khard: output cut: $n bytes, the first {TASK_OUTPUT_CAP} shown]\"; fi\n\
+             \x20 if [ \"$n\" -gt {TASK_OUTPUT_CAP} ]; then echo; echo \"[khard: output cut: $n bytes, the first {TASK_OUTPUT_CAP} shown]\"\n\
+             \x20 elif [ \"$n\" -gt 0 ] && [ \"$(tail -c 1 \"$khard_o\" | wc -l)\" -eq 0 ]; then echo; fi\n\
              }}\n"
         );
         ApplyScript { text }
@@ -286,6 +287,31 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    /// The markers start a line whatever a task printed: output without a
+    /// final newline (printf, kubectl -o jsonpath, curl), binary output, and
+    /// output that carries the marker's text mid-line.
+    #[test]
+    fn markers_start_a_line_whatever_a_task_prints() {
+        let marker = new_marker();
+        let mut s = ApplyScript::new(&marker);
+        s.task(0, "printf 'no newline'");
+        s.task(1, &format!("printf 'x{marker} ok 1'"));
+        s.task(2, "printf '\\000\\377\\033[2J'");
+        s.task(3, "echo last");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(String::from_utf8(s.finish()).unwrap())
+            .output()
+            .unwrap();
+        let (runs, finished) = parse_apply(&marker, &String::from_utf8_lossy(&out.stdout));
+        assert!(finished, "{runs:?}");
+        assert_eq!(runs.len(), 4, "{runs:?}");
+        assert!(runs.iter().all(|r| r.ok), "{runs:?}");
+        assert_eq!(runs[0].output, "no newline\n");
+        assert_eq!(runs[1].output, format!("x{marker} ok 1\n"));
+        assert_eq!(runs[3].output, "last\n");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The Ansible settings khard honours, found where Ansible finds them: the
 //! `ANSIBLE_*` environment variables first, then the first ansible.cfg of
 //! `$ANSIBLE_CONFIG`, `./ansible.cfg`, `~/.ansible.cfg`,
-//! `/etc/ansible/ansible.cfg`. Command-line flags win over both.
+//! `/etc/ansible/ansible.cfg`. Command-line flags win over both. As in
+//! Ansible (config/manager.py `find_ini_config_file`, CVE-2018-10875), the
+//! working directory's ansible.cfg is ignored, with a warning, when that
+//! directory is world-writable: anyone could have planted it.
 
 use std::path::{Path, PathBuf};
 
@@ -44,9 +47,21 @@ fn expand(p: &str) -> PathBuf {
 impl AnsibleDefaults {
     /// Reads the environment and the first ansible.cfg found.
     pub fn load() -> AnsibleDefaults {
+        let cwd_cfg = PathBuf::from("ansible.cfg");
+        let world_writable = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(".").is_ok_and(|m| m.permissions().mode() & 0o002 != 0)
+        };
+        if world_writable && cwd_cfg.exists() {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            eprintln!(
+                "khard: warning: khard is being run in a world-writable directory ({}), ignoring its ansible.cfg (as Ansible does)",
+                cwd.display()
+            );
+        }
         let candidates = [
             std::env::var_os("ANSIBLE_CONFIG").map(PathBuf::from),
-            Some(PathBuf::from("ansible.cfg")),
+            (!world_writable).then_some(cwd_cfg),
             Some(home().join(".ansible.cfg")),
             Some(PathBuf::from("/etc/ansible/ansible.cfg")),
         ];
