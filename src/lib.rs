@@ -27,6 +27,7 @@ mod report;
 mod secrets;
 pub mod settings;
 mod shell;
+pub mod terminal;
 #[cfg(test)]
 mod testutil;
 mod transport;

@@ -35,7 +35,8 @@ fn main() {
     let code = match result {
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("khard: {e:#}");
+            // An error may quote a node's or an input's text: shown, never sent.
+            eprintln!("khard: {}", khard::terminal::lines(&format!("{e:#}")));
             if is_input_error(&e) {
                 Exit::Invalid
             } else {

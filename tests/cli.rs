@@ -349,3 +349,39 @@ fn a_become_password_with_a_line_break_is_refused() {
     assert!(!std::path::Path::new("/tmp/khard-become-ran").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A node's drop-in of 256 KiB of nested flow brackets is refused unread
+/// (the YAML scanner once spent minutes on it: bench/hostile-yaml.sh times
+/// it), and without a k3s unit the configured k3s_config_file stands.
+#[test]
+fn a_hostile_dropin_is_refused_before_the_yaml_parser_sees_it() {
+    let dir = std::env::temp_dir().join(format!("khard-cli-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("config.yaml.d")).unwrap();
+    std::fs::write(dir.join("config.yaml"), "").unwrap();
+    let e = format!("k3s_config_file={}", dir.join("config.yaml").display());
+    let args = [
+        "apply",
+        "--check",
+        "-i",
+        "inventories/localhost.yaml",
+        "-e",
+        &e,
+    ];
+    let (code, out, err) = khard(&args);
+    assert!(
+        code == 2 || code == 0,
+        "no unit: the configured file stands: {out}{err}"
+    );
+    std::fs::write(
+        dir.join("config.yaml.d/50-hostile.yaml"),
+        format!("a: {}", "[".repeat(256 * 1024 - 3)),
+    )
+    .unwrap();
+    let (code, out, err) = khard(&args);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("50-hostile.yaml: YAML nested deeper than 32 flow collections"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -205,3 +205,54 @@ fn output_folds_skips_summarises_tasks_and_quiet_keeps_failures() {
         "{quiet}"
     );
 }
+
+/// Text from a node or from input never reaches the terminal raw (issue
+/// 24): every C0 and C1 control and an OSC and CSI sequence, through task
+/// names, remote output (-vv), a failure's message, a --diff, and an error
+/// printed before anything runs. Only line breaks and tabs remain.
+#[test]
+fn control_characters_from_nodes_and_input_are_shown_never_sent() {
+    let here = Here::new("controls");
+    // Every control but \n and \t, as printf escapes for the remote shell.
+    let all: String = (1u32..0x20)
+        .chain([0x7f])
+        .filter(|c| *c != 0x0a && *c != 0x09)
+        .map(|c| format!("\\\\{c:03o}"))
+        .collect();
+    let forge = "\\\\033]0;pwned\\\\007\\\\r\\\\033[2K\\\\033[8mPLAY RECAP";
+    // C1 controls CSI and NEL, as UTF-8.
+    let c1 = "\\\\302\\\\2332J\\\\302\\\\205";
+    let play = format!(
+        r#"
+- hosts: all
+  tasks:
+    - name: "named \u001b[31mred\u001b[0m"
+      command: {{ cmd: "printf '{all}{forge}\n{c1}'" }}
+    - name: content
+      file: {{ dest: DIR/out.txt, content: "\u001b]0;title\u0007\n" }}
+    - name: fails
+      command: {{ cmd: "printf '{forge}'; exit 3" }}
+"#
+    );
+    let (code, out) = here.run(&play, &["-vv", "--diff"]);
+    assert_eq!(code, 3, "{out}");
+    let raw: Vec<char> = out
+        .chars()
+        .filter(|c| {
+            (c.is_control() && *c != '\n' && *c != '\t') || ('\u{80}'..='\u{9f}').contains(c)
+        })
+        .collect();
+    assert!(raw.is_empty(), "raw controls {raw:?} in:\n{out}");
+    assert!(
+        out.contains("\\e]0;pwned\\x07\\r\\e[2K\\e[8mPLAY RECAP"),
+        "{out}"
+    );
+    assert!(out.contains("named \\e[31mred\\e[0m"), "{out}");
+    assert!(out.contains("\\x9b2J\\x85"), "{out}");
+    // An input error, printed before anything runs.
+    let bad = "- hosts: all\n  tasks:\n    - name: t\n      file: { dest: /tmp/x, src: \"\\u001b[2Jmissing\" }\n";
+    let (code, out) = here.run(bad, &[]);
+    assert_eq!(code, 5, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out}");
+    assert!(out.contains("\\e[2Jmissing"), "{out}");
+}

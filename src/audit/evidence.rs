@@ -168,8 +168,9 @@ impl Evidence {
             Some(v) => config_flags(state, unit, config, v, embedded_etcd),
         };
         let etcd_config = match state.content.get(ETCD_CONFIG) {
-            Some(bytes) => serde_yaml::from_slice(bytes)
-                .map_err(|e| format!("{ETCD_CONFIG} is not valid YAML: {e}")),
+            Some(bytes) => crate::lang::yaml_bounds::check(&String::from_utf8_lossy(bytes))
+                .and_then(|()| serde_yaml::from_slice(bytes).map_err(|e| e.to_string()))
+                .map_err(|e| format!("{ETCD_CONFIG}: {e}")),
             None => Err(format!("{ETCD_CONFIG} could not be read")),
         };
         let api = |query: &str| -> Option<Result<Vec<String>, String>> {

@@ -98,6 +98,8 @@ impl<'de> serde::Deserialize<'de> for Entries {
 /// document counts).
 fn entries(file: &str, text: &str) -> Result<Vec<(serde_yaml::Value, serde_yaml::Value)>, String> {
     use serde::Deserialize;
+    // A node's file: bounded before the parser sees it.
+    crate::lang::yaml_bounds::check(text).map_err(|e| format!("{file}: {e}"))?;
     // A file of nothing but comments is an empty configuration.
     let blank = text
         .lines()
@@ -286,6 +288,7 @@ pub fn append_form(wanted: &str) -> Result<String, String> {
 /// appended where missing (an item `name=value` replaces the operator's item
 /// of the same name), khard's scalars are set.
 pub fn merge_into(existing: &str, wanted: &str) -> Result<String, String> {
+    crate::lang::yaml_bounds::check(existing).map_err(|e| format!("config.yaml: {e}"))?;
     let mut doc: serde_yaml::Mapping = match serde_yaml::from_str(existing) {
         Ok(serde_yaml::Value::Mapping(m)) => m,
         Ok(serde_yaml::Value::Null) => serde_yaml::Mapping::new(),
@@ -466,18 +469,22 @@ pub fn effective(
         ));
     }
     let set_in = launch.files.join(", ");
-    match launch.config_file.as_deref() {
-        None => {
-            return Err(format!(
-                "the {unit} service starts k3s with `--config=` ({set_in}): k3s reads no config file, so no hardening written to one takes effect; remove it"
-            ));
+    // No unit (k3s not installed as one): nothing says where k3s reads, and
+    // the configured file stands.
+    if !launch.files.is_empty() {
+        match launch.config_file.as_deref() {
+            None => {
+                return Err(format!(
+                    "the {unit} service starts k3s with `--config=` ({set_in}): k3s reads no config file, so no hardening written to one takes effect; remove it"
+                ));
+            }
+            Some(f) if f != config => {
+                return Err(format!(
+                    "the {unit} service makes k3s read its configuration from {f} (K3S_CONFIG_FILE or --config, {set_in}), not {config}: set k3s_config_file: {f} for this host, so that khard reads and writes where k3s does"
+                ));
+            }
+            Some(_) => {}
         }
-        Some(f) if f != config => {
-            return Err(format!(
-                "the {unit} service makes k3s read its configuration from {f} (K3S_CONFIG_FILE or --config, {set_in}), not {config}: set k3s_config_file: {f} for this host, so that khard reads and writes where k3s does"
-            ));
-        }
-        Some(_) => {}
     }
     let text = |path: &str| -> Option<String> {
         match planned {

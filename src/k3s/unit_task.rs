@@ -123,19 +123,23 @@ impl ExtAction for Desired {
             )));
         }
         let set_in = launch.files.join(", ");
-        match launch.config_file.as_deref() {
-            None => {
-                return Err(TaskError::Refused(format!(
-                    "the {unit} service starts k3s with `--config=` ({set_in}): k3s reads no config file, so the hardening does not take effect; remove it, run `systemctl daemon-reload` and khard again"
-                )));
+        // No unit (k3s not installed as one): nothing says where k3s reads,
+        // and the configured file stands.
+        if !launch.files.is_empty() {
+            match launch.config_file.as_deref() {
+                None => {
+                    return Err(TaskError::Refused(format!(
+                        "the {unit} service starts k3s with `--config=` ({set_in}): k3s reads no config file, so the hardening does not take effect; remove it, run `systemctl daemon-reload` and khard again"
+                    )));
+                }
+                Some(f) if f != self.config => {
+                    return Err(TaskError::Refused(format!(
+                        "the {unit} service makes k3s read its configuration from {f} (K3S_CONFIG_FILE or --config, {set_in}), not {}: set k3s_config_file: {f} for this host, so that khard reads and writes where k3s does",
+                        self.config
+                    )));
+                }
+                Some(_) => {}
             }
-            Some(f) if f != self.config => {
-                return Err(TaskError::Refused(format!(
-                    "the {unit} service makes k3s read its configuration from {f} (K3S_CONFIG_FILE or --config, {set_in}), not {}: set k3s_config_file: {f} for this host, so that khard reads and writes where k3s does",
-                    self.config
-                )));
-            }
-            Some(_) => {}
         }
         // The last occurrence of each is the one k3s keeps.
         let found: Vec<String> = HARDENING_BOOLS

@@ -169,6 +169,9 @@ pub const SECRET_KEYS: &[&str] = &[
 /// Text that does not parse is not shown at all.
 pub fn mask_k3s_secrets(text: &str) -> String {
     use crate::secrets::REDACTED;
+    if let Err(e) = crate::lang::yaml_bounds::check(text) {
+        return format!("{REDACTED} ({e}: not shown, it may hold secrets)\n");
+    }
     let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
         return format!("{REDACTED} (not valid YAML: not shown, it may hold secrets)\n");
     };

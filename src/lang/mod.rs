@@ -10,3 +10,4 @@ pub mod glob;
 pub mod template;
 pub mod words;
 pub mod yaml11;
+pub mod yaml_bounds;

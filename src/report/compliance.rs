@@ -12,6 +12,7 @@ use super::{Sink, Summary};
 use crate::audit::judge::Verdict;
 use crate::audit::{NodeAudit, Totals};
 use crate::report::Format;
+use crate::terminal::one_line;
 
 const TEMPLATE: &str = include_str!("report.html.hbs");
 
@@ -132,21 +133,6 @@ pub fn html(doc: &impl Serialize) -> String {
         .expect("the built-in report template parses");
     hb.render("report", doc)
         .expect("the report document renders")
-}
-
-/// A value from a node on one line: control characters (a newline in a
-/// config value) are shown escaped, so no value can forge a report line.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
 }
 
 /// kube-bench's layout: `[FAIL] 1.2.17 title`, what was found, the remediation, totals.

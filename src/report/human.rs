@@ -11,6 +11,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Counts, Event, Sink, Status, Summary, Wait};
+use crate::terminal::{lines, one_line};
 
 pub struct Human {
     /// 1: change details; 2: also remote output (-v, -vv).
@@ -112,6 +113,19 @@ impl Default for Progress {
     }
 }
 
+/// An event's text as a terminal may show it (see `terminal`).
+fn visible(e: &Event) -> Event {
+    let mut e = e.clone();
+    e.host = one_line(&e.host);
+    e.play = one_line(&e.play);
+    e.task = one_line(&e.task);
+    e.message = e.message.as_deref().map(one_line);
+    e.details = e.details.iter().map(|d| one_line(d)).collect();
+    e.diff = e.diff.as_deref().map(lines);
+    e.output = e.output.as_deref().map(lines);
+    e
+}
+
 fn paint(color: bool, code: &str, text: &str) -> String {
     if color {
         format!("\x1b[{code}m{text}\x1b[0m")
@@ -160,6 +174,7 @@ impl Sink for Human {
     }
 
     fn play(&mut self, name: &str, check: bool) {
+        let name = &one_line(name);
         if !self.quiet {
             let mode = if check {
                 " (check mode: nothing is changed)"
@@ -171,6 +186,7 @@ impl Sink for Human {
     }
 
     fn connection(&mut self, host: &str, how: &str) {
+        let (host, how) = (&one_line(host), &one_line(how));
         if self.verbose >= 3 {
             self.line(&format!("connected: [{host}] {how}"));
         }
@@ -180,6 +196,7 @@ impl Sink for Human {
         let Some(p) = self.progress.as_mut() else {
             return;
         };
+        let what = &one_line(what);
         if what == "done" {
             if let Some(bar) = p.hosts.remove(host) {
                 bar.finish_and_clear();
@@ -190,6 +207,12 @@ impl Sink for Human {
     }
 
     fn wait(&mut self, host: &str, task: &str, wait: &Wait) {
+        let task = &one_line(task);
+        let wait = &match wait {
+            Wait::Start(what) => Wait::Start(one_line(what)),
+            Wait::Still(what, d) => Wait::Still(one_line(what), *d),
+            Wait::End(how) => Wait::End(one_line(how)),
+        };
         if let Some(p) = self.progress.as_mut() {
             match wait {
                 Wait::Start(what) => p.show(host, &format!("{task}: waiting {what}")),
@@ -227,6 +250,7 @@ impl Sink for Human {
     }
 
     fn event(&mut self, e: &Event) {
+        let e = &visible(e);
         if let Some(p) = self.progress.as_mut() {
             p.count(&e.host, e.status);
             let c = &mut p.counts;
@@ -356,6 +380,7 @@ impl Sink for Human {
         }
         let _ = writeln!(self.out, "\nPLAY RECAP");
         for (host, c) in &s.recap {
+            let host = one_line(host);
             let name = if c.failed + c.unreachable > 0 {
                 paint(self.color, "31", &format!("{host:<26}"))
             } else if c.changed > 0 {
