@@ -35,8 +35,10 @@ fn main() {
     let code = match result {
         Ok(exit) => exit,
         Err(e) => {
-            // An error may quote a node's or an input's text: shown, never sent.
-            eprintln!("khard: {}", khard::terminal::lines(&format!("{e:#}")));
+            // An error may quote a node's or an input's text: shown, never
+            // sent; and never a value that came out of a vault.
+            let text = khard::input::vault::scrub(&format!("{e:#}"));
+            eprintln!("khard: {}", khard::terminal::lines(&text));
             if is_input_error(&e) {
                 Exit::Invalid
             } else {

@@ -256,6 +256,25 @@ fn sudo_with_and_without_password_and_a_wrong_password_stops_after_one_host() {
     let from_vars = fleet.khard(&args);
     assert_eq!(from_vars.code, 0, "{}", from_vars.all());
     assert!(fleet.read("pw2", "/etc/sysctl.d/90-kubelet.conf").is_some());
+    // A wrong one from the inventory: sudo answered and refused, a failure
+    // of that host (exit 3), not unreachable.
+    let mut args = base.to_vec();
+    args.extend([
+        "--limit",
+        "pw2",
+        "--become",
+        "-e",
+        "ansible_become_password=not-the-password",
+    ]);
+    let wrong_var = fleet.khard(&args);
+    assert_eq!(wrong_var.code, 3, "{}", wrong_var.all());
+    assert!(
+        wrong_var
+            .stdout
+            .contains("failed: [pw2] become => become (sudo) was refused"),
+        "{}",
+        wrong_var.all()
+    );
 
     for r in [&wrong, &right, &refused, &from_vars] {
         assert!(

@@ -125,3 +125,80 @@ fn a_wrong_or_missing_vault_password_stops_before_anything_runs() {
     assert!(out.contains("no vault password was given"), "{out}");
     assert!(!d.join("token").exists());
 }
+
+/// Every value of a vaulted vars file is a secret, however deep (issue 24):
+/// a nested mapping's value and a list item never reach -vv output, JSON or
+/// JUnit; a decrypted value in an input error or in a --diff header path is
+/// redacted too.
+#[test]
+fn nested_vault_values_are_secrets_wherever_they_travel() {
+    let d = setup("nested");
+    std::fs::copy(
+        fixtures().join("vars-nested-1.1.yml"),
+        d.join("group_vars/all/nested.yml"),
+    )
+    .unwrap();
+    let pw = fixtures().join("password");
+    let pw = pw.to_str().unwrap();
+    std::fs::write(
+        d.join("nested.yml"),
+        format!(
+            "- hosts: all\n  tasks:\n    - name: echo\n      command: {{ cmd: \"echo {{{{creds.password}}}} {{{{tokens.[0]}}}}\" }}\n    - name: file named by a secret\n      file: {{ dest: \"{}/{{{{db_password}}}}.txt\", content: \"x\\n\" }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let junit = d.join("junit.xml");
+    for format in ["human", "json"] {
+        let (code, out) = khard(
+            &d,
+            &[
+                "apply",
+                "-i",
+                "hosts.yml",
+                "--vault-password-file",
+                pw,
+                "-vv",
+                "--diff",
+                "--format",
+                format,
+                "--junit",
+                junit.to_str().unwrap(),
+                "nested.yml",
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+        let junit = std::fs::read_to_string(&junit).unwrap();
+        for secret in ["N3sted-S3cret-pw", "L1st-T0ken-value", "Db-S3cret-pass"] {
+            assert!(!out.contains(secret), "{format}: {secret} in: {out}");
+            assert!(!junit.contains(secret), "{secret} in the JUnit: {junit}");
+        }
+        assert!(out.contains("[redacted]"), "{out}");
+    }
+    assert!(
+        d.join("Db-S3cret-pass.txt").exists(),
+        "the value reaches the host"
+    );
+    // An input error that quotes a decrypted value.
+    std::fs::write(
+        d.join("bad.yml"),
+        format!(
+            "- hosts: all\n  tasks:\n    - name: t\n      file: {{ dest: {}/m, content: x, mode: \"{{{{db_password}}}}\" }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "hosts.yml",
+            "--vault-password-file",
+            pw,
+            "bad.yml",
+        ],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains("Db-S3cret-pass"), "{out}");
+}

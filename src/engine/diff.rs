@@ -234,10 +234,17 @@ impl Runner {
                 self.options.timeout,
             )
             .await
-            .map_err(|e| HostError::Exec {
-                what: "probe",
-                cause: format!("{e:#}"),
-            })?;
+            .map_err(
+                |e| match e.downcast_ref::<crate::transport::sudo::BecomeFailed>() {
+                    Some(refused) => HostError::BecomeRefused {
+                        stderr: refused.0.clone(),
+                    },
+                    None => HostError::Exec {
+                        what: "probe",
+                        cause: format!("{e:#}"),
+                    },
+                },
+            )?;
         Probed::from_output(probe, &self.marker, &out)
     }
 }

@@ -30,6 +30,16 @@ pub fn decrypted() -> Vec<String> {
     DECRYPTED.lock().expect("vault values").clone()
 }
 
+/// `text` with every value decrypted so far replaced (for errors printed
+/// outside the report, which has its own redactor).
+pub fn scrub(text: &str) -> String {
+    let mut r = crate::secrets::Redactor::default();
+    for v in decrypted() {
+        r.add(&v);
+    }
+    r.scrub(text)
+}
+
 /// Whether `text` is a vault envelope.
 pub fn is_vault(text: &str) -> bool {
     text.trim_start().starts_with("$ANSIBLE_VAULT;")
@@ -44,17 +54,24 @@ pub fn decrypt(text: &str) -> Result<String, String> {
     let plain = decrypt_with(text, secrets)?;
     let mut found = DECRYPTED.lock().expect("vault values");
     found.push(plain.trim_end_matches('\n').to_owned());
-    // A whole vars file: each of its values is a secret too.
-    if let Ok(serde_yaml::Value::Mapping(m)) = serde_yaml::from_str::<serde_yaml::Value>(&plain) {
-        for v in m.values() {
-            match v {
-                serde_yaml::Value::String(s) => found.push(s.clone()),
-                serde_yaml::Value::Number(n) => found.push(n.to_string()),
-                _ => {}
-            }
-        }
+    // A whole vars file: every value in it is a secret too, however deep
+    // (`creds.password`, a list item).
+    if let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&plain) {
+        leaves(&doc, &mut found);
     }
     Ok(plain)
+}
+
+/// Every scalar of a decrypted document, nested mappings and lists included.
+fn leaves(v: &serde_yaml::Value, out: &mut Vec<String>) {
+    match v {
+        serde_yaml::Value::String(s) => out.push(s.clone()),
+        serde_yaml::Value::Number(n) => out.push(n.to_string()),
+        serde_yaml::Value::Sequence(items) => items.iter().for_each(|i| leaves(i, out)),
+        serde_yaml::Value::Mapping(m) => m.values().for_each(|i| leaves(i, out)),
+        serde_yaml::Value::Tagged(t) => leaves(&t.value, out),
+        _ => {}
+    }
 }
 
 /// Decrypts with the given passwords: the one of the envelope's vault id

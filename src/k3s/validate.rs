@@ -119,6 +119,8 @@ pub const SERVER_KEYS: &[&str] = &[
     "etcd-s3-skip-ssl-verify",
     "etcd-s3-access-key",
     "etcd-s3-secret-key",
+    "etcd-s3-session-token",
+    "etcd-s3-config-secret",
     "etcd-s3-bucket",
     "etcd-s3-region",
     "etcd-s3-folder",
@@ -152,12 +154,16 @@ pub const SERVER_KEYS: &[&str] = &[
 ];
 
 /// Keys of a k3s config that hold secrets; their values never appear in a diff.
+/// k3s's flags that carry a credential (pkg/cli/cmds/server.go, agent.go:
+/// the token flags, the datastore URL with its password, the S3 snapshot
+/// credentials, the VPN auth string).
 pub const SECRET_KEYS: &[&str] = &[
     "token",
     "agent-token",
     "datastore-endpoint",
     "etcd-s3-access-key",
     "etcd-s3-secret-key",
+    "etcd-s3-session-token",
     "vpn-auth",
 ];
 

@@ -436,16 +436,15 @@ impl Report {
             || d.before
                 .as_deref()
                 .is_some_and(|b| self.redactor.contains_secret(b));
+        // A path rendered from a secret variable is a secret too.
+        let path = self.redactor.scrub(&d.path);
         if secret {
-            return format!(
-                "--- {p}\n+++ {p}\n{REDACTED} (secret content is never shown)\n",
-                p = d.path
-            );
+            return format!("--- {path}\n+++ {path}\n{REDACTED} (secret content is never shown)\n");
         }
         let before = d.before.clone().unwrap_or_default();
         let (from, to) = match d.before {
-            Some(_) => (format!("before: {}", d.path), format!("after: {}", d.path)),
-            None => ("before: (absent)".to_owned(), format!("after: {}", d.path)),
+            Some(_) => (format!("before: {path}"), format!("after: {path}")),
+            None => ("before: (absent)".to_owned(), format!("after: {path}")),
         };
         similar::TextDiff::from_lines(&before, &d.after)
             .unified_diff()

@@ -3,6 +3,19 @@
 //! and the script only after the marker proved we are root. A second prompt
 //! means a wrong password: we stop at once (no retries, no lockouts).
 
+/// sudo answered, and refused (a wrong password, no sudo rights): a failure
+/// of that host's setup, not a lost connection.
+#[derive(Debug)]
+pub struct BecomeFailed(pub String);
+
+impl std::fmt::Display for BecomeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BecomeFailed {}
+
 /// What the exec loop must do after a chunk of output.
 #[derive(Debug, PartialEq)]
 pub enum Step {
@@ -154,12 +167,13 @@ pub(crate) async fn drive(
             }
             Step::Fail(why) => {
                 exec.abort().await;
-                anyhow::bail!(why);
+                return Err(BecomeFailed(why).into());
             }
         }
     }
     if escalation.is_some() {
-        anyhow::bail!("sudo did not start the shell: {}", out.stderr_text());
+        let why = format!("sudo did not start the shell: {}", out.stderr_text());
+        return Err(BecomeFailed(why).into());
     }
     Ok(out)
 }
