@@ -385,3 +385,24 @@ fn a_hostile_dropin_is_refused_before_the_yaml_parser_sees_it() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Operator-side files are bounded (issue 24): /dev/zero as a private key
+/// is refused before any host is contacted, not read until memory runs out.
+#[test]
+fn a_private_key_that_is_no_file_is_refused() {
+    let dir = std::env::temp_dir().join(format!("khard-cli-zero-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv = dir.join("inv.yaml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      ansible_ssh_private_key_file: /dev/zero\n      k3s_role: server\n",
+    )
+    .unwrap();
+    let (code, _, err) = khard(&["apply", "--check", "-i", inv.to_str().unwrap()]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("private key /dev/zero: not a regular file of at most 1024 KiB"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

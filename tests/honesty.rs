@@ -256,3 +256,91 @@ fn control_characters_from_nodes_and_input_are_shown_never_sent() {
     assert!(!out.contains('\u{1b}'), "{out}");
     assert!(out.contains("\\e[2Jmissing"), "{out}");
 }
+
+/// Races between the probe and the apply (issue 24): a task earlier in the
+/// same apply swaps what a later task's probe saw. chmod and chown act on
+/// what the probe saw or refuse; a write never lands inside a folder
+/// swapped in for its file; `follow: true` on a link whose folder is
+/// missing says so.
+#[test]
+fn what_is_swapped_in_after_the_probe_is_refused_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let here = Here::new("races");
+    let d = here.dir.clone();
+    std::fs::create_dir_all(d.join("dir")).unwrap();
+    for f in ["victim", "perm", "out"] {
+        std::fs::write(d.join(f), "old\n").unwrap();
+        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(d.join("dir"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(d.join("gone/target"), d.join("dangling")).unwrap();
+    let play = r#"
+- hosts: all
+  tasks:
+    - name: swap
+      command: { cmd: "rm DIR/perm && ln -s DIR/victim DIR/perm && rm DIR/out && mkdir DIR/out && mv DIR/dir DIR/dir.real && ln -s DIR/victim DIR/dir" }
+    - name: permissions
+      permissions: { path: DIR/perm, mode: "0600" }
+    - name: file
+      file: { dest: DIR/out, content: "new\n" }
+    - name: directory
+      directory: { path: DIR/dir, mode: "0700" }
+    - name: follow
+      file: { dest: DIR/dangling, content: "x\n", follow: true }
+"#;
+    // Each task on its own: a failure stops the host's later tasks.
+    let (code, out) = here.run(play, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("perm became a symbolic link after khard read it; left alone"),
+        "{out}"
+    );
+    let mode = |p: &str| std::fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("victim"), 0o644, "chmod went through the link: {out}");
+    for (name, task, want) in [
+        (
+            "file",
+            "    - name: file\n      file: { dest: DIR/out, content: \"new\\n\" }\n",
+            "cannot overwrite directory",
+        ),
+        (
+            "directory",
+            "    - name: directory\n      directory: { path: DIR/dir, mode: \"0700\" }\n",
+            "dir became a symbolic link",
+        ),
+        (
+            "follow",
+            "    - name: follow\n      file: { dest: DIR/dangling, content: \"x\\n\", follow: true }\n",
+            "whose folder does not exist",
+        ),
+    ] {
+        // Probe before the swap: the swap runs as the play's first task.
+        let _ = std::fs::remove_file(d.join("perm"));
+        std::fs::write(d.join("perm"), "old\n").unwrap();
+        if name == "file" {
+            let _ = std::fs::remove_dir_all(d.join("out"));
+            std::fs::write(d.join("out"), "old\n").unwrap();
+        }
+        if name == "directory" {
+            let _ = std::fs::remove_file(d.join("dir"));
+            let _ = std::fs::rename(d.join("dir.real"), d.join("dir"));
+        }
+        let swap = match name {
+            "file" => "rm DIR/out && mkdir DIR/out",
+            "directory" => "mv DIR/dir DIR/dir.real && ln -s DIR/victim DIR/dir",
+            _ => "true",
+        };
+        let play = format!(
+            "- hosts: all\n  tasks:\n    - name: swap\n      command: {{ cmd: \"{swap}\" }}\n{task}"
+        );
+        let (code, out) = here.run(&play, &[]);
+        assert_eq!(code, 3, "{name}: {out}");
+        assert!(out.contains(want), "{name}: {out}");
+        assert!(!out.contains("printed nothing"), "{name}: {out}");
+    }
+    assert!(
+        std::fs::read_dir(d.join("out")).unwrap().next().is_none(),
+        "the write landed inside the swapped-in folder"
+    );
+    assert_eq!(mode("victim"), 0o644);
+}

@@ -19,7 +19,9 @@ use crate::shell::preamble;
 pub const FUNCTIONS: &str = r#"khard_write() {
   d=$1
   # FOLLOW ($6 = 1): write the file a symbolic link points to, not the link.
-  if [ "${6:-0}" = 1 ] && [ -L "$d" ]; then d=$(readlink -f -- "$d") || return 1; fi
+  if [ "${6:-0}" = 1 ] && [ -L "$d" ]; then
+    d=$(readlink -f -- "$d") || { echo "$1 is a symbolic link to $(readlink -- "$1"), whose folder does not exist"; return 1; }
+  fi
   dir=${d%/*}; [ -n "$dir" ] || dir=/
   if [ -L "$d" ]; then echo "$d is a symbolic link; khard does not write through links"; return 1; fi
   # Missing parents get 0755, not the scripts' umask 077.
@@ -35,7 +37,8 @@ pub const FUNCTIONS: &str = r#"khard_write() {
   chmod "$2" "$t" || return 1
   sync "$t" || return 1
   if [ "$5" = 1 ] && [ -e "$d" ]; then khard_backup "$d" || return 1; fi
-  mv -f "$t" "$d" || return 1
+  # -T: a folder swapped in for DEST since the probe is not written into.
+  mv -fT "$t" "$d" || return 1
   trap - EXIT HUP INT TERM
   sync "$dir"
 }
@@ -58,6 +61,13 @@ khard_health() {
     fi
     sleep "$2"
   done
+}
+khard_unchanged() {
+  # PATH KIND(f|d) UID: still what the probe saw, or refuse: chmod follows
+  # symbolic links, so one swapped in since would redirect the change.
+  if [ -L "$1" ]; then echo "$1 became a symbolic link after khard read it; left alone"; return 1; fi
+  case $2 in d) [ -d "$1" ] ;; *) [ -f "$1" ] ;; esac || { echo "$1 is no longer what khard read; left alone"; return 1; }
+  [ "$(stat -c %u -- "$1")" = "$3" ] || { echo "$1 changed owner after khard read it; left alone"; return 1; }
 }
 khard_backup() {
   # Readable by root only, whatever the original's mode: a backup may hold a token.

@@ -72,7 +72,7 @@ impl Desired {
                 "{path} exists and is not a folder"
             ))),
             Some(s) => {
-                let (details, script) = self.perms.fix(path, s);
+                let (details, script) = self.perms.fix(path, s, false);
                 Ok((!details.is_empty()).then_some(Change {
                     details,
                     content: None,

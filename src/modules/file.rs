@@ -263,7 +263,7 @@ pub fn write_diff(
                 .sha256
                 .get(dest)
                 .is_some_and(|h| *h == crate::facts::sha256_hex(content));
-            let (mut details, fix) = perms.fix(dest, s);
+            let (mut details, fix) = perms.fix(dest, s, follow);
             if !same_content {
                 details.insert(0, format!("{dest}: content differs"));
                 return Ok(Some(Change {

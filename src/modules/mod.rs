@@ -20,7 +20,7 @@ pub mod sysctl;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::facts::{Probe, RemoteState, Stat};
+use crate::facts::{Kind, Probe, RemoteState, Stat};
 use crate::lang::template::{Templates, Text};
 use error::TaskError;
 pub use render::{Files, Render};
@@ -341,23 +341,37 @@ impl Perms {
     }
 
     /// The shell that sets the wanted owner and group of `path` (nothing
-    /// for what is left alone).
+    /// for what is left alone); never through a symbolic link (`-h`).
     pub fn chown(&self, path: &str) -> String {
         use crate::shell::quote;
         let mut s = String::new();
         if let Some(o) = &self.owner {
-            s.push_str(&format!("chown -- {} {}\n", quote(o), quote(path)));
+            s.push_str(&format!("chown -h -- {} {}\n", quote(o), quote(path)));
         }
         if let Some(g) = &self.group {
-            s.push_str(&format!("chgrp -- {} {}\n", quote(g), quote(path)));
+            s.push_str(&format!("chgrp -h -- {} {}\n", quote(g), quote(path)));
         }
         s
     }
 
-    /// The differences from `stat`, one line each, and the shell that fixes them.
-    pub fn fix(&self, path: &str, stat: &Stat) -> (Vec<String>, String) {
+    /// The differences from `stat`, one line each, and the shell that fixes
+    /// them. Unless `through_link` (a task's `follow: true`), the script
+    /// first checks that `path` is still what the probe saw (no symbolic
+    /// link swapped in since, the same kind and owner): chmod follows links.
+    pub fn fix(&self, path: &str, stat: &Stat, through_link: bool) -> (Vec<String>, String) {
         use crate::shell::quote;
         let (mut details, mut script) = (Vec::new(), String::new());
+        let kind = match stat.kind {
+            Kind::Dir => "d",
+            _ => "f",
+        };
+        if !through_link {
+            script.push_str(&format!(
+                "khard_unchanged {} {kind} {}\n",
+                quote(path),
+                quote(&stat.uid)
+            ));
+        }
         if stat.mode != self.mode {
             details.push(format!(
                 "{path}: mode {:04o} → {:04o}",
@@ -386,6 +400,9 @@ impl Perms {
                 group: self.group.clone().filter(|_| group),
             };
             script.push_str(&only.chown(path));
+        }
+        if details.is_empty() {
+            script.clear();
         }
         (details, script)
     }

@@ -56,7 +56,7 @@ impl Desired {
             if stat.kind == Kind::Link || !Glob::PATHS.matches(&self.pattern, path) {
                 continue;
             }
-            let (d, s) = self.perms.fix(path, stat);
+            let (d, s) = self.perms.fix(path, stat, false);
             details.extend(d);
             script.push_str(&s);
         }

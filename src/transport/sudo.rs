@@ -16,6 +16,10 @@ impl std::fmt::Display for BecomeFailed {
 
 impl std::error::Error for BecomeFailed {}
 
+/// Most output sudo may print before the shell starts (a prompt, a
+/// lecture): past it the host is refused, and the buffers stay bounded.
+const MAX_BEFORE_SHELL: usize = 64 * 1024;
+
 /// What the exec loop must do after a chunk of output.
 #[derive(Debug, PartialEq)]
 pub enum Step {
@@ -72,6 +76,11 @@ impl Escalation {
 
     pub fn on_stdout(&mut self, data: &[u8]) -> Step {
         self.stdout.extend_from_slice(data);
+        if self.stdout.len() > MAX_BEFORE_SHELL {
+            return Step::Fail(format!(
+                "sudo printed more than {MAX_BEFORE_SHELL} bytes before the shell started"
+            ));
+        }
         let text = String::from_utf8_lossy(&self.stdout);
         match text.find(&self.marker) {
             Some(at) => {
@@ -88,6 +97,11 @@ impl Escalation {
 
     pub fn on_stderr(&mut self, data: &[u8]) -> Step {
         self.stderr.extend_from_slice(data);
+        if self.stderr.len() > MAX_BEFORE_SHELL {
+            return Step::Fail(format!(
+                "sudo printed more than {MAX_BEFORE_SHELL} bytes before the shell started"
+            ));
+        }
         let text = String::from_utf8_lossy(&self.stderr).into_owned();
         let prompts = text.matches(&self.prompt).count();
         if prompts == 0 {
@@ -195,6 +209,26 @@ mod tests {
             }
         );
         assert!(e.done);
+    }
+
+    #[test]
+    fn sudo_may_not_print_without_bound_before_the_shell() {
+        let mut e = Escalation::new("n3");
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut last = Step::Wait;
+        for _ in 0..5 {
+            last = e.on_stdout(&chunk);
+        }
+        assert!(
+            matches!(last, Step::Fail(ref m) if m.contains("more than 65536 bytes")),
+            "{last:?}"
+        );
+        let mut e = Escalation::new("n4");
+        let mut last = Step::Wait;
+        for _ in 0..5 {
+            last = e.on_stderr(&chunk);
+        }
+        assert!(matches!(last, Step::Fail(_)), "{last:?}");
     }
 
     #[test]

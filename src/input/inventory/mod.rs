@@ -128,6 +128,12 @@ impl Builder {
     ) -> Result<(), String> {
         for name in expand_host_range(pattern)? {
             if !self.host_vars.contains_key(&name) {
+                // Many ranges under the per-range cap still add up.
+                if self.host_order.len() as u64 >= MAX_INVENTORY_HOSTS {
+                    return Err(format!(
+                        "the inventory names more than {MAX_INVENTORY_HOSTS} hosts; khard refuses it"
+                    ));
+                }
                 self.host_order.push(name.clone());
             }
             self.host_vars
@@ -410,6 +416,8 @@ pub fn read_utf8(path: &Path) -> Result<String> {
 
 /// Most hosts one host range may name.
 pub const MAX_RANGE_HOSTS: u64 = 100_000;
+/// Most hosts in one inventory, all ranges and files together.
+pub const MAX_INVENTORY_HOSTS: u64 = 200_000;
 
 /// Expands Ansible host ranges: `node[01:20]`, `web[a:c]`, `db[1:9:2]`.
 pub fn expand_host_range(pattern: &str) -> Result<Vec<String>, String> {
@@ -563,6 +571,12 @@ k3s_cluster:
 
     #[test]
     fn huge_ranges_fifos_and_endless_files_are_refused() {
+        let mut b = Builder::default();
+        let mut all = Ok(());
+        for g in 0..3 {
+            all = all.and_then(|()| b.add_host("g", &format!("r{g}-[1:99999]"), Map::new()));
+        }
+        assert!(all.unwrap_err().contains("more than 200000 hosts"));
         let e = expand_host_range("node[1:100000000]").unwrap_err();
         assert!(e.contains("more than 100000 hosts"), "{e}");
         assert!(

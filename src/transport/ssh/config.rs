@@ -24,7 +24,13 @@ struct Block {
 #[derive(Debug, Clone, Default)]
 pub struct SshConfig {
     blocks: Vec<Block>,
+    /// Files read so far, Includes counted: a fan-out of Includes is capped
+    /// in total, not only in depth.
+    files: usize,
 }
+
+/// Most files one ssh_config may read, its Includes together.
+const MAX_FILES: usize = 256;
 
 /// What the config says about one host alias.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -100,6 +106,7 @@ impl SshConfig {
     pub fn load(path: &Path) -> Result<SshConfig> {
         let mut cfg = SshConfig {
             blocks: vec![Block::default()],
+            files: 0,
         };
         cfg.read(path, 0)?;
         Ok(cfg)
@@ -109,12 +116,21 @@ impl SshConfig {
     pub fn from_text(path: &Path, text: &str) -> Result<SshConfig> {
         let mut cfg = SshConfig {
             blocks: vec![Block::default()],
+            files: 0,
         };
         cfg.read_text(path, text, 0)?;
         Ok(cfg)
     }
 
     fn read(&mut self, path: &Path, depth: usize) -> Result<()> {
+        self.files += 1;
+        if self.files > MAX_FILES {
+            return Err(InputError::new(format!(
+                "{}: the ssh config and its Includes read more than {MAX_FILES} files; khard refuses it",
+                path.display()
+            ))
+            .into());
+        }
         let text = crate::input::inventory::read_utf8(path)?;
         self.read_text(path, &text, depth)
     }
@@ -346,6 +362,23 @@ pub fn jump_from_ssh_args(args: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Includes fanning out (3 per file, 8 deep: 9841 files) are capped in
+    /// total, not only in depth.
+    #[test]
+    fn an_include_fan_out_is_capped_in_total() {
+        let dir = crate::testutil::TempDir::new();
+        let d = dir.path();
+        for f in ["a", "b", "c"] {
+            std::fs::write(
+                d.join(f),
+                format!("Include {0}/a {0}/b {0}/c\n", d.display()),
+            )
+            .unwrap();
+        }
+        let e = SshConfig::load(&d.join("a")).unwrap_err();
+        assert!(format!("{e:#}").contains("more than 256 files"), "{e:#}");
+    }
 
     #[test]
     fn first_value_wins_and_patterns_match() {

@@ -117,10 +117,12 @@ impl KnownHosts {
     }
 
     pub fn load(path: &Path) -> std::io::Result<KnownHosts> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        // A regular file of bounded size (not /dev/zero, not a FIFO).
+        let text = match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
+            Ok(_) => crate::input::inventory::read_utf8(path)
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?,
         };
         Ok(KnownHosts {
             path: path.to_owned(),

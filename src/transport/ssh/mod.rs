@@ -139,8 +139,21 @@ impl SshContext {
     }
 
     fn key(&self, path: &Path) -> Result<Arc<PrivateKey>> {
+        /// Largest private key file read (an RSA-16384 key is about 13 KiB).
+        const MAX_KEY_BYTES: u64 = 1 << 20;
         if let Some(k) = self.keys.lock().expect("key cache").get(path) {
             return Ok(k.clone());
+        }
+        // A private key is a small regular file: not /dev/zero, not a FIFO.
+        let meta = std::fs::metadata(path)
+            .map_err(|e| InputError::new(format!("private key {}: {e}", path.display())))?;
+        if !meta.is_file() || meta.len() > MAX_KEY_BYTES {
+            return Err(InputError::new(format!(
+                "private key {}: not a regular file of at most {} KiB",
+                path.display(),
+                MAX_KEY_BYTES >> 10
+            ))
+            .into());
         }
         let key = match russh::keys::load_secret_key(path, None) {
             Ok(k) => k,
