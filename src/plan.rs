@@ -429,6 +429,7 @@ pub fn plan(
         }
     }
     let mut checked = std::collections::HashSet::new();
+    let mut var_bytes = 0usize;
     let nonce = crate::shell::new_marker()
         .trim_start_matches("@@khard-")
         .to_owned();
@@ -455,6 +456,16 @@ pub fn plan(
         for name in names {
             let host = inv.host(&name).expect("selected from the inventory");
             let vars = static_vars(play, host, s, domain);
+            // Every host holds its own copy of the variables: one large
+            // group variable over a large fleet adds up (OOM, not an error).
+            var_bytes += crate::input::inventory::vars_bytes(&vars);
+            if var_bytes > crate::input::inventory::MAX_VAR_BYTES {
+                return Err(InputError::new(format!(
+                    "the hosts' variables add up to more than {} MiB by host {name}; khard refuses them (a large variable is copied to every host of its group)",
+                    crate::input::inventory::MAX_VAR_BYTES >> 20
+                ))
+                .into());
+            }
             check_no_jinja(&name, &vars, &used, &s.inventory)?;
             let reach = reach(host, &vars, &ssh)
                 .map_err(|e| InputError::new(format!("host {name}: {e}")))?;

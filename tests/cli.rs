@@ -406,3 +406,28 @@ fn a_private_key_that_is_no_file_is_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// One large group variable over a large fleet is copied to every host:
+/// past a total the inventory is refused with the limit, not run out of
+/// memory (a 500 KB variable over 20 000 hosts took 10 GB).
+#[test]
+fn variables_that_add_up_past_the_limit_are_refused() {
+    let dir = std::env::temp_dir().join(format!("khard-cli-bigvars-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv = dir.join("inv.yaml");
+    std::fs::write(
+        &inv,
+        format!(
+            "all:\n  vars:\n    k3s_role: agent\n    blob: \"{}\"\n  hosts:\n    n[1:2000]:\n      ansible_host: 127.0.0.1\n",
+            "x".repeat(600 * 1024)
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = khard(&["apply", "--list-hosts", "-i", inv.to_str().unwrap()]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("the hosts' variables add up to more than 256 MiB"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -248,6 +248,7 @@ impl Inventory {
         }
 
         let mut hosts = Vec::new();
+        let mut var_bytes = 0usize;
         let member_of_all = memberships(&groups);
         for name in &b.host_order {
             let member_of = member_of_all.get(name).cloned().unwrap_or_default();
@@ -260,6 +261,16 @@ impl Inventory {
             }
             vars.extend(b.host_vars[name].clone());
             vars.extend(vars_file(&dir.join("host_vars"), name)?);
+            // Every host holds its own copy of its groups' variables: one
+            // large variable over a large fleet adds up (it ran out of memory).
+            var_bytes += vars_bytes(&vars);
+            if var_bytes > MAX_VAR_BYTES {
+                return Err(InputError::new(format!(
+                    "{file}: the hosts' variables add up to more than {} MiB by host {name}; khard refuses them (a large variable is copied to every host of its group)",
+                    MAX_VAR_BYTES >> 20
+                ))
+                .into());
+            }
             let groups_of_host = member_of.into_iter().filter(|g| g != "all").collect();
             hosts.push(Host {
                 name: name.clone(),
@@ -416,6 +427,22 @@ pub fn read_utf8(path: &Path) -> Result<String> {
 
 /// Most hosts one host range may name.
 pub const MAX_RANGE_HOSTS: u64 = 100_000;
+/// Most bytes of variables all hosts together may hold (each host keeps
+/// its own copy of its groups' variables).
+pub const MAX_VAR_BYTES: usize = 256 << 20;
+
+/// The bytes of text in a host's variables (what a copy costs).
+pub fn vars_bytes(vars: &Map<String, Value>) -> usize {
+    fn bytes(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a.iter().map(bytes).sum(),
+            Value::Object(m) => m.iter().map(|(k, v)| k.len() + bytes(v)).sum(),
+            _ => 8,
+        }
+    }
+    vars.iter().map(|(k, v)| k.len() + bytes(v)).sum()
+}
 /// Most hosts in one inventory, all ranges and files together.
 pub const MAX_INVENTORY_HOSTS: u64 = 200_000;
 
