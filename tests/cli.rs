@@ -404,6 +404,28 @@ fn a_private_key_that_is_no_file_is_refused() {
         err.contains("private key /dev/zero: not a regular file of at most 1024 KiB"),
         "{err}"
     );
+    // The same for known_hosts; /dev/null, as OpenSSH users write it, is empty.
+    let plain = dir.join("plain.yaml");
+    std::fs::write(&plain, "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      k3s_role: server\n").unwrap();
+    let (code, _, err) = khard(&[
+        "apply",
+        "--check",
+        "-i",
+        plain.to_str().unwrap(),
+        "--known-hosts",
+        "/dev/zero",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("/dev/zero: not a regular file"), "{err}");
+    let (code, _, err) = khard(&[
+        "apply",
+        "--check",
+        "-i",
+        plain.to_str().unwrap(),
+        "--known-hosts",
+        "/dev/null",
+    ]);
+    assert_eq!(code, 4, "unreachable, not refused: {err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -117,9 +117,11 @@ impl KnownHosts {
     }
 
     pub fn load(path: &Path) -> std::io::Result<KnownHosts> {
-        // A regular file of bounded size (not /dev/zero, not a FIFO).
+        // A regular file of bounded size (not /dev/zero, not a FIFO);
+        // /dev/null, as OpenSSH users write it, is an empty one.
         let text = match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Ok(_) if path == Path::new("/dev/null") => String::new(),
             Err(e) => return Err(e),
             Ok(_) => crate::input::inventory::read_utf8(path)
                 .map_err(|e| std::io::Error::other(format!("{e:#}")))?,
