@@ -76,7 +76,6 @@ pub fn playbook(text: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
 
     /// Pieces of each input language, glued at random: likelier to reach
     /// deep paths than random bytes.
@@ -171,24 +170,16 @@ mod tests {
         }
     }
 
+    /// No input panics. How long a parser may take is checked where it can
+    /// be stated as a ratio of sizes (the linear-time tests of the
+    /// matcher and the inventory), not here against a wall clock.
     fn property(name: &str, parser: fn(&str)) {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
-        let started = Instant::now();
         for _ in 0..1500 {
             let input = rng.text();
-            let slow = Instant::now();
-            parser(&input);
-            assert!(
-                slow.elapsed() < Duration::from_millis(500),
-                "{name} took {:?} on {input:?}",
-                slow.elapsed()
-            );
+            let ran = std::panic::catch_unwind(|| parser(&input));
+            assert!(ran.is_ok(), "{name} panicked on {input:?}");
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{name}: {:?}",
-            started.elapsed()
-        );
     }
 
     #[test]

@@ -20,11 +20,8 @@ fn khard(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
     )
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("khard-habits-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn scratch(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("habits-{name}"))
 }
 
 #[test]

@@ -3,14 +3,14 @@
 //! set is left alone, numeric ids converge, missing parent folders are
 //! created 0755, backups are readable by root only.
 
+mod common;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Command;
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("khard-attr-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+fn dir(name: &str) -> common::Scratch {
+    let d = common::Scratch::new(&format!("attr-{name}"));
     std::fs::write(
         d.join("inventory.yaml"),
         "all:\n  hosts:\n    here:\n      ansible_connection: local\n      ansible_become: false\n",

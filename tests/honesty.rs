@@ -11,6 +11,15 @@ struct Here {
     dir: PathBuf,
 }
 
+impl Drop for Here {
+    /// Removed when the test ends well (kept after a failure, to look at).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Here {
     fn new(name: &str) -> Here {
         let dir = std::env::temp_dir().join(format!("khard-honesty-{}-{name}", std::process::id()));
@@ -266,7 +275,7 @@ fn control_characters_from_nodes_and_input_are_shown_never_sent() {
 fn what_is_swapped_in_after_the_probe_is_refused_not_followed() {
     use std::os::unix::fs::PermissionsExt;
     let here = Here::new("races");
-    let d = here.dir.clone();
+    let d = here.dir.to_path_buf();
     std::fs::create_dir_all(d.join("dir")).unwrap();
     for f in ["victim", "perm", "out"] {
         std::fs::write(d.join(f), "old\n").unwrap();

@@ -12,6 +12,15 @@ struct Sweep {
     dir: PathBuf,
 }
 
+impl Drop for Sweep {
+    /// Removed when the test ends well (kept after a failure, to look at).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Sweep {
     fn new(name: &str) -> Sweep {
         let dir = std::env::temp_dir().join(format!("khard-sweep-{}-{name}", std::process::id()));
@@ -84,7 +93,15 @@ fn shell_syntax_in_task_arguments_never_runs() {
     let s = Sweep::new("tasks");
     let inv = s.write("inventory.yaml", LOCAL);
     let d = s.dir.display();
-    for (i, p) in s.payloads().into_iter().enumerate() {
+    // The sweep proves something only if its runs reach the host: a control
+    // value first (valid for every argument, so every template must reach
+    // the host),
+    // then the payloads, counting the runs that reached the host.
+    let mut payloads = vec!["0644".to_owned()];
+    payloads.extend(s.payloads());
+    let (mut runs, mut reached) = (0, 0);
+    for (i, p) in payloads.into_iter().enumerate() {
+        let reached_before = reached;
         let q = yaml(&p);
         let dest = yaml(&format!("{d}/f{i}-{p}"));
         let tasks = [
@@ -134,11 +151,27 @@ fn shell_syntax_in_task_arguments_never_runs() {
                 let mut args = vec!["apply", "-i", inv.to_str().unwrap()];
                 args.extend_from_slice(mode);
                 args.push(play.to_str().unwrap());
-                let (_, out) = s.khard(&args);
+                let (code, out) = s.khard(&args);
                 s.assert_clean(&format!("{task} {mode:?}"), &out);
+                let at_host = code != 5 && out.contains("[here]");
+                if i == 0 {
+                    assert!(
+                        at_host,
+                        "the control run of `{task}` never reached the host: {out}"
+                    );
+                }
+                runs += 1;
+                reached += usize::from(at_host);
             }
         }
+        // Refusing a value at input is safe too, but every payload must
+        // have met a real shell, quoted, somewhere (file content at least).
+        assert!(
+            reached > reached_before,
+            "no run with {p:?} reached the host"
+        );
     }
+    eprintln!("{reached} of {runs} runs reached the host, none ran a payload");
 }
 
 /// Inventory and command-line values: host names, addresses, users, ports,

@@ -436,3 +436,48 @@ fn invalid_content_is_refused_before_anything_is_written_and_backups_stay_out_of
             .contains("name: one")
     );
 }
+
+/// The control-character boundary holds on a terminal too (issue 24): with
+/// the progress display on, a task name, its output (-vv), a health wait
+/// and a handler's name carrying an OSC title and CSI sequences are shown
+/// escaped; only khard's own drawing reaches the terminal raw.
+#[test]
+fn a_terminal_shows_node_and_input_text_escaped() {
+    let fleet = Fleet::up(&[&format!("s1:server:{V}")]);
+    let play = fleet.dir.join("evil.yaml");
+    std::fs::write(
+        &play,
+        "- hosts: all\n  tasks:\n    - name: \"title \\u001b]0;pwned\\u0007 \\u001b[2J\"\n      command: { cmd: \"printf '\\\\033]0;pwned-too\\\\007\\\\033[8mhidden'\" }\n      notify: \"bell \\u001b]0;pwned-handler\\u0007\"\n  handlers:\n    - name: \"bell \\u001b]0;pwned-handler\\u0007\"\n      command: { cmd: \"true\" }\n",
+    )
+    .unwrap();
+    let (inv, kh) = (fleet.inventory(), fleet.known_hosts());
+    let args = [
+        "apply",
+        "-vv",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        play.to_str().unwrap(),
+    ];
+    let run = fleet.khard_in_pty(&args, None);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for raw in ["\u{1b}]0;pwned", "\u{1b}[8m", "\u{1b}[2J", "\u{7}"] {
+        assert!(
+            !run.stdout.contains(raw),
+            "{raw:?} raw on the terminal: {:?}",
+            run.stdout
+        );
+    }
+    for shown in [
+        "\\e]0;pwned\\x07",
+        "\\e]0;pwned-too\\x07\\e[8mhidden",
+        "bell \\e]0;pwned-handler",
+    ] {
+        assert!(
+            run.stdout.contains(shown),
+            "`{shown}` not shown: {:?}",
+            run.stdout
+        );
+    }
+}

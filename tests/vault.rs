@@ -4,6 +4,8 @@
 //! --vault-id; the plain value reaches the host, never the output; a wrong
 //! password is a clear error before anything runs (exit 5).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,9 +13,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault")
 }
 
-fn setup(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("khard-vault-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+fn setup(name: &str) -> common::Scratch {
+    let d = common::Scratch::new(&format!("vault-{name}"));
     std::fs::create_dir_all(d.join("group_vars/all")).unwrap();
     std::fs::copy(
         fixtures().join("vars-1.1.yml"),

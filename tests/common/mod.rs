@@ -415,3 +415,38 @@ pub fn yaml_list(v: &serde_yaml::Value, key: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A folder of a test's own under the temp dir, removed when the test ends
+/// well (kept after a failure, to look at): the suite leaves nothing behind
+/// (scripts/test checks).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(what: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("khard-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

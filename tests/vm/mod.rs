@@ -224,6 +224,10 @@ impl Drop for Vms {
         let _ = Command::new(repo().join("scripts/vm/stop"))
             .arg(&self.dir)
             .output();
+        // The consoles stay only where a test failed, to look at.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
