@@ -293,7 +293,8 @@ fn a_host_that_dies_mid_run_is_reported_while_the_others_finish() {
         &format!("h3:agent:{V}"),
     ]);
     let play = fleet.dir.join("slow.yaml");
-    std::fs::write(&play, "- hosts: all\n  tasks:\n    - name: slow\n      command: sleep 3\n    - name: after\n      file: { dest: /etc/rancher/done, content: \"x\\n\" }\n").unwrap();
+    // The slow task says when it runs: the host dies mid-run, not before.
+    std::fs::write(&play, "- hosts: all\n  tasks:\n    - name: slow\n      command: \"touch /etc/rancher/started && sleep 3\"\n    - name: after\n      file: { dest: /etc/rancher/done, content: \"x\\n\" }\n").unwrap();
     let inv = fleet.inventory();
     let kh = fleet.known_hosts();
     let child = fleet.spawn_khard(
@@ -307,7 +308,9 @@ fn a_host_that_dies_mid_run_is_reported_while_the_others_finish() {
         ],
         &[],
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until("h2's slow task started", || {
+        fleet.read("h2", "/etc/rancher/started").is_some()
+    });
     let pid = std::fs::read_to_string(fleet.host_dir("h2").join("sshd.pid")).unwrap();
     Command::new("kill")
         .args(["-9", pid.trim()])
@@ -413,8 +416,14 @@ fn sigint_mid_run_leaves_every_file_old_or_new_and_no_temp_files() {
         "k3s_health_interval=0.2",
     ];
     let child = fleet.spawn_khard(&args, &[]);
-    // The rollout restarts one agent at a time, ~1 s each: interrupt it in the middle.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The rollout restarts one agent at a time, ~1 s each: interrupt it
+    // once it has begun (a restart was counted), so "mid-rollout" is true.
+    let restarts = || -> usize {
+        (1..=6)
+            .map(|i| fleet.restarts(&format!("n{i}")).len())
+            .sum()
+    };
+    wait_until("the rollout's first restart", || restarts() >= 1);
     Command::new("pkill")
         .args([
             "-INT",
@@ -430,10 +439,11 @@ fn sigint_mid_run_leaves_every_file_old_or_new_and_no_temp_files() {
         "the recap is printed: {}",
         run.all()
     );
-    let restarted: usize = (1..=6)
-        .map(|i| fleet.restarts(&format!("n{i}")).len())
-        .sum();
-    assert!(restarted < 6, "the rollout went on after Ctrl-C");
+    let restarted = restarts();
+    assert!(
+        (1..6).contains(&restarted),
+        "{restarted} restarts: the rollout had begun and stopped at Ctrl-C"
+    );
     let reference = fleet
         .read("n1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
         .expect("written before the rollout");
@@ -639,7 +649,19 @@ fn timeouts_fail_the_slow_task_and_the_silent_host_only() {
         .arg(format!("import socket,time\ns=socket.socket()\ns.bind(('{silent}',22))\ns.listen(5)\nc=s.accept()\ntime.sleep(60)\n"))
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the silent listener", || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &fleet.netns,
+                "ss",
+                "-Hltn",
+                &format!("src {silent}:22"),
+            ])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    });
     let inv2 = fleet.dir.join("with-silent.yaml");
     let text = std::fs::read_to_string(&inv).unwrap().replace(
         "  vars:\n",
@@ -680,4 +702,16 @@ fn timeouts_fail_the_slow_task_and_the_silent_host_only() {
         "{}",
         run.all()
     );
+}
+
+/// Waits for an event the test can see (a file, a count, a port), never a
+/// fixed time; gives up after 60 s with what it waited for.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("waited 60 s for {what}");
 }
