@@ -129,6 +129,9 @@ pub fn page(doc: &Document) -> String {
 /// The template rendered with `data`; data is escaped by Handlebars.
 pub fn html(doc: &impl Serialize) -> String {
     let mut hb = handlebars::Handlebars::new();
+    // Strict: a field the template names and the document lacks (a rename
+    // on one side) is an error, never an empty cell.
+    hb.set_strict_mode(true);
     hb.register_template_string("report", TEMPLATE)
         .expect("the built-in report template parses");
     hb.render("report", doc)
@@ -243,6 +246,20 @@ mod tests {
 
     /// The template renders in the Rust engine (it was designed against
     /// handlebars.js) and escapes what the nodes said.
+    #[test]
+    /// A document made by the audit itself (not a hand-kept sample): with
+    /// the strict renderer, a field renamed on either side fails here.
+    fn the_page_renders_a_real_document_strictly() {
+        let ev = crate::audit::evidence::Evidence::unavailable("server", "<script>x</script>");
+        let audit = crate::audit::audit_node("s1", "k3s-cis-1.10", &ev, &|_| Vec::new());
+        let page = page(&document(&[audit]));
+        assert!(
+            page.contains("s1") && page.contains("k3s-cis-1.10"),
+            "{page}"
+        );
+        assert!(!page.contains("<script>x"), "node text is escaped");
+    }
+
     #[test]
     fn the_page_renders_the_sample_and_escapes_data() {
         let sample: serde_json::Value =
