@@ -3,6 +3,10 @@
 
 use std::process::Command;
 
+mod common;
+
+use common::Scratch;
+
 fn khard(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_khard"))
         .args(args)
@@ -14,6 +18,19 @@ fn khard(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// An inventory of one server at 127.0.0.1:9 (nothing listens: a test that
+/// must stop before connecting fails loudly if it connects), with `extra`
+/// as more of its variables.
+fn unreachable_inventory(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let inv = dir.join("inv.yaml");
+    std::fs::write(
+        &inv,
+        format!("all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      k3s_role: server\n{extra}"),
+    )
+    .unwrap();
+    inv
 }
 
 #[test]
@@ -240,8 +257,7 @@ fn a_report_that_cannot_be_written_fails_with_a_message() {
     );
     assert!(err.contains("No space left on device"), "{err}");
     // The same report to a writable file is whole JSON, and exits by its verdicts.
-    let dir = std::env::temp_dir().join(format!("khard-cli-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("cli-report");
     let file = dir.join("r.json");
     let (code, _, err) = khard(&[
         "report",
@@ -255,15 +271,13 @@ fn a_report_that_cannot_be_written_fails_with_a_message() {
     assert!(code == 0 || code == 2, "{err}");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert!(doc.is_object(), "{doc}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// An encrypted private key and no terminal to ask its passphrase is the
 /// operator's setup: exit 5 before any host is contacted.
 #[test]
 fn an_encrypted_key_without_a_terminal_is_invalid_input() {
-    let dir = std::env::temp_dir().join(format!("khard-cli-key-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("cli-key");
     let key = dir.join("id_ed25519");
     let made = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "s3cret-pass", "-f"])
@@ -272,15 +286,14 @@ fn an_encrypted_key_without_a_terminal_is_invalid_input() {
         .expect("ssh-keygen (openssh-client) is installed by scripts/test");
     assert!(made.success());
     // Port 9 on loopback: nothing is contacted anyway (the key is loaded first).
-    let inv = dir.join("inv.yaml");
-    std::fs::write(
-        &inv,
-        format!(
-            "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      ansible_ssh_private_key_file: {}\n      k3s_role: server\n",
+    let inv = unreachable_inventory(
+        &dir,
+        &format!(
+            "      ansible_ssh_private_key_file: {}
+",
             key.display()
         ),
-    )
-    .unwrap();
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_khard"))
         .args(["apply", "--check", "-i"])
         .arg(&inv)
@@ -294,7 +307,6 @@ fn an_encrypted_key_without_a_terminal_is_invalid_input() {
         "{err}"
     );
     assert!(!err.contains("s3cret-pass"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A become password with a line break cannot be sent safely (sudo reads
@@ -302,14 +314,11 @@ fn an_encrypted_key_without_a_terminal_is_invalid_input() {
 /// any host is contacted, from the inventory and from -K alike.
 #[test]
 fn a_become_password_with_a_line_break_is_refused() {
-    let dir = std::env::temp_dir().join(format!("khard-cli-become-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let inv = dir.join("inv.yaml");
-    std::fs::write(
-        &inv,
-        "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      k3s_role: server\n      ansible_become_password: \"pw\\ntouch /tmp/khard-become-ran\"\n",
-    )
-    .unwrap();
+    let dir = Scratch::new("cli-become");
+    let inv = unreachable_inventory(
+        &dir,
+        "      ansible_become_password: \"pw\\ntouch /tmp/khard-become-ran\"\n",
+    );
     let (code, _, err) = khard(&["apply", "--check", "-i", inv.to_str().unwrap()]);
     assert_eq!(code, 5, "{err}");
     assert!(
@@ -320,12 +329,7 @@ fn a_become_password_with_a_line_break_is_refused() {
         !err.contains("touch /tmp"),
         "the password is not echoed: {err}"
     );
-    let plain = dir.join("plain.yaml");
-    std::fs::write(
-        &plain,
-        "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      k3s_role: server\n",
-    )
-    .unwrap();
+    let plain = unreachable_inventory(&dir, "");
     let out = {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_khard"))
@@ -347,7 +351,6 @@ fn a_become_password_with_a_line_break_is_refused() {
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("-K: the password holds a line break"), "{err}");
     assert!(!std::path::Path::new("/tmp/khard-become-ran").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A node's drop-in of 256 KiB of nested flow brackets is refused unread
@@ -355,7 +358,7 @@ fn a_become_password_with_a_line_break_is_refused() {
 /// it), and without a k3s unit the configured k3s_config_file stands.
 #[test]
 fn a_hostile_dropin_is_refused_before_the_yaml_parser_sees_it() {
-    let dir = std::env::temp_dir().join(format!("khard-cli-hostile-{}", std::process::id()));
+    let dir = Scratch::new("cli-hostile");
     std::fs::create_dir_all(dir.join("config.yaml.d")).unwrap();
     std::fs::write(dir.join("config.yaml"), "").unwrap();
     let e = format!("k3s_config_file={}", dir.join("config.yaml").display());
@@ -383,21 +386,14 @@ fn a_hostile_dropin_is_refused_before_the_yaml_parser_sees_it() {
         out.contains("50-hostile.yaml: YAML nested deeper than 32 flow collections"),
         "{out}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Operator-side files are bounded (issue 24): /dev/zero as a private key
 /// is refused before any host is contacted, not read until memory runs out.
 #[test]
 fn a_private_key_that_is_no_file_is_refused() {
-    let dir = std::env::temp_dir().join(format!("khard-cli-zero-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let inv = dir.join("inv.yaml");
-    std::fs::write(
-        &inv,
-        "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      ansible_ssh_private_key_file: /dev/zero\n      k3s_role: server\n",
-    )
-    .unwrap();
+    let dir = Scratch::new("cli-zero");
+    let inv = unreachable_inventory(&dir, "      ansible_ssh_private_key_file: /dev/zero\n");
     let (code, _, err) = khard(&["apply", "--check", "-i", inv.to_str().unwrap()]);
     assert_eq!(code, 5, "{err}");
     assert!(
@@ -405,8 +401,7 @@ fn a_private_key_that_is_no_file_is_refused() {
         "{err}"
     );
     // The same for known_hosts; /dev/null, as OpenSSH users write it, is empty.
-    let plain = dir.join("plain.yaml");
-    std::fs::write(&plain, "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n      k3s_role: server\n").unwrap();
+    let plain = unreachable_inventory(&dir, "");
     let (code, _, err) = khard(&[
         "apply",
         "--check",
@@ -426,7 +421,6 @@ fn a_private_key_that_is_no_file_is_refused() {
         "/dev/null",
     ]);
     assert_eq!(code, 4, "unreachable, not refused: {err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// One large group variable over a large fleet is copied to every host:
@@ -434,8 +428,7 @@ fn a_private_key_that_is_no_file_is_refused() {
 /// memory (a 500 KB variable over 20 000 hosts took 10 GB).
 #[test]
 fn variables_that_add_up_past_the_limit_are_refused() {
-    let dir = std::env::temp_dir().join(format!("khard-cli-bigvars-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("cli-bigvars");
     let inv = dir.join("inv.yaml");
     std::fs::write(
         &inv,
@@ -451,5 +444,4 @@ fn variables_that_add_up_past_the_limit_are_refused() {
         err.contains("the hosts' variables add up to more than 256 MiB"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
