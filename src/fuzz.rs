@@ -74,6 +74,13 @@ pub fn playbook(text: &str) {
     let _ = crate::input::playbook::Playbook::from_text(&file, text);
 }
 
+/// A k3s config file or drop-in as a node holds it (bounded before parsing:
+/// lang::yaml_bounds), merged as k3s merges it, and masked as a diff shows it.
+pub fn k3s_config(text: &str) {
+    let _ = crate::k3s::config::from_file(text);
+    let _ = crate::k3s::validate::mask_k3s_secrets(text);
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -191,5 +198,6 @@ mod tests {
         property("limit", super::limit);
         property("inventory", super::inventory);
         property("playbook", super::playbook);
+        property("k3s_config", super::k3s_config);
     }
 }
