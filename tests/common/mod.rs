@@ -275,6 +275,7 @@ impl Fleet {
             env!("CARGO_BIN_EXE_khard"),
             args.join(" ")
         );
+        use std::io::{Read, Write};
         use std::process::Stdio;
         let mut child = Command::new("script")
             .args(["-qec", &cmd, "/dev/null"])
@@ -285,13 +286,36 @@ impl Fleet {
             .spawn()
             .expect("starting script");
         let mut stdin = child.stdin.take().unwrap();
+        // Output is read as it comes, so input is typed when khard asks
+        // for it (its prompt ends with ": "), never after a fixed time.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = {
+            let seen = seen.clone();
+            let mut out = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = out.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            })
+        };
         if let Some(text) = input {
-            use std::io::Write;
-            std::thread::sleep(std::time::Duration::from_millis(1500));
+            for _ in 0..600 {
+                if String::from_utf8_lossy(&seen.lock().unwrap()).contains(": ") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             stdin.write_all(text.as_bytes()).unwrap();
         }
         drop(stdin);
-        Run::from(child.wait_with_output().unwrap())
+        let mut out = child.wait_with_output().unwrap();
+        reader.join().unwrap();
+        out.stdout = seen.lock().unwrap().clone();
+        Run::from(out)
     }
 }
 
