@@ -445,3 +445,23 @@ fn variables_that_add_up_past_the_limit_are_refused() {
         "{err}"
     );
 }
+
+/// `-i 'host:port,'` as ansible-playbook reads it (host_list's
+/// parse_address): the port is the host's, not part of its name (khard
+/// dialled `127.0.0.1:9:22`).
+#[test]
+fn a_host_list_entry_carries_its_port() {
+    let (code, out, err) = khard(&[
+        "apply",
+        "--check",
+        "-i",
+        "127.0.0.1:9,",
+        "-e",
+        "k3s_role=server",
+    ]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("127.0.0.1:9") && !out.contains(":9:22"),
+        "{out}"
+    );
+}

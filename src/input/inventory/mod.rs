@@ -172,6 +172,25 @@ impl Builder {
     }
 }
 
+/// A host list entry as Ansible's host_list inventory plugin reads it
+/// (`parse_address`): `host:port`, `[v6]:port`, or a bare name or
+/// address (an IPv6 address without brackets has no port).
+fn host_and_port(entry: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = entry.strip_prefix('[')
+        && let Some((addr, tail)) = rest.split_once(']')
+    {
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (addr, port);
+    }
+    match entry.split_once(':') {
+        Some((host, port)) if !port.contains(':') => match port.parse() {
+            Ok(p) => (host, Some(p)),
+            Err(_) => (entry, None),
+        },
+        _ => (entry, None),
+    }
+}
+
 impl Inventory {
     /// Loads an inventory as ansible-playbook's `-i` takes it: a file (YAML
     /// or INI), a folder (every inventory file in it, in name order), or a
@@ -182,8 +201,13 @@ impl Inventory {
         if !path.exists() && spec.contains(',') {
             let mut b = Builder::default();
             b.group("all");
-            for host in spec.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-                b.add_host("all", host, Map::new())
+            for entry in spec.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                let (host, port) = host_and_port(entry);
+                let mut vars = Map::new();
+                if let Some(port) = port {
+                    vars.insert("ansible_port".into(), Value::from(port));
+                }
+                b.add_host("all", host, vars)
                     .map_err(|e| InputError::new(format!("-i {spec}: {e}")))?;
             }
             return Inventory::build(b, &spec, Path::new("."));
@@ -628,6 +652,25 @@ k3s_cluster:
     /// Linear, as a ratio of two sizes (never an absolute time, which a
     /// loaded machine breaks): ten times the hosts may cost at most about
     /// ten times the time; a quadratic expansion costs a hundred.
+    /// As Ansible's host_list plugin: `-i '127.0.0.1:22001,'` is port 22001.
+    #[test]
+    fn host_list_entries_carry_their_port() {
+        assert_eq!(host_and_port("127.0.0.1:22001"), ("127.0.0.1", Some(22001)));
+        assert_eq!(host_and_port("[::1]:2222"), ("::1", Some(2222)));
+        assert_eq!(host_and_port("fe80::1"), ("fe80::1", None));
+        assert_eq!(host_and_port("node1"), ("node1", None));
+        let inv = Inventory::load(Path::new("a.example:2201,b.example,")).unwrap();
+        let a = inv.host("a.example").unwrap();
+        assert_eq!(a.vars.get("ansible_port"), Some(&Value::from(2201)));
+        assert!(
+            inv.host("b.example")
+                .unwrap()
+                .vars
+                .get("ansible_port")
+                .is_none()
+        );
+    }
+
     #[test]
     fn a_large_flat_group_expands_in_linear_time() {
         let time = |n: usize| {
