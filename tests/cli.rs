@@ -465,3 +465,42 @@ fn a_host_list_entry_carries_its_port() {
         "{out}"
     );
 }
+
+/// Ansible's own arguments to file and sysctl are answered with khard's
+/// equivalents, at their line (issue 25.7).
+#[test]
+fn ansible_module_arguments_point_at_khards_equivalents() {
+    let dir = Scratch::new("cli-ansible-args");
+    let inv = unreachable_inventory(&dir, "");
+    for (task, hint) in [
+        (
+            "ansible.builtin.file: { path: /etc/x, state: directory }",
+            "khard's `file` writes a whole file at `dest`, and its `directory` module makes folders at `path`",
+        ),
+        (
+            "file: { dest: /etc/x, state: directory }",
+            "a folder is the `directory` module",
+        ),
+        (
+            "ansible.posix.sysctl: { name: vm.overcommit_memory, value: 1 }",
+            "khard's `sysctl` writes a whole file: `dest` and `values: { name: value }`",
+        ),
+    ] {
+        let play = dir.join("play.yaml");
+        std::fs::write(
+            &play,
+            format!("- hosts: all\n  tasks:\n    - name: t\n      {task}\n"),
+        )
+        .unwrap();
+        let (code, _, err) = khard(&[
+            "apply",
+            "--check",
+            "-i",
+            inv.to_str().unwrap(),
+            play.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 5, "{task}: {err}");
+        assert!(err.contains(hint), "{task}: {err}");
+        assert!(err.contains("play.yaml:4:"), "{task}: {err}");
+    }
+}

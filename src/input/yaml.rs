@@ -32,12 +32,42 @@ pub fn located(file: &str, err: &serde_yaml::Error) -> InputError {
     if let Some(pos) = message.find(" at line ") {
         message.truncate(pos);
     }
-    if let Some(hint) = suggestion(&message) {
+    if let Some(hint) = ansible_equivalent(&message) {
+        message.push_str(&format!(" ({hint})"));
+    } else if let Some(hint) = suggestion(&message) {
         message.push_str(&format!(" (did you mean `{hint}`?)"));
     }
     match err.location() {
         Some(loc) => InputError::at(file, loc.line(), loc.column(), message),
         None => InputError::in_file(file, message),
+    }
+}
+
+/// Ansible's own arguments to the modules khard has under another shape
+/// (ansible.builtin.file, ansible.posix.sysctl): what to write instead.
+fn ansible_equivalent(message: &str) -> Option<&'static str> {
+    let file = message.contains("`dest`") && message.contains("`content`");
+    let sysctl = message.contains("`values`");
+    let word = |w: &str| message.contains(&format!("unknown field `{w}`"));
+    let variant = |w: &str| message.contains(&format!("unknown variant `{w}`"));
+    if file && word("path") {
+        Some(
+            "Ansible's file module takes `path`; khard's `file` writes a whole file at `dest`, and its `directory` module makes folders at `path`",
+        )
+    } else if variant("directory") || variant("touch") || variant("link") || variant("hard") {
+        Some(
+            "khard's `file` has `state: present` or `absent`; a folder is the `directory` module, a link is left to the node",
+        )
+    } else if sysctl && (word("name") || word("value")) {
+        Some(
+            "Ansible's sysctl sets one `name` to a `value`; khard's `sysctl` writes a whole file: `dest` and `values: { name: value }`",
+        )
+    } else if sysctl && word("sysctl_file") {
+        Some("khard's `sysctl` names its file `dest`")
+    } else if sysctl && (word("reload") || word("sysctl_set")) {
+        Some("khard's `sysctl` always loads its file (sysctl -p) and checks the live values")
+    } else {
+        None
     }
 }
 
