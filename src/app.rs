@@ -59,7 +59,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         );
         return Ok(Exit::Ok);
     }
-    if s.list_hosts || s.list_tasks {
+    if s.list_hosts || s.list_tasks || s.list_tags {
         list(&playbook, &plans, &s);
         return Ok(Exit::Ok);
     }
@@ -207,6 +207,22 @@ fn ask_password() -> Result<String> {
     Ok(password)
 }
 
+/// The tags of a play's selected tasks, sorted, each once (as
+/// ansible-playbook's --list-tags; CIS IDs, which select too, are in
+/// --list-tasks).
+fn tags_of(play: &crate::input::playbook::Play, selected: &[bool]) -> Vec<String> {
+    let mut tags: Vec<String> = play
+        .tasks
+        .iter()
+        .zip(selected)
+        .filter(|(_, sel)| **sel)
+        .flat_map(|(t, _)| t.tags.iter().cloned())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
 fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
     let mut out = std::io::stdout().lock();
     if s.format == Format::Json {
@@ -228,6 +244,9 @@ fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
                         .iter()
                         .map(|h| serde_json::json!({"name": h.name, "k3s_role": role(h)}))
                         .collect();
+                }
+                if s.list_tags {
+                    o["tags"] = tags_of(play, &p.selected).into();
                 }
                 if s.list_tasks {
                     o["tasks"] = play
@@ -257,6 +276,9 @@ fn list(pb: &Playbook, plans: &[PlayPlan], s: &Settings) {
                     .unwrap_or("");
                 let _ = writeln!(out, "    {} ({role})", h.name);
             }
+        }
+        if s.list_tags {
+            let _ = writeln!(out, "  tags: {}", tags_of(play, &p.selected).join(", "));
         }
         if s.list_tasks {
             let _ = writeln!(out, "  tasks:");

@@ -216,6 +216,10 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub list_tasks: bool,
 
+    /// List the tags of each play's tasks, then exit
+    #[arg(long)]
+    pub list_tags: bool,
+
     /// Check inventory, playbook, roles and templates without connecting, then exit
     #[arg(long)]
     pub syntax_check: bool,

@@ -50,6 +50,7 @@ pub struct Settings {
     pub color: crate::cli::Color,
     pub list_hosts: bool,
     pub list_tasks: bool,
+    pub list_tags: bool,
     pub syntax_check: bool,
 }
 
@@ -114,6 +115,7 @@ impl Settings {
             junit: None,
             list_hosts: false,
             list_tasks: false,
+            list_tags: false,
             syntax_check: false,
             format: crate::cli::Format::Human,
         };
@@ -205,6 +207,7 @@ impl Settings {
             color: a.output.color,
             list_hosts: a.list_hosts,
             list_tasks: a.list_tasks,
+            list_tags: a.list_tags,
             syntax_check: a.syntax_check,
         })
     }

@@ -504,3 +504,31 @@ fn ansible_module_arguments_point_at_khards_equivalents() {
         assert!(err.contains("play.yaml:4:"), "{task}: {err}");
     }
 }
+
+/// `--list-tags` as ansible-playbook has it: the tags of the selected
+/// tasks, each once, in text and JSON (issue 25.7).
+#[test]
+fn list_tags_lists_the_selected_tasks_tags() {
+    let (code, out, err) = khard(&["apply", "-i", "inventories/localhost.yaml", "--list-tags"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tags: admission, audit, config,"), "{out}");
+    let (code, out, err) = khard(&[
+        "apply",
+        "-i",
+        "inventories/localhost.yaml",
+        "--list-tags",
+        "-t",
+        "kernel",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // -t kernel selects the kernel parameters and the config tasks that set
+    // protect-kernel-defaults (with what they need), not the rest.
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tags = doc[0]["tags"].as_array().unwrap();
+    assert!(tags.contains(&serde_json::json!("kernel")), "{doc}");
+    for other in ["permissions", "serviceaccounts"] {
+        assert!(!tags.contains(&serde_json::json!(other)), "{doc}");
+    }
+}
