@@ -503,6 +503,21 @@ fn ansible_module_arguments_point_at_khards_equivalents() {
         assert!(err.contains(hint), "{task}: {err}");
         assert!(err.contains("play.yaml:4:"), "{task}: {err}");
     }
+    // A play's `serial:` points at khard's own batching.
+    let play = dir.join("serial.yaml");
+    std::fs::write(&play, "- hosts: all\n  serial: 2\n  tasks: []\n").unwrap();
+    let (code, _, err) = khard(&[
+        "apply",
+        "--check",
+        "-i",
+        inv.to_str().unwrap(),
+        play.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("serial.yaml:2:") && err.contains("agents by k3s_agent_batch"),
+        "{err}"
+    );
 }
 
 /// `--list-tags` as ansible-playbook has it: the tags of the selected

@@ -54,6 +54,10 @@ fn ansible_equivalent(message: &str) -> Option<&'static str> {
         Some(
             "Ansible's file module takes `path`; khard's `file` writes a whole file at `dest`, and its `directory` module makes folders at `path`",
         )
+    } else if word("serial") && message.contains("`any_errors_fatal`") {
+        Some(
+            "khard batches what a batch is for, the restarts: servers one at a time, agents by k3s_agent_batch (--agent-batch), each batch gated on health; its other work runs on every host at once",
+        )
     } else if variant("directory") || variant("touch") || variant("link") || variant("hard") {
         Some(
             "khard's `file` has `state: present` or `absent`; a folder is the `directory` module, a link is left to the node",

@@ -359,7 +359,10 @@ impl Sink for Human {
             let _ = writeln!(self.out, "\nTASK SUMMARY");
             let verb = if s.check { "would change" } else { "changed" };
             for name in &self.tasks.order {
-                let (changed, failed) = &self.tasks.by_task[name];
+                // Hosts in name order, not in the order they answered.
+                let (mut changed, mut failed) = self.tasks.by_task[name].clone();
+                changed.sort();
+                failed.sort();
                 let mut parts = Vec::new();
                 if !changed.is_empty() {
                     parts.push(format!(

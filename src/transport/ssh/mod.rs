@@ -531,7 +531,7 @@ impl client::Handler for Checker {
                 key.fingerprint(Default::default())
             )),
             Verdict::Changed { line } => refuse(format!(
-                "host key refused: the key of {} has CHANGED (possible man-in-the-middle); it does not match {file} line {line}. If the host was reinstalled, remove that line (ssh-keygen -R {})",
+                "host key refused: the key of {} has CHANGED (possible man-in-the-middle); it does not match {file} line {line}. If the host was reinstalled, remove that line (ssh-keygen -f {file} -R {})",
                 self.name, self.name
             )),
             Verdict::OtherTypesKnown { types } => refuse(format!(
