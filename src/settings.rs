@@ -173,7 +173,10 @@ impl Settings {
                 files: a.vault.vault_password_file.clone(),
                 ids: a.vault.vault_id.clone(),
             },
-            limit: a.inventory.limit.clone(),
+            limit: match a.inventory.limit.as_deref() {
+                Some(l) if l.starts_with('@') => Some(limit_file(&l[1..])?),
+                other => other.map(str::to_owned),
+            },
             allow_empty_limit: a.inventory.allow_empty_limit,
             tags: a.tags.clone(),
             skip_tags: a.skip_tags.clone(),
@@ -214,6 +217,22 @@ impl Settings {
 }
 
 /// Ansible's connection flags as the variables they stand for.
+/// `--limit @FILE`, as ansible-playbook reads a retry file: one host or
+/// pattern a line, all of them together.
+fn limit_file(path: &str) -> Result<String> {
+    let text = crate::input::inventory::read_utf8(std::path::Path::new(path))
+        .map_err(|e| InputError::new(format!("--limit @{path}: {e:#}")))?;
+    let patterns: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if patterns.is_empty() {
+        return Err(InputError::new(format!("--limit @{path}: the file names no host")).into());
+    }
+    Ok(patterns.join(","))
+}
+
 fn default_vars(
     a: &ApplyArgs,
     ansible: &crate::input::ansible_cfg::AnsibleDefaults,

@@ -547,3 +547,37 @@ fn list_tags_lists_the_selected_tasks_tags() {
         assert!(!tags.contains(&serde_json::json!(other)), "{doc}");
     }
 }
+
+/// `--limit @retry.txt` as ansible-playbook reads it: a host or pattern a
+/// line (issue 25.7).
+#[test]
+fn limit_reads_a_retry_file() {
+    let dir = Scratch::new("cli-retry");
+    let retry = dir.join("retry.txt");
+    std::fs::write(&retry, "# from a failed run\nlocalhost\n\n").unwrap();
+    let at = format!("@{}", retry.display());
+    let (code, out, err) = khard(&[
+        "apply",
+        "-i",
+        "inventories/localhost.yaml",
+        "--list-hosts",
+        "-l",
+        &at,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("localhost"), "{out}");
+    let missing = format!("@{}", dir.join("none.txt").display());
+    let (code, _, err) = khard(&[
+        "apply",
+        "-i",
+        "inventories/localhost.yaml",
+        "--list-hosts",
+        "-l",
+        &missing,
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("--limit @") && err.contains("none.txt"),
+        "{err}"
+    );
+}
