@@ -33,6 +33,9 @@ struct DefaultFlag {
     when: Option<String>,
     #[serde(default)]
     confidence: Option<String>,
+    /// k3s passes no such default when the operator's `*-arg` items give this flag.
+    #[serde(default)]
+    unless_arg: Option<String>,
 }
 
 /// The first version with a default: one version, or one per minor line
@@ -68,10 +71,13 @@ pub struct Node {
 }
 
 impl DefaultFlag {
+    /// A confirmed default that k3s passes on this node.
     fn applies(&self, node: &Node) -> bool {
-        if self.confidence.as_deref() == Some("unconfirmed") {
-            return false;
-        }
+        self.confidence.as_deref() != Some("unconfirmed") && self.in_range(node)
+    }
+
+    /// The node's version and datastore are within the default's range.
+    fn in_range(&self, node: &Node) -> bool {
         let v = node.version;
         let since_ok = match &self.since {
             None => true,
@@ -99,8 +105,59 @@ impl DefaultFlag {
     }
 }
 
-/// Flag name (without dashes) → what was found, per component.
-pub type Flags = BTreeMap<String, Found>;
+/// One component's flags: what is set (flag name without dashes → value
+/// and origin), and the flags whose absence proves nothing, with why.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    set: BTreeMap<String, Found>,
+    unknown: BTreeMap<String, String>,
+}
+
+impl Flags {
+    pub fn new() -> Flags {
+        Flags::default()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Found> {
+        self.set.get(name)
+    }
+
+    /// Why an absent flag cannot be judged absent (k3s may set it by a
+    /// default khard cannot confirm, or the setting lives in a file khard
+    /// does not read); None when absent means absent.
+    pub fn unknown_why(&self, name: &str) -> Option<&str> {
+        self.unknown.get(name).map(String::as_str)
+    }
+
+    pub fn insert(&mut self, name: &str, found: Found) {
+        self.unknown.remove(name);
+        self.set.insert(name.to_owned(), found);
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<&str> for Flags {
+    type Output = Found;
+    fn index(&self, name: &str) -> &Found {
+        &self.set[name]
+    }
+}
+
+/// Flags whose values accumulate when given more than once: kube-apiserver's
+/// and the kubelet's `StringSlice`/`StringArray`/map flags (pflag: the first
+/// `Set` replaces the default, each further one appends). Every other flag
+/// takes the last value given. Source: k8s.io/kubernetes
+/// pkg/kubeapiserver/options (admission, authorization), component-base/cli/flag
+/// (ciphers, feature gates), staging/src/k8s.io/apiserver/pkg/server/options.
+const ACCUMULATING: &[&str] = &[
+    "enable-admission-plugins",
+    "disable-admission-plugins",
+    "authorization-mode",
+    "tls-cipher-suites",
+    "feature-gates",
+    "service-account-key-file",
+    "api-audiences",
+];
 
 /// The `*-arg` config key of each component.
 fn arg_key(component: &str) -> String {
@@ -111,16 +168,66 @@ fn arg_key(component: &str) -> String {
 pub fn component_flags(effective: &Effective, node: &Node) -> BTreeMap<String, Flags> {
     let table = table();
     let mut out: BTreeMap<String, Flags> = BTreeMap::new();
+    // The operator's `*-arg` items, per component: (name, value, origin), in order.
+    let mut operator: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+    for component in table.components.keys() {
+        let key = arg_key(component);
+        let items: Vec<(String, String)> = match effective.get(&key) {
+            Some(Setting::List(items)) => items.clone(),
+            Some(Setting::Scalar { value, from }) => vec![(value.clone(), from.clone())],
+            None => continue,
+        };
+        let parsed = items.into_iter().map(|(item, from)| {
+            let item = item.trim();
+            let item = item.strip_prefix("--").unwrap_or(item);
+            let (name, value) = item.split_once('=').unwrap_or((item, "true"));
+            (
+                name.to_owned(),
+                value.to_owned(),
+                format!("{key} in {from}"),
+            )
+        });
+        operator.insert(component.clone(), parsed.collect());
+    }
     for (component, defaults) in &table.components {
         let flags = out.entry(component.clone()).or_default();
-        for d in defaults.iter().filter(|d| d.applies(node)) {
-            flags.insert(
-                d.flag.clone(),
-                Found {
-                    value: d.value.clone(),
-                    origin: "k3s default".into(),
-                },
-            );
+        let given = operator.get(component).map(Vec::as_slice).unwrap_or(&[]);
+        for d in defaults {
+            if d.unless_arg.as_ref().is_some_and(|arg| {
+                given
+                    .iter()
+                    .any(|(n, _, _)| n.trim_end_matches(['+', '-']) == arg)
+            }) {
+                let why = format!(
+                    "k3s passes no --{} when {} gives --{}: the setting is in that file, which khard does not read",
+                    d.flag,
+                    arg_key(component),
+                    d.unless_arg.as_deref().unwrap_or_default()
+                );
+                flags.unknown.insert(d.flag.clone(), why);
+                continue;
+            }
+            if d.confidence.as_deref() == Some("unconfirmed") {
+                if d.in_range(node) {
+                    flags.unknown.insert(
+                        d.flag.clone(),
+                        format!(
+                            "k3s may pass --{}={} by default at {}; the releases that do are not confirmed (docs/research/k3s-component-args.md)",
+                            d.flag, d.value, node.version
+                        ),
+                    );
+                }
+                continue;
+            }
+            if d.applies(node) {
+                flags.insert(
+                    &d.flag,
+                    Found {
+                        value: d.value.clone(),
+                        origin: "k3s default".into(),
+                    },
+                );
+            }
         }
     }
     for k in &table.config_keys {
@@ -136,48 +243,64 @@ pub fn component_flags(effective: &Effective, node: &Node) -> BTreeMap<String, F
             k.value.clone()
         };
         out.entry(k.component.clone()).or_default().insert(
-            k.flag.clone(),
+            &k.flag,
             Found {
                 value: flag_value,
                 origin: format!("{} in {from}", k.key),
             },
         );
     }
-    let components: Vec<String> = out.keys().cloned().collect();
-    for component in components {
-        let key = arg_key(&component);
-        let items: Vec<(String, String)> = match effective.get(&key) {
-            Some(Setting::List(items)) => items.clone(),
-            Some(Setting::Scalar { value, from }) => vec![(value.clone(), from.clone())],
-            None => continue,
-        };
+    for (component, given) in operator {
         let flags = out.entry(component).or_default();
-        for (item, from) in items {
-            let item = item.trim().trim_start_matches('-');
-            let (name, value) = item.split_once('=').unwrap_or((item, "true"));
-            let origin = format!("{key} in {from}");
-            // `name+=value` adds to the value k3s would pass.
-            match name.strip_suffix('+') {
-                Some(name) => {
-                    let value = match flags.get(name) {
-                        Some(f) if !f.value.is_empty() => format!("{},{value}", f.value),
-                        _ => value.to_owned(),
-                    };
-                    flags.insert(name.to_owned(), Found { value, origin });
-                }
-                None => {
-                    flags.insert(
-                        name.to_owned(),
-                        Found {
-                            value: value.to_owned(),
-                            origin,
-                        },
-                    );
-                }
-            }
-        }
+        apply_operator_args(flags, &given);
     }
     out
+}
+
+/// k3s's merge of a component's `*-arg` items into its defaults (the
+/// table's `arg_merge`): a plain `name=value` replaces the default and
+/// repeats emit one flag each; `name+=value` keeps the default and emits the
+/// value after it, `name-=value` before it. The component then reads the
+/// repeated flags: accumulating ones join, the others keep the last.
+fn apply_operator_args(flags: &mut Flags, given: &[(String, String, String)]) {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _, _) in given {
+        let base = name.trim_end_matches(['+', '-']);
+        if !names.contains(&base) {
+            names.push(base);
+        }
+    }
+    for name in names {
+        let of = |suffix: &str| -> Vec<(&str, &str)> {
+            given
+                .iter()
+                .filter(|(n, _, _)| n.strip_prefix(name) == Some(suffix))
+                .map(|(_, v, o)| (v.as_str(), o.as_str()))
+                .collect()
+        };
+        let plain = of("");
+        let mut emitted: Vec<(&str, &str)> = of("-");
+        let default = flags.get(name).cloned();
+        if plain.is_empty() {
+            if let Some(d) = &default {
+                emitted.push((&d.value, &d.origin));
+            }
+        } else {
+            emitted.extend(plain);
+        }
+        emitted.extend(of("+"));
+        let Some(&(last, origin)) = emitted.last() else {
+            continue;
+        };
+        let value = if ACCUMULATING.contains(&name) {
+            let values: Vec<&str> = emitted.iter().map(|(v, _)| *v).collect();
+            values.join(",")
+        } else {
+            last.to_owned()
+        };
+        let origin = origin.to_owned();
+        flags.insert(name, Found { value, origin });
+    }
 }
 
 #[cfg(test)]
@@ -231,7 +354,9 @@ mod tests {
     fn apiserver_ciphers_by_default_only_from_the_fixed_releases() {
         let eff = Effective::new();
         let has = |v: &str| {
-            component_flags(&eff, &node(v))["kube-apiserver"].contains_key("tls-cipher-suites")
+            component_flags(&eff, &node(v))["kube-apiserver"]
+                .get("tls-cipher-suites")
+                .is_some()
         };
         assert!(!has("v1.23.15+k3s1"));
         assert!(has("v1.23.16+k3s1"));
@@ -243,5 +368,83 @@ mod tests {
         assert!(has("v1.26.1+k3s1"));
         assert!(has("v1.30.6+k3s1"));
         assert!(!has("v1.22.17+k3s1"));
+    }
+
+    fn apiserver(yaml: &str, version: &str) -> Flags {
+        let eff = merge(&[Source {
+            file: "/etc/rancher/k3s/config.yaml",
+            text: yaml,
+        }])
+        .unwrap();
+        component_flags(&eff, &node(version))
+            .remove("kube-apiserver")
+            .unwrap()
+    }
+
+    #[test]
+    fn repeated_slice_flags_accumulate_and_scalar_flags_keep_the_last() {
+        // k3s emits one --enable-admission-plugins per item; kube-apiserver's
+        // StringSlice appends every repeat after the first.
+        let f = apiserver(
+            "kube-apiserver-arg:\n  - enable-admission-plugins=NodeRestriction\n  - enable-admission-plugins=EventRateLimit\n  - audit-log-maxage=30\n  - audit-log-maxage=5\n",
+            "v1.30.6+k3s1",
+        );
+        assert_eq!(
+            f["enable-admission-plugins"].value,
+            "NodeRestriction,EventRateLimit"
+        );
+        assert_eq!(f["audit-log-maxage"].value, "5");
+        // `+=` keeps k3s's default before the value; on a scalar flag the
+        // value given last wins.
+        let f = apiserver(
+            "kube-apiserver-arg:\n  - enable-admission-plugins+=AlwaysPullImages\n  - profiling+=true\n",
+            "v1.30.6+k3s1",
+        );
+        assert_eq!(
+            f["enable-admission-plugins"].value,
+            "NodeRestriction,AlwaysPullImages"
+        );
+        assert_eq!(f["profiling"].value, "true");
+        // A plain item replaces the default.
+        let f = apiserver(
+            "kube-apiserver-arg: [enable-admission-plugins=EventRateLimit]\n",
+            "v1.30.6+k3s1",
+        );
+        assert_eq!(f["enable-admission-plugins"].value, "EventRateLimit");
+    }
+
+    #[test]
+    fn authentication_and_authorization_config_leave_those_defaults_unknown() {
+        let f = apiserver(
+            "kube-apiserver-arg:\n  - authentication-config=/etc/k3s/authn.yaml\n  - authorization-config=/etc/k3s/authz.yaml\n",
+            "v1.33.5+k3s1",
+        );
+        assert!(f.get("anonymous-auth").is_none());
+        assert!(f.get("authorization-mode").is_none());
+        assert!(
+            f.unknown_why("anonymous-auth")
+                .unwrap()
+                .contains("--authentication-config")
+        );
+        assert!(f.unknown_why("authorization-mode").is_some());
+        // The operator's own flag is known again.
+        let f = apiserver(
+            "kube-apiserver-arg: [authentication-config=/a.yaml, anonymous-auth=false]\n",
+            "v1.33.5+k3s1",
+        );
+        assert_eq!(f["anonymous-auth"].value, "false");
+    }
+
+    #[test]
+    fn an_unconfirmed_default_is_unknown_in_its_range_and_absent_after() {
+        let old = apiserver("", "v1.20.15+k3s1");
+        assert!(old.get("insecure-port").is_none());
+        assert!(
+            old.unknown_why("insecure-port")
+                .unwrap()
+                .contains("not confirmed")
+        );
+        let new = apiserver("", "v1.30.6+k3s1");
+        assert!(new.unknown_why("insecure-port").is_none());
     }
 }

@@ -192,6 +192,15 @@ fn args(c: &Control, ev: &Evidence, component: &str) -> Outcome {
     let all = ev.flags.as_ref().map_err(Clone::clone)?;
     let empty = Flags::new();
     let flags = all.get(component).unwrap_or(&empty);
+    // An absent flag proves nothing where k3s may pass it unseen.
+    for item in test.items() {
+        let name = item.flag.trim_start_matches('-');
+        if flags.get(name).is_none()
+            && let Some(why) = flags.unknown_why(name)
+        {
+            return Err(why.to_owned());
+        }
+    }
     let lookup = |item: &Item| {
         lookup_flag(flags, item).or_else(|| {
             c.absent_default(&item.flag).map(|value| Found {
@@ -244,6 +253,7 @@ fn etcd(c: &Control, ev: &Evidence) -> Outcome {
         return Ok(None);
     }
     let config = ev.etcd_config.as_ref().map_err(Clone::clone)?;
+    let section = audited_section(c);
     let lookup = |item: &Item| -> Option<Found> {
         let path: Vec<String> = match &item.path {
             Some(p) if item.flag.is_empty() => p
@@ -252,7 +262,14 @@ fn etcd(c: &Control, ev: &Evidence) -> Outcome {
                 .split('.')
                 .map(str::to_owned)
                 .collect(),
-            _ => etcd_key(item.flag.trim_start_matches('-')),
+            // The older profiles grep etcd's YAML config file for the flag's
+            // text (check/test.go: strings.Contains): `--client-cert-auth`
+            // never occurs in a file whose keys have no dashes.
+            _ if item.flag.starts_with("--") => return None,
+            _ => match section {
+                Some(section) => vec![section.to_owned(), item.flag.clone()],
+                None => etcd_key(&item.flag),
+            },
         };
         let mut v = config;
         for part in &path {
@@ -271,6 +288,19 @@ fn etcd(c: &Control, ev: &Evidence) -> Outcome {
     };
     let test = c.test.as_ref().expect("judged controls have a test");
     Ok(Some((passes(test, &lookup), found_flags(test, &lookup))))
+}
+
+/// The block of etcd's config file an older profile's audit greps
+/// (`grep -A 5 'peer-transport-security' $etcdconf | grep …`), as its note records.
+fn audited_section(c: &Control) -> Option<&'static str> {
+    let note = c.note.as_deref()?;
+    if note.contains("peer-transport-security") {
+        Some("peer-transport-security")
+    } else if note.contains("client-transport-security") {
+        Some("client-transport-security")
+    } else {
+        None
+    }
 }
 
 /// Where an etcd flag lives in etcd's config file.
@@ -390,6 +420,14 @@ fn cluster_admin(c: &Control, ev: &Evidence) -> Outcome {
         .ok_or("the API is asked on servers only")?
         .as_ref()
         .map_err(Clone::clone)?;
+    // Kubernetes bootstraps the `cluster-admin` binding itself (to
+    // system:masters): an answer without it did not come from a working API.
+    if !bindings.iter().any(|b| b == "cluster-admin") {
+        return Err(format!(
+            "implausible API answer: no `cluster-admin` ClusterRoleBinding among {} binding(s); every cluster has it",
+            bindings.len()
+        ));
+    }
     let test = c.test.as_ref().expect("judged controls have a test");
     let lookup = |_: &Item| {
         Some(Found {
@@ -404,6 +442,10 @@ fn cluster_admin(c: &Control, ev: &Evidence) -> Outcome {
     Ok(Some((passes(test, &lookup), found)))
 }
 
+/// The namespaces Kubernetes creates in every cluster.
+const ALWAYS_PRESENT_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
 /// 5.1.5: the default service account of every namespace but kube-system
 /// must not mount its token.
 fn default_service_accounts(ev: &Evidence) -> Outcome {
@@ -413,6 +455,20 @@ fn default_service_accounts(ev: &Evidence) -> Outcome {
         .ok_or("the API is asked on servers only")?
         .as_ref()
         .map_err(Clone::clone)?;
+    // Every cluster has these namespaces, each with its default service
+    // account: an answer without them is a question that did not work.
+    let missing: Vec<&str> = ALWAYS_PRESENT_NAMESPACES
+        .iter()
+        .copied()
+        .filter(|ns| !accounts.iter().any(|(n, _)| n == ns))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "implausible API answer: no default service account in {} ({} namespace(s) listed); every cluster has them",
+            missing.join(", "),
+            accounts.len()
+        ));
+    }
     let mounting: Vec<&str> = accounts
         .iter()
         .filter(|(ns, automount)| ns != "kube-system" && automount != "false")

@@ -9,6 +9,8 @@
 
 pub mod catalogue;
 pub mod evidence;
+#[cfg(test)]
+mod faults;
 pub mod flags;
 pub mod judge;
 pub mod test_eval;
