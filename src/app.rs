@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::audit::evidence::{self, Evidence};
-use crate::audit::{NodeAudit, audit_node, benchmark_for};
+use crate::audit::{Fix, NodeAudit, audit_node, benchmark_for};
 use crate::domain::Domain;
 use crate::engine::Runner;
 use crate::engine::probe_all::Answer;
@@ -46,6 +46,11 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     let started = Instant::now();
     // Vault passwords before any input is read: inventories and vars files may be vaulted.
     crate::input::vault::set_secrets(s.vault.secrets()?);
+    // Read now: a bad exceptions file fails before any host is contacted.
+    let exceptions = match &s.exceptions {
+        Some(path) => crate::input::exceptions::load(path)?,
+        None => Vec::new(),
+    };
     let inventory = Inventory::load(&s.inventory)?;
     let playbook = Playbook::load(s.playbook.as_deref())?;
     let domain = domain();
@@ -129,7 +134,10 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
             .map_err(|e| {
                 crate::error::InputError::new(format!("--junit {}: {e}", path.display()))
             })?;
-        sinks.push(Box::new(Junit { path: path.clone() }));
+        sinks.push(Box::new(Junit {
+            path: path.clone(),
+            gate: compliance.then_some(s.gate),
+        }));
     }
     let check = s.check || compliance;
     let report = Report::new(redactor, check, s.diff, sinks);
@@ -161,10 +169,11 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         // first would cost every host a round trip whose answer goes unused.
         let (answers, channels) = runtime
             .block_on(runner.probe_all(&plans, &|h| evidence::probe(role_of(h), config_of(h))));
+        let today = crate::report::compliance::today();
         for (h, answer) in answers {
-            runner
-                .report
-                .audit(audit_host(&runner, domain.as_ref(), &plans, &h, answer));
+            let mut audit = audit_host(&runner, domain.as_ref(), &plans, &h, answer);
+            crate::audit::exceptions::apply(&mut audit, &exceptions, &today);
+            runner.report.audit(audit);
         }
         channels
     } else {
@@ -181,7 +190,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         return Ok(Exit::Failed);
     }
     let code = if compliance && !stopped && summary.exit_code != Exit::Unreachable.code() {
-        crate::report::compliance::exit_code(&summary.audits)
+        crate::report::compliance::exit_code(&summary.audits, s.gate)
     } else {
         summary.exit_code
     };
@@ -384,15 +393,14 @@ fn audit_host(
         Err(why) => (Evidence::unavailable(role, &why), RemoteState::default()),
     };
     let var = |name: &str| h.vars.get(name).and_then(serde_json::Value::as_str);
-    let benchmark = benchmark_for(
-        var("cis_benchmark"),
-        ev.version.as_deref().or(var("k3s_version")),
-    );
+    // The version read on the node decides; a node that could not be asked
+    // has no benchmark unless cis_benchmark names one.
+    let benchmark = benchmark_for(var("cis_benchmark"), ev.version.as_deref());
     // A node the domain refuses still gets its audit, from its own evidence.
     let vars = domain
         .with_facts(&h.vars, &state)
         .unwrap_or_else(|_| h.vars.clone());
-    let tasks = |id: &str| -> Vec<String> {
+    let fix = |c: &crate::audit::catalogue::Control| -> Fix {
         let mut names: Vec<String> = Vec::new();
         let plays = plans
             .iter()
@@ -400,7 +408,7 @@ fn audit_host(
             .map(|p| &runner.playbook.plays[p.index]);
         for task in plays.flat_map(|p| &p.tasks) {
             let covers =
-                !task.module.is_guard() && task.cis_for(Some(&benchmark)).iter().any(|c| c == id);
+                !task.module.is_guard() && task.cis_for(benchmark.as_deref()).contains(&c.id);
             let ruled_out = task
                 .when
                 .iter()
@@ -409,7 +417,35 @@ fn audit_host(
                 names.push(task.name.clone());
             }
         }
-        names
+        // The variables a template writes as the value of a flag the test reads.
+        let mut variables = Vec::new();
+        for item in c.test.iter().flat_map(|t| t.items()) {
+            let flag = item.flag.trim_start_matches('-');
+            if flag.is_empty() || names.is_empty() {
+                continue;
+            }
+            for name in runner
+                .playbook
+                .templates
+                .variables_after(&format!("{flag}="))
+            {
+                let now = vars
+                    .get(&name)
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_else(|| "unset".into());
+                let text = format!("{name} (now {})", crate::terminal::one_line(&now));
+                if !variables.contains(&text) {
+                    variables.push(text);
+                }
+            }
+        }
+        Fix {
+            tasks: names,
+            variables,
+        }
     };
-    audit_node(&h.name, &benchmark, &ev, &tasks)
+    audit_node(&h.name, benchmark.as_deref(), &ev, &fix)
 }

@@ -248,6 +248,29 @@ pub struct ReportArgs {
     /// Write the report to FILE instead of stdout
     #[arg(short, long = "output", value_name = "FILE")]
     pub output_file: Option<PathBuf>,
+
+    /// Accepted exceptions (YAML: control, nodes, reason, expires, accepted_by): their failing controls become ACCEPTED until they expire
+    #[arg(long, value_name = "FILE")]
+    pub exceptions: Option<PathBuf>,
+
+    /// What makes the report exit 2: scored failures (FAIL), also unscored ones (WARN), also unknown verdicts
+    #[arg(long, value_enum, default_value_t = FailOn::Scored, value_name = "LEVEL")]
+    pub fail_on: FailOn,
+
+    /// Also write the report as JUnit XML: one testcase per control and node
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+/// `khard report --fail-on`: each level includes the ones before it.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum FailOn {
+    /// A scored control fails
+    Scored,
+    /// A scored or unscored control fails
+    Warn,
+    /// A control fails or could not be judged
+    Unknown,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]

@@ -45,6 +45,10 @@ pub struct Settings {
     pub force_handlers: bool,
     pub format: Format,
     pub junit: Option<PathBuf>,
+    /// `khard report --exceptions`: accepted exceptions.
+    pub exceptions: Option<PathBuf>,
+    /// `khard report --fail-on`: what exits 2.
+    pub gate: crate::report::compliance::Gate,
     pub verbose: u8,
     pub quiet: bool,
     pub color: crate::cli::Color,
@@ -127,6 +131,13 @@ impl Settings {
             ReportFormat::Html => Format::Html,
         };
         s.output = r.output_file.clone();
+        s.junit = r.junit.clone();
+        s.exceptions = r.exceptions.clone();
+        s.gate = match r.fail_on {
+            crate::cli::FailOn::Scored => crate::report::compliance::Gate::Scored,
+            crate::cli::FailOn::Warn => crate::report::compliance::Gate::Warn,
+            crate::cli::FailOn::Unknown => crate::report::compliance::Gate::Unknown,
+        };
         Ok(s)
     }
 
@@ -205,6 +216,8 @@ impl Settings {
                 crate::cli::Format::Json => Format::Json,
             },
             junit: a.junit.clone(),
+            exceptions: None,
+            gate: Default::default(),
             verbose: a.output.verbose,
             quiet: a.output.quiet,
             color: a.output.color,

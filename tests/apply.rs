@@ -126,6 +126,7 @@ fn apply_converges_then_changes_nothing_then_repairs_only_the_edited_host() {
     assert!(
         kubelet.contains(&"streaming-connection-idle-timeout=5m")
             && kubelet.contains(&"make-iptables-util-chains=true")
+            && kubelet.contains(&"read-only-port=0")
     );
     let policy = fleet
         .read("s1", "/var/lib/rancher/k3s/server/manifests/policy.yaml")

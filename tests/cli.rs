@@ -202,7 +202,6 @@ fn report_refuses_the_flags_of_apply() {
         &["--tags", "1.2.16"],
         &["--skip-tags", "sysctl"],
         &["--force-handlers"],
-        &["--junit", "r.xml"],
         &["--start-at-task", "x"],
         &["--agent-batch", "2"],
         &["--list-tasks"],

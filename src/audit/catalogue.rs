@@ -2,6 +2,8 @@
 //! the binary): every control of every kube-bench k3s profile, with its
 //! title, the evidence its audit reads, its test and its remediation.
 
+use std::sync::OnceLock;
+
 use serde::Deserialize;
 
 /// Profile name → catalogue text.
@@ -139,12 +141,17 @@ pub struct Item {
     pub set: Option<bool>,
 }
 
-/// The catalogue of a profile; None for a name khard does not know.
-pub fn load(profile: &str) -> Option<Catalogue> {
-    let (_, text) = CATALOGUES.iter().find(|(n, _)| *n == profile)?;
+/// The catalogue of a profile, parsed once per run (a fleet's report asks
+/// for the same few on every node); None for a name khard does not know.
+pub fn load(profile: &str) -> Option<&'static Catalogue> {
+    static PARSED: [OnceLock<Catalogue>; CATALOGUES.len()] =
+        [const { OnceLock::new() }; CATALOGUES.len()];
+    let i = CATALOGUES.iter().position(|(n, _)| *n == profile)?;
     // The catalogues are part of the source tree and tested below: a parse
     // failure here is a bug in the build, not bad input.
-    Some(serde_yaml::from_str(text).expect("built-in benchmark catalogue"))
+    Some(PARSED[i].get_or_init(|| {
+        serde_yaml::from_str(CATALOGUES[i].1).expect("built-in benchmark catalogue")
+    }))
 }
 
 #[cfg(test)]

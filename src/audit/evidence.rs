@@ -86,6 +86,25 @@ pub fn file_targets(target: &str) -> Vec<String> {
     out
 }
 
+/// Every file any benchmark's file controls stat, collected once per run.
+fn benchmark_files() -> &'static std::collections::BTreeSet<String> {
+    static FILES: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+        std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let mut out = std::collections::BTreeSet::new();
+        for name in super::catalogue::names() {
+            let catalogue = super::catalogue::load(name).expect("known profile");
+            for c in catalogue.controls.iter().filter(|c| {
+                matches!(c.evidence.as_str(), "file_mode" | "file_owner")
+                    && c.not_applicable.is_none()
+            }) {
+                out.extend(file_targets(c.target.as_deref().unwrap_or("")));
+            }
+        }
+        out
+    })
+}
+
 /// The unit whose command line counts, for a role: k3s, k3s-agent, or the
 /// pre-2023 k3s-ansible agent unit k3s-node where that is the one installed.
 fn units(role: &str) -> &'static [&'static str] {
@@ -107,15 +126,7 @@ pub fn probe(role: &str, config: &str) -> Probe {
     p.content_glob.insert(format!("{PENDING_DIR}/*"));
     p.stat.insert(ETCD_DIR.to_owned());
     p.content.insert(ETCD_CONFIG.to_owned());
-    for name in super::catalogue::names() {
-        let catalogue = super::catalogue::load(name).expect("known profile");
-        for c in catalogue.controls.iter().filter(|c| {
-            matches!(c.evidence.as_str(), "file_mode" | "file_owner") && c.not_applicable.is_none()
-        }) {
-            p.stat
-                .extend(file_targets(c.target.as_deref().unwrap_or("")));
-        }
-    }
+    p.stat.extend(benchmark_files().iter().cloned());
     p.sysctl
         .extend(KERNEL_DEFAULTS.iter().map(|(k, _)| (*k).to_owned()));
     if role == "server" {

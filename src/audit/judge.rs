@@ -15,7 +15,12 @@ use super::test_eval::{Found, passes};
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
+    /// A scored control fails.
     Fail,
+    /// An unscored control fails (kube-bench's WARN).
+    Warn,
+    /// A failing control with an exception in force (the exceptions file).
+    Accepted,
     Manual,
     NotApplicable,
     Unknown,
@@ -27,6 +32,8 @@ impl Verdict {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
+            Verdict::Warn => "WARN",
+            Verdict::Accepted => "ACCEPTED",
             Verdict::Manual => "MANUAL",
             Verdict::NotApplicable => "N/A",
             Verdict::Unknown => "UNKNOWN",

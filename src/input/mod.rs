@@ -7,6 +7,7 @@
 //! rendering for a host (that is `plan` and `engine`), or any k3s knowledge
 //! beyond the variables it reads.
 pub mod ansible_cfg;
+pub mod exceptions;
 pub mod inventory;
 pub mod passwords;
 pub mod playbook;

@@ -102,6 +102,30 @@ impl Templates {
         })
     }
 
+    /// The variables a template writes right after `prefix` (`'audit-log-maxage={{{cis_audit_log_maxage}}}'`
+    /// gives `cis_audit_log_maxage` for `audit-log-maxage=`), in name order.
+    pub fn variables_after(&self, prefix: &str) -> Vec<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for src in self.sources.values() {
+            for (at, _) in src.match_indices(prefix) {
+                // The prefix must start a word: `max-pids=` is not in `pod-max-pids=`.
+                let before = src[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_') {
+                    continue;
+                }
+                let rest = src[at + prefix.len()..].trim_start_matches('{');
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if src[at + prefix.len()..].starts_with("{{") && !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
     /// Every name a template or templated string mentions (a superset of the
     /// variables it uses: words of its `{{ }}` are taken whole).
     pub fn mentioned_names(&self) -> std::collections::BTreeSet<String> {

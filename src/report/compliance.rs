@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Sink, Summary};
 use crate::audit::judge::Verdict;
-use crate::audit::{NodeAudit, Totals};
+use crate::audit::{NodeAudit, SectionTotals, Totals};
 use crate::report::Format;
 use crate::terminal::one_line;
 
@@ -138,14 +138,17 @@ pub fn html(doc: &impl Serialize) -> String {
         .expect("the report document renders")
 }
 
-/// kube-bench's layout: `[FAIL] 1.2.17 title`, what was found, the remediation, totals.
+/// One line of totals: `12 pass, 1 fail, 2 warn, …`.
+fn totals_line(t: &Totals) -> String {
+    format!(
+        "{} pass, {} fail, {} warn, {} accepted, {} manual, {} not applicable, {} unknown ({} controls)",
+        t.pass, t.fail, t.warn, t.accepted, t.manual, t.not_applicable, t.unknown, t.total
+    )
+}
+
+/// kube-bench's layout: `[FAIL] 1.2.17 title`, what was found, the
+/// remediation (the benchmark's and khard's), section and node totals.
 pub fn text(doc: &Document, out: &mut dyn Write) -> std::io::Result<()> {
-    let line = |t: &Totals| {
-        format!(
-            "{} pass, {} fail, {} manual, {} not applicable, {} unknown ({} controls)",
-            t.pass, t.fail, t.manual, t.not_applicable, t.unknown, t.total
-        )
-    };
     for n in doc.nodes {
         let version = n.k3s_version.as_deref().unwrap_or("k3s version unknown");
         writeln!(
@@ -156,31 +159,72 @@ pub fn text(doc: &Document, out: &mut dyn Write) -> std::io::Result<()> {
         for note in &n.notes {
             writeln!(out, "   note: {}", one_line(note))?;
         }
+        let mut sections = n.sections.iter();
+        let mut current: Option<&str> = None;
         for c in &n.controls {
+            if current != Some(c.section.as_str()) {
+                close_section(out, current, &mut sections)?;
+                current = Some(c.section.as_str());
+                writeln!(out, "\n[INFO] {}", c.section)?;
+            }
             let unscored = if c.scored { "" } else { " (not scored)" };
             writeln!(out, "[{}] {} {}{unscored}", c.label, c.id, c.title)?;
             match c.verdict {
                 Verdict::Pass => {}
-                Verdict::Fail => {
+                Verdict::Fail | Verdict::Warn | Verdict::Accepted => {
                     writeln!(out, "       found: {}", one_line(&c.found))?;
                     writeln!(out, "       wants: {}", c.test)?;
+                    if !c.why.is_empty() {
+                        writeln!(out, "       why: {}", one_line(&c.why))?;
+                    }
                     if !c.remediation.is_empty() {
                         writeln!(out, "       remediation: {}", c.remediation)?;
+                    }
+                    if let Some(fix) = khard_fix(&c.tasks, &c.variables) {
+                        writeln!(out, "       khard: {}", one_line(&fix))?;
                     }
                 }
                 _ if !c.why.is_empty() => writeln!(out, "       why: {}", one_line(&c.why))?,
                 _ => {}
             }
         }
-        writeln!(out, "== {}: {}", n.host, line(&n.totals))?;
+        close_section(out, current, &mut sections)?;
+        writeln!(out, "== {}: {}", n.host, totals_line(&n.totals))?;
     }
     writeln!(
         out,
         "\n== fleet ({} node(s)): {}",
         doc.fleet.nodes,
-        line(&doc.fleet.totals)
+        totals_line(&doc.fleet.totals)
     )?;
     Ok(())
+}
+
+/// The totals line under a section, as kube-bench prints "== Summary ==" per section.
+fn close_section<'a>(
+    out: &mut dyn Write,
+    current: Option<&str>,
+    sections: &mut impl Iterator<Item = &'a SectionTotals>,
+) -> std::io::Result<()> {
+    if current.is_none() {
+        return Ok(());
+    }
+    if let Some(s) = sections.next() {
+        writeln!(out, "   -- {}: {}", s.section, totals_line(&s.totals))?;
+    }
+    Ok(())
+}
+
+/// What khard offers for a control: its tasks and the variables behind them.
+pub fn khard_fix(tasks: &[String], variables: &[String]) -> Option<String> {
+    if tasks.is_empty() {
+        return None;
+    }
+    let mut text = format!("khard apply remediates it (task: {})", tasks.join("; "));
+    if !variables.is_empty() {
+        text.push_str(&format!("; set by {}", variables.join(", ")));
+    }
+    Some(text)
 }
 
 impl Sink for Compliance {
@@ -203,12 +247,43 @@ impl Sink for Compliance {
     }
 }
 
-/// The exit code of `khard report`: 2 when a control fails or is unknown.
-pub fn exit_code(audits: &[NodeAudit]) -> i32 {
-    let bad = audits
-        .iter()
-        .any(|a| a.totals.fail > 0 || a.totals.unknown > 0);
+/// What fails `khard report` (`--fail-on`), each level including the ones before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Gate {
+    /// Scored controls that fail (kube-bench's FAIL).
+    #[default]
+    Scored,
+    /// Also unscored controls that fail (kube-bench's WARN).
+    Warn,
+    /// Also controls whose evidence could not be read.
+    Unknown,
+}
+
+impl Gate {
+    /// Whether a verdict fails the run under this gate.
+    pub fn fails(self, v: Verdict) -> bool {
+        match v {
+            Verdict::Fail => true,
+            Verdict::Warn => self >= Gate::Warn,
+            Verdict::Unknown => self >= Gate::Unknown,
+            _ => false,
+        }
+    }
+}
+
+/// The exit code of `khard report`: 2 when a control fails the gate, or a
+/// node could not be put on any benchmark (nothing of it was judged).
+pub fn exit_code(audits: &[NodeAudit], gate: Gate) -> i32 {
+    let bad = audits.iter().any(|a| {
+        a.benchmark == crate::audit::UNKNOWN_BENCHMARK
+            || a.controls.iter().any(|c| gate.fails(c.verdict))
+    });
     if bad { 2 } else { 0 }
+}
+
+/// Today's date (UTC) as YYYY-MM-DD: exceptions hold through their last day.
+pub fn today() -> String {
+    utc_now()[..10].to_owned()
 }
 
 /// Now, as RFC 3339 UTC (no date crate for one timestamp).
@@ -251,7 +326,9 @@ mod tests {
     /// the strict renderer, a field renamed on either side fails here.
     fn the_page_renders_a_real_document_strictly() {
         let ev = crate::audit::evidence::Evidence::unavailable("server", "<script>x</script>");
-        let audit = crate::audit::audit_node("s1", "k3s-cis-1.10", &ev, &|_| Vec::new());
+        let audit = crate::audit::audit_node("s1", Some("k3s-cis-1.10"), &ev, &|_| {
+            crate::audit::Fix::default()
+        });
         let page = page(&document(&[audit]));
         assert!(
             page.contains("s1") && page.contains("k3s-cis-1.10"),

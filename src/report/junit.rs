@@ -5,10 +5,15 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use super::compliance::Gate;
 use super::{Sink, Status, Summary};
+use crate::audit::NodeAudit;
+use crate::audit::judge::Verdict;
 
 pub struct Junit {
     pub path: PathBuf,
+    /// `khard report`: one testcase per control and node, failing as the gate says.
+    pub gate: Option<Gate>,
 }
 
 fn escape(s: &str) -> String {
@@ -99,9 +104,90 @@ pub fn render(s: &Summary) -> String {
     x
 }
 
+/// The compliance report as JUnit: a suite per node, a testcase per control
+/// (`1.2.9 Ensure that …`). What fails the gate is a failure; pass is a
+/// plain testcase; the rest is skipped with its verdict and why.
+pub fn render_audits(audits: &[NodeAudit], gate: Gate) -> String {
+    let all: Vec<_> = audits.iter().flat_map(|a| &a.controls).collect();
+    let failures = all.iter().filter(|c| gate.fails(c.verdict)).count();
+    let skipped = all
+        .iter()
+        .filter(|c| !gate.fails(c.verdict) && c.verdict != Verdict::Pass)
+        .count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"khard report\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
+        all.len()
+    );
+    for a in audits {
+        let f = a.controls.iter().filter(|c| gate.fails(c.verdict)).count();
+        let _ = writeln!(
+            x,
+            "  <testsuite name=\"{} ({})\" tests=\"{}\" failures=\"{f}\">",
+            escape(&a.host),
+            escape(&a.benchmark),
+            a.controls.len()
+        );
+        if a.controls.is_empty() {
+            // A node with no benchmark (unreachable): one failing case says so.
+            let why = a.notes.join("; ");
+            let _ = writeln!(
+                x,
+                "    <testcase classname=\"{}\" name=\"benchmark\">\n      <error type=\"unknown\" message=\"{}\"/>\n    </testcase>",
+                escape(&a.host),
+                escape(&why)
+            );
+        }
+        for c in &a.controls {
+            let _ = write!(
+                x,
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                escape(&a.host),
+                escape(&format!("{} {}", c.id, c.title))
+            );
+            let body = [
+                ("found: ", &c.found),
+                ("wants: ", &c.test),
+                ("", &c.why),
+                ("remediation: ", &c.remediation),
+            ]
+            .into_iter()
+            .filter(|(_, text)| !text.is_empty())
+            .map(|(label, text)| format!("{label}{text}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+            if gate.fails(c.verdict) {
+                let _ = writeln!(
+                    x,
+                    ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>",
+                    c.label,
+                    escape(&format!("{}: {}", c.label, c.found)),
+                    escape(&body)
+                );
+            } else if c.verdict == Verdict::Pass {
+                let _ = writeln!(x, "/>");
+            } else {
+                let _ = writeln!(
+                    x,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    escape(&format!("{}: {}", c.label, c.why))
+                );
+            }
+        }
+        let _ = writeln!(x, "  </testsuite>");
+    }
+    x.push_str("</testsuites>\n");
+    x
+}
+
 impl Sink for Junit {
     fn finish(&mut self, s: &Summary) -> Result<(), String> {
-        std::fs::write(&self.path, render(s)).map_err(|e| {
+        let text = match self.gate {
+            Some(gate) => render_audits(&s.audits, gate),
+            None => render(s),
+        };
+        std::fs::write(&self.path, text).map_err(|e| {
             format!(
                 "the JUnit report could not be written to {}: {e}",
                 self.path.display()
