@@ -325,6 +325,36 @@ fn hand_broken_nodes_change_exactly_the_verdicts_they_affect() {
         ])
     );
 
+    // 9b. What runs: the journal holds the arguments k3s gave the apiserver at
+    //     its last start, from before the hardening (a rollout stopped before
+    //     its restart). Those flags are judged, never the files' next start,
+    //     and the report says what that start would bring.
+    let run = fleet.apply(&["--limit", "s1,s2,s3,a1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let journal = fleet.host_dir("s1").join("state/journal.k3s");
+    std::fs::write(
+        &journal,
+        "time=\"2026-12-07T09:58:01Z\" level=info msg=\"Running kube-apiserver --advertise-address=10.0.0.11 --advertise-port=6443 --allow-privileged=true --anonymous-auth=false --api-audiences=https://kubernetes.default.svc.cluster.local,k3s --authorization-mode=Node,RBAC --bind-address=127.0.0.1 --cert-dir=/var/lib/rancher/k3s/server/tls/temporary-certs --client-ca-file=/var/lib/rancher/k3s/server/tls/client-ca.crt --enable-admission-plugins=NodeRestriction --kubelet-certificate-authority=/var/lib/rancher/k3s/server/tls/server-ca.crt --kubelet-client-certificate=/var/lib/rancher/k3s/server/tls/client-kube-apiserver.crt --kubelet-client-key=/var/lib/rancher/k3s/server/tls/client-kube-apiserver.key --profiling=false --secure-port=6444 --service-account-key-file=/var/lib/rancher/k3s/server/tls/service.key --tls-cert-file=/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt --tls-private-key-file=/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.key\"\n",
+    )
+    .unwrap();
+    let doc = report("unhardened apiserver still running");
+    let changed = changes(&base, &doc);
+    assert!(changed.len() >= 3, "{changed:?}");
+    for (host, id, before, after) in &changed {
+        assert_eq!(
+            (host.as_str(), before.as_str(), after.as_str()),
+            ("s1", "pass", "fail"),
+            "{id}"
+        );
+    }
+    let audit = found(&doc, "s1", "1.2.17");
+    assert!(
+        audit.starts_with("--audit-log-maxage not set; configured for the next start: --audit-log-maxage=30 (kube-apiserver-arg in /etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml) (not active until k3s restarts)"),
+        "{audit}"
+    );
+    std::fs::remove_file(&journal).unwrap();
+    assert_eq!(changes(&base, &report("journal gone")), Changes::new());
+
     // 10. A host that cannot be reached: listed, every judged control unknown, exit 4.
     let inventory = std::fs::read_to_string(fleet.inventory()).unwrap().replace(
         "    agent:\n      hosts:\n",

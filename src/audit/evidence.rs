@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::flags::{Flags, Node, component_flags};
+use super::flags::{Flags, Node, component_flags, running_flags};
 use crate::facts::PENDING_DIR;
 use crate::facts::{Kind, Probe, RemoteState};
 use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_READ_SINCE};
@@ -51,8 +51,15 @@ pub struct Evidence {
     pub version: Option<String>,
     /// Why there is no version, when it is not "k3s is not installed".
     pub missing: Option<String>,
-    /// Per component (kube-apiserver, kubelet, …): its flags, or why they cannot be known.
+    /// Per component (kube-apiserver, kubelet, …): its flags as configured
+    /// (what k3s passes at its next start), or why they cannot be known.
     pub flags: Result<BTreeMap<String, Flags>, String>,
+    /// Per component: its flags as it runs, from the "Running …" line k3s
+    /// logged when it last started it (empty where the journal has none).
+    pub running: BTreeMap<String, Flags>,
+    /// Handlers a khard run left owed on the node: the configuration on
+    /// disk is not in effect.
+    pub pending: Vec<String>,
     pub files: Vec<FileFacts>,
     pub embedded_etcd: bool,
     pub etcd_config: Result<serde_yaml::Value, String>,
@@ -62,6 +69,9 @@ pub struct Evidence {
     pub cluster_admin_bindings: Option<Result<Vec<String>, String>>,
     pub sysctl: BTreeMap<String, String>,
 }
+
+/// How many folders deep a recursive target is read.
+const RECURSION_DEPTH: usize = 3;
 
 /// The files a control's `target` names: the path in parentheses
 /// (`$kubeletkubeconfig (/var/…/kubelet.kubeconfig)`), else the first path;
@@ -76,12 +86,72 @@ pub fn file_targets(target: &str) -> Vec<String> {
     let Some(path) = path else {
         return Vec::new();
     };
-    let mut out = vec![path.to_owned()];
     if target.contains("recursive") {
-        out.push(format!("{path}/*"));
+        // `find DIR` (every file, the folder too) or `find DIR -name '*.crt'`:
+        // k3s keeps certificates up to two folders down (tls/etcd/,
+        // tls/temporary-certs/); one more level for safety.
+        let pattern = target
+            .split("every ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|p| p.contains('*'))
+            .unwrap_or("*");
+        let mut out = Vec::new();
+        if pattern == "*" {
+            out.push(path.to_owned());
+        }
+        for depth in 0..RECURSION_DEPTH {
+            out.push(format!("{path}{}/{pattern}", "/*".repeat(depth)));
+        }
+        return out;
     }
+    let mut out = vec![path.to_owned()];
     if path.ends_with("/*") {
         out.push(format!("{path}/*"));
+    }
+    out
+}
+
+/// The components whose start k3s logs as `Running <component> <args>`.
+const LOGGED: &str = "kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy";
+
+/// The last `Running <component> …` line k3s logged for each component in
+/// this boot, as kube-bench reads it (`journalctl -m -u k3s | grep 'Running
+/// kube-apiserver' | tail -n1`): one line per component, so the answer stays
+/// small whatever the journal holds.
+pub fn journal_command(unit: &str) -> String {
+    format!(
+        "journalctl -m -b -u {unit} --no-pager -o cat | awk 'match($0, /Running ({LOGGED}) /) {{ last[substr($0, RSTART + 8, RLENGTH - 9)] = $0 }} END {{ for (c in last) print last[c] }}'"
+    )
+}
+
+/// Component → its arguments in order, from the journal lines: logrus's
+/// `msg="Running kube-apiserver --a=b --c"` (k3s joins the arguments with
+/// spaces; logrus escapes `"` and `\`).
+pub fn parse_journal(text: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(at) = line.find("Running ") else {
+            continue;
+        };
+        let rest = &line[at + "Running ".len()..];
+        let Some((component, args)) = rest.split_once(' ') else {
+            continue;
+        };
+        if !LOGGED.split('|').any(|c| c == component) {
+            continue;
+        }
+        let args = args.trim_end().strip_suffix('"').unwrap_or(args);
+        let args = args.replace("\\\"", "\"").replace("\\\\", "\\");
+        let parsed = args
+            .split_whitespace()
+            .filter_map(|a| a.strip_prefix("--"))
+            .map(|a| {
+                let (name, value) = a.split_once('=').unwrap_or((a, "true"));
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        out.insert(component.to_owned(), parsed);
     }
     out
 }
@@ -127,6 +197,9 @@ pub fn probe(role: &str, config: &str) -> Probe {
     p.stat.insert(ETCD_DIR.to_owned());
     p.content.insert(ETCD_CONFIG.to_owned());
     p.stat.extend(benchmark_files().iter().cloned());
+    for unit in units(role) {
+        p.reads.insert(journal_command(unit));
+    }
     p.sysctl
         .extend(KERNEL_DEFAULTS.iter().map(|(k, _)| (*k).to_owned()));
     if role == "server" {
@@ -144,6 +217,8 @@ impl Evidence {
             version: None,
             missing: Some(why.to_owned()),
             flags: Err(why.to_owned()),
+            running: BTreeMap::new(),
+            pending: Vec::new(),
             files: Vec::new(),
             embedded_etcd: false,
             etcd_config: Err(why.to_owned()),
@@ -170,13 +245,26 @@ impl Evidence {
             .filter(|(p, _)| p.starts_with(&format!("{PENDING_DIR}/")))
             .map(|(_, text)| String::from_utf8_lossy(text).trim().to_owned())
             .collect();
-        let flags = match version.as_deref().and_then(K3sVersion::parse) {
-            _ if !owed.is_empty() => Err(format!(
-                "the configuration on disk is not in effect: a khard rollout did not finish here (pending: {}); run khard apply to finish it",
-                owed.join(", ")
-            )),
+        let parsed = version.as_deref().and_then(K3sVersion::parse);
+        let flags = match parsed {
             None => Err("the k3s version is unknown".to_owned()),
             Some(v) => config_flags(state, unit, config, v, embedded_etcd),
+        };
+        let running = match parsed {
+            Some(version) => state
+                .reads
+                .get(&journal_command(unit))
+                .map(|(_, text)| {
+                    running_flags(
+                        &parse_journal(text),
+                        &Node {
+                            version,
+                            embedded_etcd,
+                        },
+                    )
+                })
+                .unwrap_or_default(),
+            None => BTreeMap::new(),
         };
         let etcd_config = match state.content.get(ETCD_CONFIG) {
             Some(bytes) => crate::lang::yaml_bounds::check(&String::from_utf8_lossy(bytes))
@@ -220,6 +308,8 @@ impl Evidence {
             version,
             missing: None,
             flags,
+            running,
+            pending: owed,
             files,
             embedded_etcd,
             etcd_config,
@@ -295,7 +385,19 @@ mod tests {
             file_targets("/var/lib/rancher/k3s/server/tls (recursive, every file)"),
             [
                 "/var/lib/rancher/k3s/server/tls",
-                "/var/lib/rancher/k3s/server/tls/*"
+                "/var/lib/rancher/k3s/server/tls/*",
+                "/var/lib/rancher/k3s/server/tls/*/*",
+                "/var/lib/rancher/k3s/server/tls/*/*/*"
+            ]
+        );
+        // cis-1.6 1.1.20/1.1.21: `find tls/ -name '*.key'` reaches tls/etcd/
+        // and tls/temporary-certs/, where k3s rewrites keys at every start.
+        assert_eq!(
+            file_targets("/var/lib/rancher/k3s/server/tls (recursive, every *.key file)"),
+            [
+                "/var/lib/rancher/k3s/server/tls/*.key",
+                "/var/lib/rancher/k3s/server/tls/*/*.key",
+                "/var/lib/rancher/k3s/server/tls/*/*/*.key"
             ]
         );
         assert_eq!(

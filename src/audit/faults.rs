@@ -191,3 +191,116 @@ fn fault_4_repeated_admission_plugins_accumulate() {
         );
     }
 }
+
+/// Fault 4: cis-1.6 1.1.20/1.1.21 audit `tls/` recursively (`find … -name
+/// '*.key'`): a key k3s rewrote as 644 in tls/etcd/ fails 1.1.21.
+#[test]
+fn fault_4_keys_in_tls_subfolders_are_judged() {
+    let mut ev = server("v1.20.15+k3s1", "", ETCD_ON);
+    let file = |path: &str, mode: u32| super::evidence::FileFacts {
+        path: path.to_owned(),
+        mode,
+        owner: "root".into(),
+        group: "root".into(),
+        is_file: true,
+    };
+    ev.files = vec![
+        file("/var/lib/rancher/k3s/server/tls/server-ca.key", 0o600),
+        file("/var/lib/rancher/k3s/server/tls/server-ca.crt", 0o644),
+        file(
+            "/var/lib/rancher/k3s/server/tls/etcd/peer-server-client.key",
+            0o600,
+        ),
+        file(
+            "/var/lib/rancher/k3s/server/tls/temporary-certs/apiserver-loopback-client__.crt",
+            0o644,
+        ),
+    ];
+    assert_eq!(verdict("cis-1.6", "1.1.21", &ev).verdict, Verdict::Pass);
+    assert_eq!(verdict("cis-1.6", "1.1.20", &ev).verdict, Verdict::Pass);
+    ev.files[2].mode = 0o644;
+    let j = verdict("cis-1.6", "1.1.21", &ev);
+    assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
+    assert!(
+        j.found.contains("tls/etcd/peer-server-client.key: 644"),
+        "{j:?}"
+    );
+    // The certificates' control reads the .crt files only, here and below.
+    assert_eq!(verdict("cis-1.6", "1.1.20", &ev).verdict, Verdict::Pass);
+    ev.files[3].mode = 0o666;
+    assert_eq!(verdict("cis-1.6", "1.1.20", &ev).verdict, Verdict::Fail);
+}
+
+/// Fault 5: judged on what runs. After a rollout that stopped, the config
+/// file has the flag but the apiserver k3s started last lacks it: FAIL,
+/// showing what the next start would bring.
+#[test]
+fn fault_5_flags_are_judged_on_the_running_process() {
+    let mut ev = server(
+        "v1.30.6+k3s1",
+        "kube-apiserver-arg: [audit-log-maxage=30]\n",
+        ETCD_ON,
+    );
+    assert_eq!(
+        verdict("k3s-cis-1.10", "1.2.17", &ev).verdict,
+        Verdict::Pass
+    );
+    let logged = super::evidence::parse_journal(
+        "time=\"2026-12-07T10:00:00Z\" level=info msg=\"Running kube-apiserver --advertise-port=6443 --anonymous-auth=false --audit-log-maxage=1 --profiling=false\"\n",
+    );
+    let node = Node {
+        version: K3sVersion::parse("v1.30.6+k3s1").unwrap(),
+        embedded_etcd: true,
+    };
+    ev.running = super::flags::running_flags(&logged, &node);
+    let j = verdict("k3s-cis-1.10", "1.2.17", &ev);
+    assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
+    assert!(
+        j.found
+            .starts_with("--audit-log-maxage=1 (the \"Running kube-apiserver\" line"),
+        "{j:?}"
+    );
+    assert!(
+        j.found.contains("configured for the next start: --audit-log-maxage=30 (kube-apiserver-arg in /etc/rancher/k3s/config.yaml) (not active until k3s restarts)"),
+        "{j:?}"
+    );
+    // A flag the running process has and the files agree on: plain pass.
+    let j = verdict("k3s-cis-1.10", "1.2.15", &ev);
+    assert!(!j.found.contains("next start"), "{j:?}");
+    // Pending markers no longer make it unknown: what runs is known.
+    ev.pending = vec!["restart k3s".into()];
+    assert_eq!(
+        verdict("k3s-cis-1.10", "1.2.17", &ev).verdict,
+        Verdict::Fail
+    );
+    ev.running.clear();
+    let j = verdict("k3s-cis-1.10", "1.2.17", &ev);
+    assert_eq!(j.verdict, Verdict::Unknown, "{j:?}");
+}
+
+/// k3s ≥ 1.32 writes the kubelet's defaults to its config file: the
+/// "Running kubelet" line lacks them, and they are not taken as absent.
+#[test]
+fn kubelet_defaults_in_the_config_file_count_beside_the_logged_line() {
+    let mut ev = server("v1.33.5+k3s1", "", ETCD_ON);
+    ev.role = "agent".into();
+    let node = Node {
+        version: K3sVersion::parse("v1.33.5+k3s1").unwrap(),
+        embedded_etcd: false,
+    };
+    ev.running = super::flags::running_flags(
+        &super::evidence::parse_journal(
+            "level=info msg=\"Running kubelet --config-dir=/var/lib/rancher/k3s/agent/etc/kubelet.conf.d --hostname-override=a1 --read-only-port=0\"",
+        ),
+        &node,
+    );
+    let j = verdict("k3s-cis-1.12", "4.2.1", &ev);
+    assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
+    assert!(
+        j.found.contains(
+            "k3s default in /var/lib/rancher/k3s/agent/etc/kubelet.conf.d/00-k3s-defaults.conf"
+        ),
+        "{j:?}"
+    );
+    assert_eq!(verdict("k3s-cis-1.12", "4.2.4", &ev).verdict, Verdict::Pass);
+}

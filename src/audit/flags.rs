@@ -36,6 +36,10 @@ struct DefaultFlag {
     /// k3s passes no such default when the operator's `*-arg` items give this flag.
     #[serde(default)]
     unless_arg: Option<String>,
+    /// From this release k3s writes the default to the kubelet's config file
+    /// (agent/etc/kubelet.conf.d/00-k3s-defaults.conf), not its command line.
+    #[serde(default)]
+    config_file_since: Option<String>,
 }
 
 /// The first version with a default: one version, or one per minor line
@@ -256,6 +260,49 @@ pub fn component_flags(effective: &Effective, node: &Node) -> BTreeMap<String, F
     }
     out
 }
+
+/// Every component's flags as it runs: the arguments k3s logged when it
+/// started it (repeats read as the component reads them), and, from the
+/// releases that moved them there, the kubelet defaults k3s writes to its
+/// config file instead (the command line wins over that file).
+pub fn running_flags(
+    logged: &BTreeMap<String, Vec<(String, String)>>,
+    node: &Node,
+) -> BTreeMap<String, Flags> {
+    let table = table();
+    let mut out = BTreeMap::new();
+    for (component, args) in logged {
+        let mut flags = Flags::new();
+        let origin = format!("the \"Running {component}\" line k3s logged at its last start");
+        let given: Vec<(String, String, String)> = args
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone(), origin.clone()))
+            .collect();
+        apply_operator_args(&mut flags, &given);
+        for d in table.components.get(component).into_iter().flatten() {
+            let in_file = d
+                .config_file_since
+                .as_deref()
+                .and_then(K3sVersion::parse)
+                .is_some_and(|since| node.version >= since);
+            if in_file && d.applies(node) && flags.get(&d.flag).is_none() {
+                flags.insert(
+                    &d.flag,
+                    Found {
+                        value: d.value.clone(),
+                        origin: format!("k3s default in {KUBELET_DEFAULTS_FILE}"),
+                    },
+                );
+            }
+        }
+        out.insert(component.clone(), flags);
+    }
+    out
+}
+
+/// Where k3s ≥ 1.32 writes the kubelet's defaults.
+pub const KUBELET_DEFAULTS_FILE: &str =
+    "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/00-k3s-defaults.conf";
 
 /// k3s's merge of a component's `*-arg` items into its defaults (the
 /// table's `arg_merge`): a plain `name=value` replaces the default and

@@ -196,9 +196,24 @@ fn args(c: &Control, ev: &Evidence, component: &str) -> Outcome {
     if !ev.embedded_etcd && test.items().iter().all(|i| i.flag.starts_with("--etcd-")) {
         return Ok(None);
     }
-    let all = ev.flags.as_ref().map_err(Clone::clone)?;
     let empty = Flags::new();
-    let flags = all.get(component).unwrap_or(&empty);
+    let configured = ev
+        .flags
+        .as_ref()
+        .map(|all| all.get(component).unwrap_or(&empty));
+    // What runs decides where k3s logged it; else what k3s will pass, as
+    // long as no unfinished rollout says the files are not in effect.
+    let flags = match (ev.running.get(component), &configured) {
+        (Some(running), _) => running,
+        (None, Err(why)) => return Err((*why).clone()),
+        (None, Ok(_)) if !ev.pending.is_empty() => {
+            return Err(format!(
+                "the configuration on disk is not in effect: a khard rollout did not finish here (pending: {}), and k3s logged no start of {component} to read instead; run khard apply to finish it",
+                ev.pending.join(", ")
+            ));
+        }
+        (None, Ok(configured)) => *configured,
+    };
     // An absent flag proves nothing where k3s may pass it unseen.
     for item in test.items() {
         let name = item.flag.trim_start_matches('-');
@@ -217,7 +232,24 @@ fn args(c: &Control, ev: &Evidence, component: &str) -> Outcome {
         })
     };
     let ok = passes(test, &lookup);
-    Ok(Some((ok, found_flags(test, &lookup))))
+    let mut found = found_flags(test, &lookup);
+    // Running and configured differ: the next start changes the verdict's evidence.
+    if ev.running.contains_key(component)
+        && let Ok(configured) = configured
+    {
+        let next = |item: &Item| lookup_flag(configured, item);
+        let differs = test
+            .items()
+            .iter()
+            .any(|i| lookup_flag(flags, i).map(|f| f.value) != next(i).map(|f| f.value));
+        if differs {
+            found.push_str(&format!(
+                "; configured for the next start: {} (not active until k3s restarts)",
+                found_flags(test, &next)
+            ));
+        }
+    }
+    Ok(Some((ok, found)))
 }
 
 /// A flag (`--profiling`) or a feature gate (`RotateKubeletServerCertificate`).

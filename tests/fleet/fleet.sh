@@ -70,8 +70,9 @@
 #                      set replaces the file (new inode, mtime = when it was set)
 #                      and tests read them as plain files
 #     fs/usr/local/sbin/systemctl, fs/usr/local/bin/k3s (and curl -> k3s)
-#                      shims (systemctl.in, k3s.in beside this script), ahead of
-#                      /usr/bin in root's PATH
+#                      shims (systemctl.in, k3s.in beside this script), and
+#                      fs/usr/local/bin/journalctl (prints state/journal.UNIT
+#                      for each -u UNIT), ahead of /usr/bin in root's PATH
 #     log/systemctl.log, log/k3s.log   one line per shim call, see the .in files
 #     state/           shim state: version, down_until, restarted, sa.NS.NAME;
 #                      tests may add restart_down (seconds) or never_ready
@@ -455,6 +456,13 @@ cmd_up() {
 			"$name" "$h" "$rdown" "$sysctl_tmpl" >"$h/fs/usr/local/sbin/systemctl"
 		: >"$h/log/systemctl.log"
 		shims+=("$h/fs/usr/local/sbin/systemctl")
+		# journald's answer to `journalctl … -u UNIT …`: what the unit logged in
+		# this boot, which is what a test wrote to state/journal.UNIT (k3s's own
+		# "Running kube-apiserver …" lines); nothing when the test wrote none.
+		printf '#!/bin/sh\n# journalctl shim of fleet host %s\nH=%s\n%s\n' "$name" "$h" \
+			'u=""; for a; do [ "$u" = next ] && u=$a && cat "$H/state/journal.$u" 2>/dev/null; [ "$a" = -u ] && u=next; done; exit 0' \
+			>"$h/fs/usr/local/bin/journalctl"
+		shims+=("$h/fs/usr/local/bin/journalctl")
 		if [[ -n $v ]]; then
 			printf '#!/bin/sh\n# k3s shim of fleet host %s\nH=%s\n%s\n' "$name" "$h" "$k3s_tmpl" >"$h/fs/usr/local/bin/k3s"
 			k3s_data "$h/fs/var/lib/rancher/k3s" "${ROLES[i]}"
