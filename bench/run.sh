@@ -174,7 +174,7 @@ khard_step() {
 	shift 3
 	p=$RUN_DIR/$step
 	ip netns exec "$NS" "$BENCH/timed.sh" "$p" \
-		"$KHARD" apply -i "$INV" --known-hosts "$KH" --format json ${FORKS:+--forks "$FORKS"} "$@"
+		"$KHARD" "${VERB:-apply}" -i "$INV" --known-hosts "$KH" --format json ${FORKS:+--forks "$FORKS"} "$@"
 	local wall rc
 	read -r wall rc _ <"$p.time"
 	printf '%s\t%s\t%s\n' "$r" "$step" "$p" >>"$MANIFEST"
@@ -325,6 +325,7 @@ while ((r <= RUNS)); do
 		done
 	fi
 	khard_step "$r" d "apply --check"
+	VERB=report khard_step "$r" e "report (compliance)"
 	fleet_down
 	((KEEP)) || rm -rf -- "$FLEET_DIR"
 	if bg=$(python3 "$BENCH/report.py" "$WORK" --background "$r" "${BENCH_BG_MAX:-0.25}"); then

@@ -170,9 +170,31 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         let (answers, channels) = runtime
             .block_on(runner.probe_all(&plans, &|h| evidence::probe(role_of(h), config_of(h))));
         let today = crate::report::compliance::today();
-        for (h, answer) in answers {
-            let mut audit = audit_host(&runner, domain.as_ref(), &plans, &h, answer);
-            crate::audit::exceptions::apply(&mut audit, &exceptions, &today);
+        // Judging is CPU work per node: spread it over the machine's cores.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = answers.len().div_ceil(workers).max(1);
+        let audits: Vec<Vec<NodeAudit>> = std::thread::scope(|scope| {
+            let jobs: Vec<_> = answers
+                .chunks(chunk)
+                .map(|part| {
+                    let (runner, domain, plans, exceptions, today) =
+                        (&runner, domain.as_ref(), &plans, &exceptions, &today);
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(h, answer)| {
+                                let mut audit = audit_host(runner, domain, plans, h, answer);
+                                crate::audit::exceptions::apply(&mut audit, exceptions, today);
+                                audit
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| j.join().expect("an audit thread panicked"))
+                .collect()
+        });
+        for audit in audits.into_iter().flatten() {
             runner.report.audit(audit);
         }
         channels
@@ -385,12 +407,13 @@ fn audit_host(
     domain: &dyn Domain,
     plans: &[PlayPlan],
     h: &HostPlan,
-    answer: Answer,
+    answer: &Answer,
 ) -> NodeAudit {
     let role = role_of(h);
+    let empty = RemoteState::default();
     let (ev, state) = match answer {
-        Ok(state) => (Evidence::from_state(role, config_of(h), &state), state),
-        Err(why) => (Evidence::unavailable(role, &why), RemoteState::default()),
+        Ok(state) => (Evidence::from_state(role, config_of(h), state), state),
+        Err(why) => (Evidence::unavailable(role, why), &empty),
     };
     let var = |name: &str| h.vars.get(name).and_then(serde_json::Value::as_str);
     // The version read on the node decides; a node that could not be asked
@@ -398,7 +421,7 @@ fn audit_host(
     let benchmark = benchmark_for(var("cis_benchmark"), ev.version.as_deref());
     // A node the domain refuses still gets its audit, from its own evidence.
     let vars = domain
-        .with_facts(&h.vars, &state)
+        .with_facts(&h.vars, state)
         .unwrap_or_else(|_| h.vars.clone());
     let fix = |c: &crate::audit::catalogue::Control| -> Fix {
         let mut names: Vec<String> = Vec::new();
