@@ -7,12 +7,15 @@
 
 use std::collections::BTreeMap;
 
-use super::flags::{Flags, Node, component_flags, running_flags};
+use super::flags::{
+    Flags, KUBELET_CONFIG_DIR, Node, component_flags, running_flags,
+};
 use crate::facts::PENDING_DIR;
 use crate::facts::{Kind, Probe, RemoteState};
 use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_READ_SINCE};
 use crate::k3s::launch::Launch;
 use crate::k3s::version::K3sVersion;
+use crate::modules::sysctl_boot::{self, BootValue};
 
 pub const ETCD_DIR: &str = "/var/lib/rancher/k3s/server/db/etcd";
 pub const ETCD_CONFIG: &str = "/var/lib/rancher/k3s/server/db/etcd/config";
@@ -26,6 +29,10 @@ pub const KERNEL_DEFAULTS: &[(&str, &str)] = &[
     ("kernel.keys.root_maxkeys", "1000000"),
     ("kernel.keys.root_maxbytes", "25000000"),
 ];
+
+fn kernel_keys() -> Vec<&'static str> {
+    KERNEL_DEFAULTS.iter().map(|(k, _)| *k).collect()
+}
 
 /// The default service account of every namespace, as `namespace=automount`
 /// lines (kube-bench's 5.1.5 audit asks the same).
@@ -68,6 +75,9 @@ pub struct Evidence {
     /// Servers: the ClusterRoleBindings that grant cluster-admin.
     pub cluster_admin_bindings: Option<Result<Vec<String>, String>>,
     pub sysctl: BTreeMap<String, String>,
+    /// What the sysctl.d files set at the next boot for the kernel
+    /// parameters the kubelet protects, or why that cannot be known.
+    pub sysctl_boot: Result<BTreeMap<String, BootValue>, String>,
 }
 
 /// How many folders deep a recursive target is read.
@@ -200,8 +210,10 @@ pub fn probe(role: &str, config: &str) -> Probe {
     for unit in units(role) {
         p.reads.insert(journal_command(unit));
     }
+    p.content_glob.insert(format!("{KUBELET_CONFIG_DIR}/*.conf"));
     p.sysctl
         .extend(KERNEL_DEFAULTS.iter().map(|(k, _)| (*k).to_owned()));
+    sysctl_boot::probe(&mut p);
     if role == "server" {
         p.reads.insert(SERVICE_ACCOUNTS.to_owned());
         p.reads.insert(CLUSTER_ADMIN_BINDINGS.to_owned());
@@ -225,6 +237,7 @@ impl Evidence {
             service_accounts: None,
             cluster_admin_bindings: None,
             sysctl: BTreeMap::new(),
+            sysctl_boot: Err(why.to_owned()),
         }
     }
 
@@ -246,25 +259,24 @@ impl Evidence {
             .map(|(_, text)| String::from_utf8_lossy(text).trim().to_owned())
             .collect();
         let parsed = version.as_deref().and_then(K3sVersion::parse);
-        let flags = match parsed {
+        let node = parsed.map(|version| Node {
+            version,
+            embedded_etcd,
+            kubelet_dropins: kubelet_dropins(state),
+        });
+        let mut flags = match &node {
             None => Err("the k3s version is unknown".to_owned()),
-            Some(v) => config_flags(state, unit, config, v, embedded_etcd),
+            Some(node) => config_flags(state, unit, config, node),
         };
-        let running = match parsed {
-            Some(version) => state
-                .reads
-                .get(&journal_command(unit))
-                .map(|(_, text)| {
-                    running_flags(
-                        &parse_journal(text),
-                        &Node {
-                            version,
-                            embedded_etcd,
-                        },
-                    )
+        let logged = state.reads.get(&journal_command(unit));
+        let running = match (&node, logged) {
+            (Some(node), Some((_, text))) => {
+                running_flags(&parse_journal(text), node).unwrap_or_else(|why| {
+                    flags = Err(why);
+                    BTreeMap::new()
                 })
-                .unwrap_or_default(),
-            None => BTreeMap::new(),
+            }
+            _ => BTreeMap::new(),
         };
         let etcd_config = match state.content.get(ETCD_CONFIG) {
             Some(bytes) => crate::lang::yaml_bounds::check(&String::from_utf8_lossy(bytes))
@@ -316,6 +328,7 @@ impl Evidence {
             service_accounts,
             cluster_admin_bindings,
             sysctl: state.sysctl.clone(),
+            sysctl_boot: sysctl_boot::boot_values(state, &kernel_keys()),
         }
     }
 
@@ -344,27 +357,40 @@ fn config_flags(
     state: &RemoteState,
     unit: &str,
     config: &str,
-    version: K3sVersion,
-    embedded_etcd: bool,
+    node: &Node,
 ) -> Result<BTreeMap<String, Flags>, String> {
     if state.stat.contains_key(config) && !state.content.contains_key(config) {
         return Err(format!(
             "{config} could not be read whole (a link, or over 256 KiB)"
         ));
     }
-    let effective = if version < CONFIG_FILE_SINCE {
+    let effective = if node.version < CONFIG_FILE_SINCE {
         // k3s before v1.19.1 reads no config file: only its command line counts.
         crate::k3s::config::command_line_only(&Launch::from_state(state, unit))
     } else {
-        crate::k3s::config::effective(state, unit, config, None, version >= DROPINS_READ_SINCE)?
+        crate::k3s::config::effective(
+            state,
+            unit,
+            config,
+            None,
+            node.version >= DROPINS_READ_SINCE,
+        )?
     };
-    Ok(component_flags(
-        &effective,
-        &Node {
-            version,
-            embedded_etcd,
-        },
-    ))
+    component_flags(&effective, node)
+}
+
+/// The operator's kubelet config drop-ins, in the kubelet's order (by
+/// name); k3s's own 00-k3s-defaults.conf is modelled by its defaults table.
+fn kubelet_dropins(state: &RemoteState) -> Vec<(String, String)> {
+    let defaults = format!("{KUBELET_CONFIG_DIR}/00-k3s-defaults.conf");
+    state
+        .content
+        .iter()
+        .filter(|(p, _)| {
+            p.starts_with(&format!("{KUBELET_CONFIG_DIR}/")) && p.ends_with(".conf") && **p != defaults
+        })
+        .map(|(p, text)| (p.clone(), String::from_utf8_lossy(text).into_owned()))
+        .collect()
 }
 
 #[cfg(test)]

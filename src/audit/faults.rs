@@ -27,11 +27,12 @@ fn server(version: &str, config_yaml: &str, etcd_yaml: &str) -> Evidence {
     let node = Node {
         version: K3sVersion::parse(version).unwrap(),
         embedded_etcd: true,
+        kubelet_dropins: Vec::new(),
     };
     let mut ev = Evidence::unavailable("server", "");
     ev.missing = None;
     ev.version = Some(version.to_owned());
-    ev.flags = Ok(component_flags(&effective, &node));
+    ev.flags = component_flags(&effective, &node);
     ev.embedded_etcd = true;
     ev.etcd_config = Ok(serde_yaml::from_str(etcd_yaml).unwrap());
     ev.sysctl = BTreeMap::new();
@@ -251,8 +252,9 @@ fn fault_5_flags_are_judged_on_the_running_process() {
     let node = Node {
         version: K3sVersion::parse("v1.30.6+k3s1").unwrap(),
         embedded_etcd: true,
+        kubelet_dropins: Vec::new(),
     };
-    ev.running = super::flags::running_flags(&logged, &node);
+    ev.running = super::flags::running_flags(&logged, &node).unwrap();
     let j = verdict("k3s-cis-1.10", "1.2.17", &ev);
     assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
     assert!(
@@ -287,13 +289,15 @@ fn kubelet_defaults_in_the_config_file_count_beside_the_logged_line() {
     let node = Node {
         version: K3sVersion::parse("v1.33.5+k3s1").unwrap(),
         embedded_etcd: false,
+        kubelet_dropins: Vec::new(),
     };
     ev.running = super::flags::running_flags(
         &super::evidence::parse_journal(
             "level=info msg=\"Running kubelet --config-dir=/var/lib/rancher/k3s/agent/etc/kubelet.conf.d --hostname-override=a1 --read-only-port=0\"",
         ),
         &node,
-    );
+    )
+    .unwrap();
     let j = verdict("k3s-cis-1.12", "4.2.1", &ev);
     assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
     assert!(
@@ -303,4 +307,82 @@ fn kubelet_defaults_in_the_config_file_count_beside_the_logged_line() {
         "{j:?}"
     );
     assert_eq!(verdict("k3s-cis-1.12", "4.2.4", &ev).verdict, Verdict::Pass);
+}
+
+/// k3s ≥ 1.32 gives the kubelet `--config-dir` (agent/etc/kubelet.conf.d):
+/// an operator's drop-in there that enables anonymous requests fails 4.2.1;
+/// before 1.32 the folder is not read; a command-line flag still wins.
+#[test]
+fn kubelet_config_dropins_count_where_k3s_passes_the_folder() {
+    let agent = |version: &str, config: &str, dropin: &str| {
+        let effective = merge(&[Source {
+            file: "/etc/rancher/k3s/config.yaml",
+            text: config,
+        }])
+        .unwrap();
+        let node = Node {
+            version: K3sVersion::parse(version).unwrap(),
+            embedded_etcd: false,
+            kubelet_dropins: vec![(
+                "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/50-local.conf".into(),
+                dropin.into(),
+            )],
+        };
+        let mut ev = server(version, config, ETCD_ON);
+        ev.role = "agent".into();
+        ev.flags = component_flags(&effective, &node);
+        ev
+    };
+    let open = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: true\n";
+    let j = verdict("k3s-cis-1.12", "4.2.1", &agent("v1.33.5+k3s1", "", open));
+    assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
+    assert!(
+        j.found.contains("authentication.anonymous.enabled in /var/lib/rancher/k3s/agent/etc/kubelet.conf.d/50-local.conf"),
+        "{j:?}"
+    );
+    assert_eq!(
+        verdict("k3s-cis-1.10", "4.2.1", &agent("v1.31.4+k3s1", "", open)).verdict,
+        Verdict::Pass,
+        "no --config-dir before 1.32"
+    );
+    let flag_wins = agent("v1.33.5+k3s1", "kubelet-arg: [anonymous-auth=false]\n", open);
+    assert_eq!(verdict("k3s-cis-1.12", "4.2.1", &flag_wins).verdict, Verdict::Pass);
+    // A drop-in the kubelet could not parse leaves its flags unknown.
+    let broken = agent("v1.33.5+k3s1", "", "authentication: [\n");
+    let j = verdict("k3s-cis-1.12", "4.2.1", &broken);
+    assert_eq!(j.verdict, Verdict::Unknown, "{j:?}");
+    assert!(j.why.contains("50-local.conf"), "{j:?}");
+}
+
+/// Kernel values are read live and from the files that set them at boot: a
+/// sysctl.d file that breaks the next boot fails protect-kernel-defaults
+/// (the kubelet would refuse to start after a reboot), naming the file.
+#[test]
+fn a_sysctl_file_that_breaks_the_next_boot_fails_protect_kernel_defaults() {
+    use crate::modules::sysctl_boot::BootValue;
+    let mut ev = server("v1.24.17+k3s1", "protect-kernel-defaults: true\n", ETCD_ON);
+    ev.sysctl = super::evidence::KERNEL_DEFAULTS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let boot = |value: &str| {
+        Ok([(
+            "vm.overcommit_memory".to_owned(),
+            BootValue {
+                value: value.into(),
+                file: "/etc/sysctl.d/99-zz-tuning.conf".into(),
+            },
+        )]
+        .into_iter()
+        .collect())
+    };
+    ev.sysctl_boot = boot("1");
+    assert_eq!(verdict("k3s-cis-1.24", "4.2.6", &ev).verdict, Verdict::Pass);
+    ev.sysctl_boot = boot("0");
+    let j = verdict("k3s-cis-1.24", "4.2.6", &ev);
+    assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
+    assert!(
+        j.found.contains("the next boot sets vm.overcommit_memory=0 (/etc/sysctl.d/99-zz-tuning.conf), wants 1"),
+        "{j:?}"
+    );
 }

@@ -72,6 +72,94 @@ pub struct Node {
     pub version: Version,
     /// k3s runs embedded etcd here (not sqlite or an external datastore).
     pub embedded_etcd: bool,
+    /// The kubelet config drop-ins other than k3s's own 00-k3s-defaults.conf
+    /// (path, text), in the kubelet's order; read where k3s passes
+    /// `--config-dir` (from v1.32.0).
+    pub kubelet_dropins: Vec<(String, String)>,
+}
+
+/// The folder of kubelet config drop-ins k3s ≥ 1.32 passes as `--config-dir`.
+pub const KUBELET_CONFIG_DIR: &str = "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d";
+
+/// The first release whose kubelet reads `KUBELET_CONFIG_DIR`.
+pub const KUBELET_CONFIG_DIR_SINCE: &str = "v1.32.0";
+
+/// KubeletConfiguration fields (k8s.io/kubelet/config/v1beta1) and the
+/// flags they stand for, for the settings the benchmarks test.
+const KUBELET_CONFIG_FIELDS: &[(&str, &str)] = &[
+    ("authentication.anonymous.enabled", "anonymous-auth"),
+    ("authorization.mode", "authorization-mode"),
+    ("authentication.x509.clientCAFile", "client-ca-file"),
+    ("readOnlyPort", "read-only-port"),
+    ("streamingConnectionIdleTimeout", "streaming-connection-idle-timeout"),
+    ("protectKernelDefaults", "protect-kernel-defaults"),
+    ("makeIPTablesUtilChains", "make-iptables-util-chains"),
+    ("eventRecordQPS", "event-qps"),
+    ("tlsCertFile", "tls-cert-file"),
+    ("tlsPrivateKeyFile", "tls-private-key-file"),
+    ("rotateCertificates", "rotate-certificates"),
+    ("podPidsLimit", "pod-max-pids"),
+    ("seccompDefault", "seccomp-default"),
+];
+
+/// The kubelet settings of the operator's config drop-ins, as flags: later
+/// files win (the kubelet merges the folder in name order); a file that is
+/// not YAML is an error, as it is for the kubelet.
+fn kubelet_dropin_flags(node: &Node) -> Result<Vec<(String, String, String)>, String> {
+    let mut out = Vec::new();
+    for (path, text) in &node.kubelet_dropins {
+        crate::lang::yaml_bounds::check(text).map_err(|e| format!("{path}: {e}"))?;
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| format!("{path}: {e}"))?;
+        for (field, flag) in KUBELET_CONFIG_FIELDS {
+            let mut v = &doc;
+            for part in field.split('.') {
+                match v.get(part) {
+                    Some(next) => v = next,
+                    None => {
+                        v = &serde_yaml::Value::Null;
+                        break;
+                    }
+                }
+            }
+            let value = match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            out.push(((*flag).to_owned(), value, format!("{field} in {path}")));
+        }
+        if let Some(suites) = doc.get("tlsCipherSuites").and_then(|s| s.as_sequence()) {
+            let list: Vec<&str> = suites.iter().filter_map(|s| s.as_str()).collect();
+            out.push(("tls-cipher-suites".into(), list.join(","), format!("tlsCipherSuites in {path}")));
+        }
+        if let Some(gates) = doc.get("featureGates").and_then(|g| g.as_mapping()) {
+            let list: Vec<String> = gates
+                .iter()
+                .filter_map(|(k, v)| Some(format!("{}={}", k.as_str()?, v.as_bool()?)))
+                .collect();
+            out.push(("feature-gates".into(), list.join(","), format!("featureGates in {path}")));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether this node's kubelet reads the config drop-in folder.
+fn reads_kubelet_dropins(node: &Node) -> bool {
+    K3sVersion::parse(KUBELET_CONFIG_DIR_SINCE).is_some_and(|since| node.version >= since)
+}
+
+/// The drop-ins' settings over a kubelet's defaults (command-line flags,
+/// applied after, win over them: the kubelet's precedence).
+fn apply_kubelet_dropins(flags: &mut Flags, node: &Node) -> Result<(), String> {
+    if !reads_kubelet_dropins(node) {
+        return Ok(());
+    }
+    for (flag, value, origin) in kubelet_dropin_flags(node)? {
+        flags.insert(&flag, Found { value, origin });
+    }
+    Ok(())
 }
 
 impl DefaultFlag {
@@ -168,8 +256,12 @@ fn arg_key(component: &str) -> String {
     format!("{component}-arg")
 }
 
-/// Every component's flags on this node.
-pub fn component_flags(effective: &Effective, node: &Node) -> BTreeMap<String, Flags> {
+/// Every component's flags on this node; Err when a kubelet config drop-in
+/// cannot be read (the kubelet would not start on it either).
+pub fn component_flags(
+    effective: &Effective,
+    node: &Node,
+) -> Result<BTreeMap<String, Flags>, String> {
     let table = table();
     let mut out: BTreeMap<String, Flags> = BTreeMap::new();
     // The operator's `*-arg` items, per component: (name, value, origin), in order.
@@ -254,11 +346,12 @@ pub fn component_flags(effective: &Effective, node: &Node) -> BTreeMap<String, F
             },
         );
     }
+    apply_kubelet_dropins(out.entry("kubelet".into()).or_default(), node)?;
     for (component, given) in operator {
         let flags = out.entry(component).or_default();
         apply_operator_args(flags, &given);
     }
-    out
+    Ok(out)
 }
 
 /// Every component's flags as it runs: the arguments k3s logged when it
@@ -268,7 +361,7 @@ pub fn component_flags(effective: &Effective, node: &Node) -> BTreeMap<String, F
 pub fn running_flags(
     logged: &BTreeMap<String, Vec<(String, String)>>,
     node: &Node,
-) -> BTreeMap<String, Flags> {
+) -> Result<BTreeMap<String, Flags>, String> {
     let table = table();
     let mut out = BTreeMap::new();
     for (component, args) in logged {
@@ -278,6 +371,9 @@ pub fn running_flags(
             .iter()
             .map(|(n, v)| (n.clone(), v.clone(), origin.clone()))
             .collect();
+        if component == "kubelet" {
+            apply_kubelet_dropins(&mut flags, node)?;
+        }
         apply_operator_args(&mut flags, &given);
         for d in table.components.get(component).into_iter().flatten() {
             let in_file = d
@@ -297,7 +393,7 @@ pub fn running_flags(
         }
         out.insert(component.clone(), flags);
     }
-    out
+    Ok(out)
 }
 
 /// Where k3s ≥ 1.32 writes the kubelet's defaults.
@@ -359,6 +455,7 @@ mod tests {
         Node {
             version: K3sVersion::parse(version).unwrap(),
             embedded_etcd: false,
+            kubelet_dropins: Vec::new(),
         }
     }
 
@@ -384,7 +481,7 @@ mod tests {
             text: yaml,
         }])
         .unwrap();
-        let flags = component_flags(&eff, &node("v1.30.6+k3s1"));
+        let flags = component_flags(&eff, &node("v1.30.6+k3s1")).unwrap();
         let api = &flags["kube-apiserver"];
         assert_eq!(api["audit-log-maxage"].value, "1");
         assert_eq!(
@@ -401,7 +498,7 @@ mod tests {
     fn apiserver_ciphers_by_default_only_from_the_fixed_releases() {
         let eff = Effective::new();
         let has = |v: &str| {
-            component_flags(&eff, &node(v))["kube-apiserver"]
+            component_flags(&eff, &node(v)).unwrap()["kube-apiserver"]
                 .get("tls-cipher-suites")
                 .is_some()
         };
@@ -424,6 +521,7 @@ mod tests {
         }])
         .unwrap();
         component_flags(&eff, &node(version))
+            .unwrap()
             .remove("kube-apiserver")
             .unwrap()
     }

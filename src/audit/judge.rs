@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::catalogue::{Control, Item};
 use super::evidence::{Evidence, FileFacts, KERNEL_DEFAULTS};
+use crate::modules::sysctl_boot::BootValue;
 use super::flags::Flags;
 use super::test_eval::{Found, passes};
 
@@ -140,11 +141,18 @@ pub fn judge(c: &Control, ev: &Evidence) -> Judged {
     // that differs: the flag alone does not meet the control.
     if ok && mentions(c, "--protect-kernel-defaults") {
         let off = kernel_drift(&ev.sysctl);
+        let at_boot = boot_drift(&ev.sysctl_boot);
         if !off.is_empty() {
             verdict = Verdict::Fail;
             found.push_str(&format!(
                 "; but the live kernel differs from what the kubelet protects ({}): the kubelet refuses to start with it",
                 off.join(", ")
+            ));
+        } else if !at_boot.is_empty() {
+            verdict = Verdict::Fail;
+            found.push_str(&format!(
+                "; but the next boot sets {}: the kubelet will refuse to start then",
+                at_boot.join(", ")
             ));
         }
     }
@@ -165,6 +173,22 @@ pub fn kernel_drift(sysctl: &BTreeMap<String, String>) -> Vec<String> {
             Some(v) if v == want => None,
             Some(v) => Some(format!("{key}={v}, wants {want}")),
             None => Some(format!("{key} unreadable")),
+        })
+        .collect()
+}
+
+/// The kernel parameters the sysctl.d files set, at the next boot, to a
+/// value protect-kernel-defaults refuses (a key they do not set keeps the
+/// live value, judged above).
+pub fn boot_drift(boot: &Result<BTreeMap<String, BootValue>, String>) -> Vec<String> {
+    let Ok(boot) = boot else {
+        return Vec::new();
+    };
+    KERNEL_DEFAULTS
+        .iter()
+        .filter_map(|(key, want)| {
+            let b = boot.get(*key)?;
+            (b.value != *want).then(|| format!("{key}={} ({}), wants {want}", b.value, b.file))
         })
         .collect()
 }

@@ -213,6 +213,18 @@ pub fn audit_node(
             drift.join(", ")
         ));
     }
+    let at_boot = judge::boot_drift(&ev.sysctl_boot);
+    if ev.version.is_some() && !at_boot.is_empty() {
+        notes.push(format!(
+            "the next boot sets kernel parameters that the kubelet's protect-kernel-defaults refuses ({}): a kubelet with that flag will not start after a reboot",
+            at_boot.join(", ")
+        ));
+    }
+    if ev.version.is_some()
+        && let Err(why) = &ev.sysctl_boot
+    {
+        notes.push(format!("the kernel parameters of the next boot are unknown: {why}"));
+    }
     let mut audit = NodeAudit {
         host: host.to_owned(),
         role: ev.role.clone(),

@@ -17,6 +17,7 @@ pub mod permissions;
 pub mod render;
 pub mod service;
 pub mod sysctl;
+pub mod sysctl_boot;
 
 use serde::{Deserialize, Deserializer};
 
