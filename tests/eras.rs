@@ -51,7 +51,10 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|c| c["verdict"] == "fail" && !c["tasks"].as_array().unwrap().is_empty())
+            .filter(|c| {
+                (c["verdict"] == "fail" || c["verdict"] == "warn")
+                    && !c["tasks"].as_array().unwrap().is_empty()
+            })
             .count();
         assert!(failing_managed > 0, "{host}: {}", node(&doc, host));
     }
@@ -346,7 +349,8 @@ fn a_unit_list_flag_is_appended_and_what_it_overrides_fails_the_node() {
     );
     let (_, doc) = fleet.report(&[]);
     let maxage = control(&doc, "s1", "1.2.17");
-    assert_eq!(maxage["verdict"], "fail", "{maxage}");
+    // Unscored in this benchmark: kube-bench's WARN.
+    assert_eq!(maxage["verdict"], "warn", "{maxage}");
     assert!(
         maxage["found"]
             .as_str()

@@ -245,4 +245,29 @@ fn a_psp_era_server_converges_and_the_readme_check_reads_the_real_kernel() {
     assert_eq!(verdict, "fail", "{found}");
     assert!(found.contains("vm.overcommit_memory=0, wants 1"), "{found}");
     vms.sh("old", "sysctl -qw vm.overcommit_memory=1");
+    // A sysctl.d file that sorts after khard's and sets the value back: the
+    // live kernel is right, the next boot (systemd-sysctl, real on this node)
+    // is not, and the control says so.
+    vms.sh(
+        "old",
+        "printf 'vm.overcommit_memory = 0\n' > /etc/sysctl.d/99-zz-tuning.conf",
+    );
+    let (verdict, found) = verdict_426();
+    assert_eq!(verdict, "fail", "{found}");
+    assert!(
+        found.contains(
+            "the next boot sets vm.overcommit_memory=0 (/etc/sysctl.d/99-zz-tuning.conf), wants 1"
+        ),
+        "{found}"
+    );
+    // The real systemd-sysctl agrees: it sets what the report said.
+    vms.sh(
+        "old",
+        "/lib/systemd/systemd-sysctl && sysctl -n vm.overcommit_memory | grep -qx 0",
+    );
+    vms.sh(
+        "old",
+        "rm /etc/sysctl.d/99-zz-tuning.conf && /lib/systemd/systemd-sysctl",
+    );
+    assert_eq!(verdict_426().0, "pass");
 }
