@@ -177,6 +177,27 @@ mod tests {
                     "{name} {}: automated without a test",
                     ctl.id
                 );
+                // The operators test_eval implements as kube-bench does.
+                for item in ctl.test.iter().flat_map(|t| t.items()) {
+                    let known = [
+                        "eq",
+                        "noteq",
+                        "gt",
+                        "gte",
+                        "lt",
+                        "lte",
+                        "has",
+                        "nothave",
+                        "valid_elements",
+                        "bitmask",
+                    ];
+                    assert!(
+                        item.op.as_deref().is_none_or(|op| known.contains(&op)),
+                        "{name} {}: op {:?}",
+                        ctl.id,
+                        item.op
+                    );
+                }
             }
         }
         assert!(load("cis-9.9").is_none());

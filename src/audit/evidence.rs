@@ -7,9 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::flags::{
-    Flags, KUBELET_CONFIG_DIR, Node, component_flags, running_flags,
-};
+use super::flags::{Flags, KUBELET_CONFIG_DIR, Node, component_flags, running_flags};
 use crate::facts::PENDING_DIR;
 use crate::facts::{Kind, Probe, RemoteState};
 use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_READ_SINCE};
@@ -210,7 +208,8 @@ pub fn probe(role: &str, config: &str) -> Probe {
     for unit in units(role) {
         p.reads.insert(journal_command(unit));
     }
-    p.content_glob.insert(format!("{KUBELET_CONFIG_DIR}/*.conf"));
+    p.content_glob
+        .insert(format!("{KUBELET_CONFIG_DIR}/*.conf"));
     p.sysctl
         .extend(KERNEL_DEFAULTS.iter().map(|(k, _)| (*k).to_owned()));
     sysctl_boot::probe(&mut p);
@@ -270,12 +269,11 @@ impl Evidence {
         };
         let logged = state.reads.get(&journal_command(unit));
         let running = match (&node, logged) {
-            (Some(node), Some((_, text))) => {
-                running_flags(&parse_journal(text), node).unwrap_or_else(|why| {
+            (Some(node), Some((_, text))) => running_flags(&parse_journal(text), node)
+                .unwrap_or_else(|why| {
                     flags = Err(why);
                     BTreeMap::new()
-                })
-            }
+                }),
             _ => BTreeMap::new(),
         };
         let etcd_config = match state.content.get(ETCD_CONFIG) {
@@ -387,7 +385,9 @@ fn kubelet_dropins(state: &RemoteState) -> Vec<(String, String)> {
         .content
         .iter()
         .filter(|(p, _)| {
-            p.starts_with(&format!("{KUBELET_CONFIG_DIR}/")) && p.ends_with(".conf") && **p != defaults
+            p.starts_with(&format!("{KUBELET_CONFIG_DIR}/"))
+                && p.ends_with(".conf")
+                && **p != defaults
         })
         .map(|(p, text)| (p.clone(), String::from_utf8_lossy(text).into_owned()))
         .collect()

@@ -345,8 +345,15 @@ fn kubelet_config_dropins_count_where_k3s_passes_the_folder() {
         Verdict::Pass,
         "no --config-dir before 1.32"
     );
-    let flag_wins = agent("v1.33.5+k3s1", "kubelet-arg: [anonymous-auth=false]\n", open);
-    assert_eq!(verdict("k3s-cis-1.12", "4.2.1", &flag_wins).verdict, Verdict::Pass);
+    let flag_wins = agent(
+        "v1.33.5+k3s1",
+        "kubelet-arg: [anonymous-auth=false]\n",
+        open,
+    );
+    assert_eq!(
+        verdict("k3s-cis-1.12", "4.2.1", &flag_wins).verdict,
+        Verdict::Pass
+    );
     // A drop-in the kubelet could not parse leaves its flags unknown.
     let broken = agent("v1.33.5+k3s1", "", "authentication: [\n");
     let j = verdict("k3s-cis-1.12", "4.2.1", &broken);
@@ -382,7 +389,9 @@ fn a_sysctl_file_that_breaks_the_next_boot_fails_protect_kernel_defaults() {
     let j = verdict("k3s-cis-1.24", "4.2.6", &ev);
     assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
     assert!(
-        j.found.contains("the next boot sets vm.overcommit_memory=0 (/etc/sysctl.d/99-zz-tuning.conf), wants 1"),
+        j.found.contains(
+            "the next boot sets vm.overcommit_memory=0 (/etc/sysctl.d/99-zz-tuning.conf), wants 1"
+        ),
         "{j:?}"
     );
 }

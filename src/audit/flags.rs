@@ -91,7 +91,10 @@ const KUBELET_CONFIG_FIELDS: &[(&str, &str)] = &[
     ("authorization.mode", "authorization-mode"),
     ("authentication.x509.clientCAFile", "client-ca-file"),
     ("readOnlyPort", "read-only-port"),
-    ("streamingConnectionIdleTimeout", "streaming-connection-idle-timeout"),
+    (
+        "streamingConnectionIdleTimeout",
+        "streaming-connection-idle-timeout",
+    ),
     ("protectKernelDefaults", "protect-kernel-defaults"),
     ("makeIPTablesUtilChains", "make-iptables-util-chains"),
     ("eventRecordQPS", "event-qps"),
@@ -132,14 +135,22 @@ fn kubelet_dropin_flags(node: &Node) -> Result<Vec<(String, String, String)>, St
         }
         if let Some(suites) = doc.get("tlsCipherSuites").and_then(|s| s.as_sequence()) {
             let list: Vec<&str> = suites.iter().filter_map(|s| s.as_str()).collect();
-            out.push(("tls-cipher-suites".into(), list.join(","), format!("tlsCipherSuites in {path}")));
+            out.push((
+                "tls-cipher-suites".into(),
+                list.join(","),
+                format!("tlsCipherSuites in {path}"),
+            ));
         }
         if let Some(gates) = doc.get("featureGates").and_then(|g| g.as_mapping()) {
             let list: Vec<String> = gates
                 .iter()
                 .filter_map(|(k, v)| Some(format!("{}={}", k.as_str()?, v.as_bool()?)))
                 .collect();
-            out.push(("feature-gates".into(), list.join(","), format!("featureGates in {path}")));
+            out.push((
+                "feature-gates".into(),
+                list.join(","),
+                format!("featureGates in {path}"),
+            ));
         }
     }
     Ok(out)

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use super::catalogue::{Control, Item};
 use super::evidence::{Evidence, FileFacts, KERNEL_DEFAULTS};
-use crate::modules::sysctl_boot::BootValue;
 use super::flags::Flags;
 use super::test_eval::{Found, passes};
+use crate::modules::sysctl_boot::BootValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

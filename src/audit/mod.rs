@@ -223,7 +223,9 @@ pub fn audit_node(
     if ev.version.is_some()
         && let Err(why) = &ev.sysctl_boot
     {
-        notes.push(format!("the kernel parameters of the next boot are unknown: {why}"));
+        notes.push(format!(
+            "the kernel parameters of the next boot are unknown: {why}"
+        ));
     }
     let mut audit = NodeAudit {
         host: host.to_owned(),

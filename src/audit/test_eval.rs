@@ -1,6 +1,8 @@
-//! kube-bench's test semantics (check/test.go): an item says a flag must be
-//! set or not, or compares its value with `op`; items combine with all/any.
-//! A flag that is absent fails every comparison.
+//! kube-bench's test semantics (check/test.go: testItem.evaluate,
+//! compareOp): an item says a flag must be set or not, or compares its
+//! value with `op`; items combine with all/any. A flag that is absent fails
+//! every comparison. `regex` is not supported (no catalogue uses it, which
+//! tests/catalogue_upstream.rs keeps true): it never passes.
 
 use super::catalogue::{Item, Test};
 
@@ -21,14 +23,16 @@ pub fn passes(test: &Test, lookup: &dyn Fn(&Item) -> Option<Found>) -> bool {
 }
 
 fn item_passes(item: &Item, found: Option<&Found>) -> bool {
-    let Some(op) = &item.op else {
-        // `set: false` asks for absence; a bare flag or `set: true` for presence.
-        return found.is_some() == item.set.unwrap_or(true);
-    };
-    let Some(found) = found else {
-        return false;
-    };
-    compare(op, &found.value, item.value.as_deref().unwrap_or(""))
+    // kube-bench's testItem.evaluate: `set: false` asks for absence, and
+    // then any `op` is not looked at; `set: true` (the default) with an op
+    // compares a present value, else asks for presence.
+    if !item.set.unwrap_or(true) {
+        return found.is_none();
+    }
+    match (&item.op, found) {
+        (Some(op), Some(found)) => compare(op, &found.value, item.value.as_deref().unwrap_or("")),
+        (_, found) => found.is_some(),
+    }
 }
 
 /// kube-bench's comparison operators.
@@ -45,7 +49,16 @@ pub fn compare(op: &str, value: &str, want: &str) -> bool {
             };
             v == want
         }
-        "noteq" => value != want,
+        "noteq" => {
+            // The same case rule as eq, negated (compareOp).
+            let lower = value.to_ascii_lowercase();
+            let v = if lower == "true" || lower == "false" {
+                lower.as_str()
+            } else {
+                value
+            };
+            v != want
+        }
         "gt" | "gte" | "lt" | "lte" => match (number(value), number(want)) {
             (Some(v), Some(w)) => match op {
                 "gt" => v > w,
@@ -58,11 +71,22 @@ pub fn compare(op: &str, value: &str, want: &str) -> bool {
         "has" => value.contains(want),
         "nothave" => !value.contains(want),
         "valid_elements" => {
-            let allowed: Vec<&str> = want.split(',').map(str::trim).collect();
-            value
-                .split(',')
-                .map(str::trim)
-                .all(|e| allowed.contains(&e))
+            // splitAndRemoveLastSeparator + allElementsValid: a trailing comma
+            // is dropped; both empty is valid, one empty is not.
+            let split = |s: &str| -> Vec<String> {
+                let s = s.trim().trim_end_matches(',');
+                if s.is_empty() {
+                    Vec::new()
+                } else {
+                    s.split(',').map(|e| e.trim().to_owned()).collect()
+                }
+            };
+            let (have, allowed) = (split(value), split(want));
+            match (have.is_empty(), allowed.is_empty()) {
+                (true, true) => true,
+                (true, false) | (false, true) => false,
+                _ => have.iter().all(|e| allowed.contains(e)),
+            }
         }
         // The file's permission bits are a subset of the allowed ones.
         "bitmask" => match (
@@ -180,6 +204,16 @@ mod tests {
         ));
         let eq = t("{flag: --profiling, op: eq, value: 'false'}");
         assert!(passes(&eq, &with(&[("--profiling", "False")])));
+        let noteq = t("{flag: --profiling, op: noteq, value: 'true'}");
+        assert!(
+            !passes(&noteq, &with(&[("--profiling", "True")])),
+            "case as eq"
+        );
+        assert!(passes(&noteq, &with(&[("--profiling", "false")])));
+        // `set: false` with an op: kube-bench asks for absence only.
+        let unset_op = t("{flag: --x, op: eq, value: '1', set: false}");
+        assert!(passes(&unset_op, &with(&[])));
+        assert!(!passes(&unset_op, &with(&[("--x", "1")])));
     }
 
     #[test]
@@ -187,6 +221,14 @@ mod tests {
         let ciphers = t("{flag: --tls-cipher-suites, op: valid_elements, value: 'A,B,C'}");
         assert!(passes(&ciphers, &with(&[("--tls-cipher-suites", "A,C")])));
         assert!(!passes(&ciphers, &with(&[("--tls-cipher-suites", "A,D")])));
+        assert!(
+            passes(&ciphers, &with(&[("--tls-cipher-suites", "A, C,")])),
+            "trailing comma"
+        );
+        assert!(
+            !passes(&ciphers, &with(&[("--tls-cipher-suites", "")])),
+            "empty"
+        );
         let mode = t("{flag: permissions, op: bitmask, value: '600'}");
         assert!(passes(&mode, &with(&[("permissions", "600")])));
         assert!(passes(&mode, &with(&[("permissions", "400")])));

@@ -133,7 +133,11 @@ mod tests {
     fn state(files: &[(&str, Option<&str>)]) -> RemoteState {
         let mut s = RemoteState::default();
         for (path, text) in files {
-            let kind = if text.is_some() { Kind::File } else { Kind::Link };
+            let kind = if text.is_some() {
+                Kind::File
+            } else {
+                Kind::Link
+            };
             s.stat.insert(
                 (*path).to_owned(),
                 Stat {
@@ -158,30 +162,54 @@ mod tests {
     #[test]
     fn names_order_the_files_and_earlier_folders_mask_later_ones() {
         let s = state(&[
-            ("/usr/lib/sysctl.d/50-default.conf", Some("kernel.panic = 0\n")),
-            ("/etc/sysctl.d/90-kubelet.conf", Some("vm.overcommit_memory=1\nkernel.panic=10\n")),
+            (
+                "/usr/lib/sysctl.d/50-default.conf",
+                Some("kernel.panic = 0\n"),
+            ),
+            (
+                "/etc/sysctl.d/90-kubelet.conf",
+                Some("vm.overcommit_memory=1\nkernel.panic=10\n"),
+            ),
             // Sorts after 90-kubelet.conf, so it wins (S3, S4).
-            ("/usr/lib/sysctl.d/99-vendor.conf", Some("vm/overcommit_memory = 0\n")),
+            (
+                "/usr/lib/sysctl.d/99-vendor.conf",
+                Some("vm/overcommit_memory = 0\n"),
+            ),
             // Masked by /etc's file of the same name (S2).
-            ("/usr/lib/sysctl.d/90-kubelet.conf", Some("kernel.panic=99\n")),
+            (
+                "/usr/lib/sysctl.d/90-kubelet.conf",
+                Some("kernel.panic=99\n"),
+            ),
         ]);
         let v = boot_values(&s, KEYS).unwrap();
         assert_eq!(v["vm.overcommit_memory"].value, "0");
-        assert_eq!(v["vm.overcommit_memory"].file, "/usr/lib/sysctl.d/99-vendor.conf");
+        assert_eq!(
+            v["vm.overcommit_memory"].file,
+            "/usr/lib/sysctl.d/99-vendor.conf"
+        );
         assert_eq!(v["kernel.panic"].value, "10");
     }
 
     #[test]
     fn comments_ignore_markers_globs_and_debians_link() {
         let mut s = state(&[
-            ("/etc/sysctl.d/10-a.conf", Some("# kernel.panic=1\n; kernel.panic=2\n-kernel.panic = 5 \n")),
+            (
+                "/etc/sysctl.d/10-a.conf",
+                Some("# kernel.panic=1\n; kernel.panic=2\n-kernel.panic = 5 \n"),
+            ),
             ("/etc/sysctl.d/20-glob.conf", Some("vm.overcommit_*=2\n")),
             ("/etc/sysctl.d/99-sysctl.conf", None),
         ]);
-        s.content.insert("/etc/sysctl.conf".into(), b"vm.overcommit_memory=1\n".to_vec());
+        s.content.insert(
+            "/etc/sysctl.conf".into(),
+            b"vm.overcommit_memory=1\n".to_vec(),
+        );
         let v = boot_values(&s, KEYS).unwrap();
         assert_eq!(v["kernel.panic"].value, "5");
-        assert_eq!(v["vm.overcommit_memory"].value, "1", "Debian's link comes last");
+        assert_eq!(
+            v["vm.overcommit_memory"].value, "1",
+            "Debian's link comes last"
+        );
         // Any other link cannot be read: unknown, never guessed.
         let s = state(&[("/etc/sysctl.d/50-link.conf", None)]);
         assert!(boot_values(&s, KEYS).unwrap_err().contains("50-link.conf"));
