@@ -1,6 +1,6 @@
 //! One khard command, from settings to exit code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -170,6 +170,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         let (answers, channels) = runtime
             .block_on(runner.probe_all(&plans, &|h| evidence::probe(role_of(h), config_of(h))));
         let today = crate::report::compliance::today();
+        let flag_variables = FlagVariables::default();
         // Judging is CPU work per node: spread it over the machine's cores.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = answers.len().div_ceil(workers).max(1);
@@ -177,12 +178,19 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
             let jobs: Vec<_> = answers
                 .chunks(chunk)
                 .map(|part| {
-                    let (runner, domain, plans, exceptions, today) =
-                        (&runner, domain.as_ref(), &plans, &exceptions, &today);
+                    let (runner, domain, plans, exceptions, today, flag_variables) = (
+                        &runner,
+                        domain.as_ref(),
+                        &plans,
+                        &exceptions,
+                        &today,
+                        &flag_variables,
+                    );
                     scope.spawn(move || {
                         part.iter()
                             .map(|(h, answer)| {
-                                let mut audit = audit_host(runner, domain, plans, h, answer);
+                                let mut audit =
+                                    audit_host(runner, domain, plans, flag_variables, h, answer);
                                 crate::audit::exceptions::apply(&mut audit, exceptions, today);
                                 audit
                             })
@@ -223,6 +231,20 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         4 => Exit::Unreachable,
         _ => Exit::Interrupted,
     })
+}
+
+/// The variables the templates write as each flag's value, looked up once
+/// per flag and run (every node asks the same).
+#[derive(Default)]
+struct FlagVariables(std::sync::Mutex<HashMap<String, Vec<String>>>);
+
+impl FlagVariables {
+    fn of(&self, templates: &crate::lang::template::Templates, flag: &str) -> Vec<String> {
+        let mut memo = self.0.lock().expect("flag variables");
+        memo.entry(flag.to_owned())
+            .or_insert_with(|| templates.variables_after(&format!("{flag}=")))
+            .clone()
+    }
 }
 
 /// The sudo password: from the terminal without echo, or one line of stdin
@@ -406,6 +428,7 @@ fn audit_host(
     runner: &Runner,
     domain: &dyn Domain,
     plans: &[PlayPlan],
+    flag_variables: &FlagVariables,
     h: &HostPlan,
     answer: &Answer,
 ) -> NodeAudit {
@@ -423,35 +446,47 @@ fn audit_host(
     let vars = domain
         .with_facts(&h.vars, state)
         .unwrap_or_else(|_| h.vars.clone());
-    let fix = |c: &crate::audit::catalogue::Control| -> Fix {
-        let mut names: Vec<String> = Vec::new();
-        let plays = plans
+    // Control ID → the tasks that remediate it here, in play order (one
+    // pass over the tasks, not one per control).
+    let mut remediating: HashMap<&str, Vec<&str>> = HashMap::new();
+    let plays = plans
+        .iter()
+        .filter(|p| p.hosts.iter().any(|x| x.name == h.name))
+        .map(|p| &runner.playbook.plays[p.index]);
+    for task in plays.flat_map(|p| &p.tasks) {
+        if task.module.is_guard() {
+            continue;
+        }
+        let ids = task.cis_for(benchmark.as_deref());
+        if ids.is_empty() {
+            continue;
+        }
+        let ruled_out = task
+            .when
             .iter()
-            .filter(|p| p.hosts.iter().any(|x| x.name == h.name))
-            .map(|p| &runner.playbook.plays[p.index]);
-        for task in plays.flat_map(|p| &p.tasks) {
-            let covers =
-                !task.module.is_guard() && task.cis_for(benchmark.as_deref()).contains(&c.id);
-            let ruled_out = task
-                .when
-                .iter()
-                .any(|w| matches!(w.eval(&vars), Ok(v) if !crate::lang::expr::truthy(&v)));
-            if covers && !ruled_out && !names.contains(&task.name) {
-                names.push(task.name.clone());
+            .any(|w| matches!(w.eval(&vars), Ok(v) if !crate::lang::expr::truthy(&v)));
+        if ruled_out {
+            continue;
+        }
+        for id in ids {
+            let names = remediating.entry(id.as_str()).or_default();
+            if !names.contains(&task.name.as_str()) {
+                names.push(&task.name);
             }
         }
+    }
+    let fix = |c: &crate::audit::catalogue::Control| -> Fix {
+        let Some(names) = remediating.get(c.id.as_str()) else {
+            return Fix::default();
+        };
         // The variables a template writes as the value of a flag the test reads.
         let mut variables = Vec::new();
         for item in c.test.iter().flat_map(|t| t.items()) {
             let flag = item.flag.trim_start_matches('-');
-            if flag.is_empty() || names.is_empty() {
+            if flag.is_empty() {
                 continue;
             }
-            for name in runner
-                .playbook
-                .templates
-                .variables_after(&format!("{flag}="))
-            {
+            for name in flag_variables.of(&runner.playbook.templates, flag) {
                 let now = vars
                     .get(&name)
                     .map(|v| match v {
@@ -466,7 +501,7 @@ fn audit_host(
             }
         }
         Fix {
-            tasks: names,
+            tasks: names.iter().map(|n| (*n).to_owned()).collect(),
             variables,
         }
     };

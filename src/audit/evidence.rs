@@ -124,12 +124,14 @@ pub fn file_targets(target: &str) -> Vec<String> {
 const LOGGED: &str = "kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy";
 
 /// The last `Running <component> …` line k3s logged for each component in
-/// this boot, as kube-bench reads it (`journalctl -m -u k3s | grep 'Running
+/// this boot, by the units of the node's role (one journal read), as kube-bench reads it (`journalctl -m -u k3s | grep 'Running
 /// kube-apiserver' | tail -n1`): one line per component, so the answer stays
 /// small whatever the journal holds.
-pub fn journal_command(unit: &str) -> String {
+pub fn journal_command(role: &str) -> String {
+    let units: Vec<String> = units(role).iter().map(|u| format!("-u {u}")).collect();
     format!(
-        "journalctl -m -b -u {unit} --no-pager -o cat | awk 'match($0, /Running ({LOGGED}) /) {{ last[substr($0, RSTART + 8, RLENGTH - 9)] = $0 }} END {{ for (c in last) print last[c] }}'"
+        "journalctl -m -b {} --no-pager -o cat | awk 'match($0, /Running ({LOGGED}) /) {{ last[substr($0, RSTART + 8, RLENGTH - 9)] = $0 }} END {{ for (c in last) print last[c] }}'",
+        units.join(" ")
     )
 }
 
@@ -205,9 +207,7 @@ pub fn probe(role: &str, config: &str) -> Probe {
     p.stat.insert(ETCD_DIR.to_owned());
     p.content.insert(ETCD_CONFIG.to_owned());
     p.stat.extend(benchmark_files().iter().cloned());
-    for unit in units(role) {
-        p.reads.insert(journal_command(unit));
-    }
+    p.reads.insert(journal_command(role));
     p.content_glob
         .insert(format!("{KUBELET_CONFIG_DIR}/*.conf"));
     p.sysctl
@@ -267,7 +267,7 @@ impl Evidence {
             None => Err("the k3s version is unknown".to_owned()),
             Some(node) => config_flags(state, unit, config, node),
         };
-        let logged = state.reads.get(&journal_command(unit));
+        let logged = state.reads.get(&journal_command(role));
         let running = match (&node, logged) {
             (Some(node), Some((_, text))) => running_flags(&parse_journal(text), node)
                 .unwrap_or_else(|why| {

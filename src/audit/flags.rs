@@ -62,9 +62,13 @@ struct ConfigKey {
     if_value: Option<String>,
 }
 
-fn table() -> Table {
-    serde_yaml::from_str(include_str!("../k3s/component_args.yaml"))
-        .expect("built-in table of k3s component defaults")
+/// The table, parsed once per run (every node's audit reads it).
+fn table() -> &'static Table {
+    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        serde_yaml::from_str(include_str!("../k3s/component_args.yaml"))
+            .expect("built-in table of k3s component defaults")
+    })
 }
 
 /// The node facts the defaults depend on.

@@ -9,8 +9,8 @@
 //! - S5 lines: `#` and `;` start comments, `key = value` (spaces around
 //!   both trimmed), a leading `-` only ignores failures, `/` as separator
 //!   is the same key as `.`, a key with `*`/`?` applies to every key it matches;
-//! - S6 Debian's procps ships /etc/sysctl.d/99-sysctl.conf as a link to
-//!   ../sysctl.conf: that link is read as /etc/sysctl.conf.
+//! - S6 links are followed (Debian's procps ships /etc/sysctl.d/99-sysctl.conf
+//!   → ../sysctl.conf); a link to /dev/null masks the name.
 
 use std::collections::BTreeMap;
 
@@ -23,9 +23,6 @@ pub const DIRS: &[&str] = &[
     "/usr/lib/sysctl.d",
 ];
 
-const DEBIAN_LINK: &str = "/etc/sysctl.d/99-sysctl.conf";
-const SYSCTL_CONF: &str = "/etc/sysctl.conf";
-
 /// A key's value at the next boot and the file that sets it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BootValue {
@@ -33,13 +30,25 @@ pub struct BootValue {
     pub file: String,
 }
 
-/// What a probe must ask to compute [`boot_values`].
+/// One read for every file: `grep` prints each line that is not a comment
+/// or blank as `PATH:LINE`, following links as systemd-sysctl does (a link
+/// to /dev/null masks a name: it prints nothing). One process for all the
+/// files, instead of two per file.
+pub fn read_command() -> String {
+    let globs: Vec<String> = DIRS.iter().map(|d| format!("{d}/*.conf")).collect();
+    format!(
+        "grep -H -v -E '^[[:space:]]*([#;]|$)' {} 2>/dev/null; :",
+        globs.join(" ")
+    )
+}
+
+/// What a probe must ask to compute [`boot_values`]: the names (stat, to
+/// know which files exist and mask each other) and their lines.
 pub fn probe(p: &mut Probe) {
     for d in DIRS {
         p.stat.insert(format!("{d}/*.conf"));
-        p.content_glob.insert(format!("{d}/*.conf"));
     }
-    p.content.insert(SYSCTL_CONF.to_owned());
+    p.reads.insert(read_command());
 }
 
 /// The key as the kernel names it under /proc/sys, with dots.
@@ -78,22 +87,35 @@ pub fn boot_values(
             files.entry(name.to_owned()).or_insert_with(|| path.clone());
         }
     }
+    let Some((_, text)) = state.reads.get(&read_command()) else {
+        return Err("the sysctl.d files could not be read".into());
+    };
+    if text.len() >= crate::facts::MAX_READ {
+        return Err("the sysctl.d files hold more than khard reads (64 KiB)".into());
+    }
+    // Each file's lines, by the path grep names (the longest known path that
+    // prefixes the line, so a `:` in a value is never taken for the name).
+    let mut lines: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in text.lines() {
+        let owner = files
+            .values()
+            .filter(|p| {
+                line.len() > p.len()
+                    && line.starts_with(p.as_str())
+                    && line.as_bytes()[p.len()] == b':'
+            })
+            .max_by_key(|p| p.len());
+        if let Some(path) = owner {
+            lines
+                .entry(path.as_str())
+                .or_default()
+                .push(&line[path.len() + 1..]);
+        }
+    }
     let mut out = BTreeMap::new();
     // S3: by name.
     for path in files.values() {
-        let text = match state.content.get(path) {
-            Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            None if path == DEBIAN_LINK => match state.content.get(SYSCTL_CONF) {
-                Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                None => String::new(),
-            },
-            None => {
-                return Err(format!(
-                    "{path} could not be read (a link, or over 256 KiB): what the next boot sets is unknown"
-                ));
-            }
-        };
-        for line in text.lines() {
+        for line in lines.get(path.as_str()).into_iter().flatten() {
             let line = line.trim();
             if line.is_empty() || line.starts_with(['#', ';']) {
                 continue;
@@ -130,13 +152,30 @@ mod tests {
     use super::*;
     use crate::facts::Stat;
 
-    fn state(files: &[(&str, Option<&str>)]) -> RemoteState {
+    /// A node's answer, from real files: each folder of DIRS made under a
+    /// temporary root, the probe's own grep command run there by the real
+    /// `sh` and `grep`, paths mapped back.
+    fn state(files: &[(&str, Result<&str, &str>)]) -> RemoteState {
+        let dir = crate::testutil::TempDir::new();
+        let root = dir.path().display().to_string();
         let mut s = RemoteState::default();
-        for (path, text) in files {
-            let kind = if text.is_some() {
-                Kind::File
-            } else {
-                Kind::Link
+        for (path, what) in files {
+            let real = format!("{root}{path}");
+            std::fs::create_dir_all(std::path::Path::new(&real).parent().unwrap()).unwrap();
+            let kind = match what {
+                Ok(text) => {
+                    std::fs::write(&real, text).unwrap();
+                    Kind::File
+                }
+                Err(target) => {
+                    let target = if target.starts_with("/dev/") {
+                        (*target).to_owned()
+                    } else {
+                        format!("{root}{target}")
+                    };
+                    std::os::unix::fs::symlink(target, &real).unwrap();
+                    Kind::Link
+                }
             };
             s.stat.insert(
                 (*path).to_owned(),
@@ -150,10 +189,18 @@ mod tests {
                     size: 0,
                 },
             );
-            if let Some(t) = text {
-                s.content.insert((*path).to_owned(), t.as_bytes().to_vec());
-            }
         }
+        let mut command = read_command();
+        for d in DIRS {
+            command = command.replace(&format!("{d}/"), &format!("{root}{d}/"));
+        }
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap().replace(&root, "");
+        s.reads.insert(read_command(), (0, text));
         s
     }
 
@@ -164,22 +211,19 @@ mod tests {
         let s = state(&[
             (
                 "/usr/lib/sysctl.d/50-default.conf",
-                Some("kernel.panic = 0\n"),
+                Ok("kernel.panic = 0\n"),
             ),
             (
                 "/etc/sysctl.d/90-kubelet.conf",
-                Some("vm.overcommit_memory=1\nkernel.panic=10\n"),
+                Ok("vm.overcommit_memory=1\nkernel.panic=10\n"),
             ),
             // Sorts after 90-kubelet.conf, so it wins (S3, S4).
             (
                 "/usr/lib/sysctl.d/99-vendor.conf",
-                Some("vm/overcommit_memory = 0\n"),
+                Ok("vm/overcommit_memory = 0\n"),
             ),
             // Masked by /etc's file of the same name (S2).
-            (
-                "/usr/lib/sysctl.d/90-kubelet.conf",
-                Some("kernel.panic=99\n"),
-            ),
+            ("/usr/lib/sysctl.d/90-kubelet.conf", Ok("kernel.panic=99\n")),
         ]);
         let v = boot_values(&s, KEYS).unwrap();
         assert_eq!(v["vm.overcommit_memory"].value, "0");
@@ -191,27 +235,37 @@ mod tests {
     }
 
     #[test]
-    fn comments_ignore_markers_globs_and_debians_link() {
-        let mut s = state(&[
+    fn comments_ignore_markers_globs_and_links() {
+        let s = state(&[
             (
                 "/etc/sysctl.d/10-a.conf",
-                Some("# kernel.panic=1\n; kernel.panic=2\n-kernel.panic = 5 \n"),
+                Ok("# kernel.panic=1\n; kernel.panic=2\n\n-kernel.panic = 5 \n"),
             ),
-            ("/etc/sysctl.d/20-glob.conf", Some("vm.overcommit_*=2\n")),
-            ("/etc/sysctl.d/99-sysctl.conf", None),
+            ("/etc/sysctl.d/20-glob.conf", Ok("vm.overcommit_*=2\n")),
+            // Debian's link to ../sysctl.conf is followed (S6).
+            ("/etc/sysctl.conf", Ok("vm.overcommit_memory=1\n")),
+            ("/etc/sysctl.d/99-sysctl.conf", Err("/etc/sysctl.conf")),
         ]);
-        s.content.insert(
-            "/etc/sysctl.conf".into(),
-            b"vm.overcommit_memory=1\n".to_vec(),
-        );
         let v = boot_values(&s, KEYS).unwrap();
         assert_eq!(v["kernel.panic"].value, "5");
+        assert_eq!(v["vm.overcommit_memory"].value, "1", "the link comes last");
         assert_eq!(
-            v["vm.overcommit_memory"].value, "1",
-            "Debian's link comes last"
+            v["vm.overcommit_memory"].file,
+            "/etc/sysctl.d/99-sysctl.conf"
         );
-        // Any other link cannot be read: unknown, never guessed.
-        let s = state(&[("/etc/sysctl.d/50-link.conf", None)]);
-        assert!(boot_values(&s, KEYS).unwrap_err().contains("50-link.conf"));
+    }
+
+    #[test]
+    fn a_link_to_dev_null_masks_the_vendor_file() {
+        let s = state(&[
+            ("/usr/lib/sysctl.d/50-panic.conf", Ok("kernel.panic = 0\n")),
+            ("/etc/sysctl.d/50-panic.conf", Err("/dev/null")),
+        ]);
+        assert!(boot_values(&s, KEYS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn no_answer_is_unknown() {
+        assert!(boot_values(&RemoteState::default(), KEYS).is_err());
     }
 }
