@@ -214,16 +214,16 @@ mod tests {
                 Ok("kernel.panic = 0\n"),
             ),
             (
-                "/etc/sysctl.d/90-kubelet.conf",
+                "/etc/sysctl.d/90-local.conf",
                 Ok("vm.overcommit_memory=1\nkernel.panic=10\n"),
             ),
-            // Sorts after 90-kubelet.conf, so it wins (S3, S4).
+            // Sorts after 90-local.conf, so it wins (S3, S4).
             (
                 "/usr/lib/sysctl.d/99-vendor.conf",
                 Ok("vm/overcommit_memory = 0\n"),
             ),
             // Masked by /etc's file of the same name (S2).
-            ("/usr/lib/sysctl.d/90-kubelet.conf", Ok("kernel.panic=99\n")),
+            ("/usr/lib/sysctl.d/90-local.conf", Ok("kernel.panic=99\n")),
         ]);
         let v = boot_values(&s, KEYS).unwrap();
         assert_eq!(v["vm.overcommit_memory"].value, "0");
