@@ -395,3 +395,22 @@ fn a_sysctl_file_that_breaks_the_next_boot_fails_protect_kernel_defaults() {
         "{j:?}"
     );
 }
+
+/// k3s-cis-1.7 4.1.7/4.1.8 audit the kubelet's client CA, which every
+/// agent has (not the server CA, which left every 1.25 agent unknown).
+#[test]
+fn a_125_agent_is_judged_on_its_own_client_ca() {
+    let mut ev = server("v1.25.16+k3s4", "", ETCD_ON);
+    ev.role = "agent".into();
+    ev.files = vec![super::evidence::FileFacts {
+        path: "/var/lib/rancher/k3s/agent/client-ca.crt".into(),
+        mode: 0o600,
+        owner: "root".into(),
+        group: "root".into(),
+        is_file: true,
+    }];
+    assert_eq!(verdict("k3s-cis-1.7", "4.1.7", &ev).verdict, Verdict::Pass);
+    assert_eq!(verdict("k3s-cis-1.7", "4.1.8", &ev).verdict, Verdict::Pass);
+    ev.files[0].mode = 0o644;
+    assert_eq!(verdict("k3s-cis-1.7", "4.1.7", &ev).verdict, Verdict::Fail);
+}
