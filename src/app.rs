@@ -35,6 +35,53 @@ pub fn report(s: Settings) -> Result<Exit> {
     run(s, true)
 }
 
+/// `khard inventory`: the inventory as khard resolves it, in
+/// ansible-inventory's shapes; nothing is contacted.
+pub fn inventory(a: &crate::cli::InventoryCommandArgs) -> Result<Exit> {
+    let ansible = crate::input::ansible_cfg::AnsibleDefaults::load();
+    let path = a
+        .inventory
+        .inventory
+        .clone()
+        .or_else(|| ansible.inventory.clone())
+        .ok_or_else(|| {
+            crate::error::InputError::new(
+                "no inventory: give one with -i FILE (or set ANSIBLE_INVENTORY, or `inventory` in ansible.cfg)",
+            )
+        })?;
+    let sources = crate::input::passwords::VaultSources {
+        ask: a.vault.ask_vault_pass,
+        files: a.vault.vault_password_file.clone(),
+        ids: a.vault.vault_id.clone(),
+    };
+    crate::input::vault::set_secrets(sources.secrets()?);
+    let playbook_dir = a.playbook_dir.clone().or_else(|| {
+        a.inventory.playbook.as_deref().map(|p| {
+            p.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf()
+        })
+    });
+    let inv = Inventory::load_with(&path, playbook_dir.as_deref())?;
+    let secrets = crate::input::vault::decrypted();
+    use crate::input::inventory::show;
+    let text = if let Some(name) = &a.host {
+        let vars = show::host(&inv, name, &secrets).ok_or_else(|| {
+            crate::error::InputError::new(format!(
+                "--host {name}: no such host in {}",
+                path.display()
+            ))
+        })?;
+        serde_json::to_string_pretty(&vars)? + "\n"
+    } else if a.graph {
+        show::graph(&inv)
+    } else {
+        serde_json::to_string_pretty(&show::list(&inv, &secrets))? + "\n"
+    };
+    std::io::stdout().write_all(crate::terminal::lines(&text).as_bytes())?;
+    Ok(Exit::Ok)
+}
+
 /// The domain khard runs for: k3s, numbered by the benchmarks it knows.
 fn domain() -> Arc<dyn Domain> {
     Arc::new(K3s {
@@ -51,7 +98,12 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         Some(path) => crate::input::exceptions::load(path)?,
         None => Vec::new(),
     };
-    let inventory = Inventory::load(&s.inventory)?;
+    // group_vars/ and host_vars/ beside the playbook rank above the inventory's.
+    let playbook_dir = s
+        .playbook
+        .as_deref()
+        .map(|p| p.parent().unwrap_or(std::path::Path::new(".")));
+    let inventory = Inventory::load_with(&s.inventory, playbook_dir)?;
     let playbook = Playbook::load(s.playbook.as_deref())?;
     let domain = domain();
     let mut plans = plan(&inventory, &playbook, &s.plan_options(), domain.as_ref())?;

@@ -42,12 +42,21 @@ pub enum Command {
 
     /// CIS compliance per node: every control of the node's benchmark, judged from evidence read on the node (changes nothing)
     #[command(
-        after_help = "Verdicts: pass, fail, manual, not applicable (with why), unknown (the evidence could not be read; never counted as pass).\n\
-                      Exit codes: 0 no control fails or is unknown, 2 a control fails or is unknown, 4 a host is unreachable, 5 bad input"
+        after_help = "Verdicts: pass, fail (scored), warn (unscored), accepted (an exception), manual, not applicable (with why), unknown (the evidence could not be read; never counted as pass).\n\
+                      Exit codes: 0 the gate (--fail-on) passes, 2 it does not, 4 a host is unreachable, 5 bad input"
     )]
     Report(ReportArgs),
 
     /// Print a shell completion script: khard completions bash > /etc/bash_completion.d/khard
+    /// The hosts, groups and variables as khard resolves them, in ansible-inventory's shapes (secrets masked)
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  khard inventory -i inventory.yaml --graph\n",
+        "  khard inventory -i inventory.yaml --host s1          # one host's variables\n",
+        "  khard inventory -i inventory.yaml --list site.yaml   # with the playbook's group_vars/ and host_vars/",
+    ))]
+    Inventory(InventoryCommandArgs),
+
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -227,6 +236,32 @@ pub struct ApplyArgs {
     /// Output format on stdout
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+}
+
+/// `khard inventory`: what to show (one of --list, --host, --graph).
+#[derive(Args, Debug, Clone)]
+#[command(group = clap::ArgGroup::new("view").required(true).args(["list", "host", "graph"]))]
+pub struct InventoryCommandArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+
+    /// Every group and host, with each host's variables (ansible-inventory --list)
+    #[arg(long)]
+    pub list: bool,
+
+    /// One host's variables (ansible-inventory --host)
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// The groups as a tree (ansible-inventory --graph)
+    #[arg(long)]
+    pub graph: bool,
+
+    /// Also read group_vars/ and host_vars/ of this folder, as a playbook's (ansible-inventory --playbook-dir)
+    #[arg(long, value_name = "DIR")]
+    pub playbook_dir: Option<PathBuf>,
 }
 
 /// `khard report`: the shared groups and where the report goes.

@@ -26,6 +26,7 @@ fn main() {
     let result = match cli.command {
         Command::Apply(args) => Settings::from_args(&args).and_then(khard::app::apply),
         Command::Report(args) => Settings::from_report_args(&args).and_then(khard::app::report),
+        Command::Inventory(args) => khard::app::inventory(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "khard", &mut std::io::stdout());

@@ -8,8 +8,13 @@ use serde_json::Value;
 use crate::error::{InputError, did_you_mean};
 pub use crate::lang::yaml11::{Ordered, bool11, opt_bool11};
 
-/// Parses `text` (the contents of `file`) into `T`.
+/// Parses `text` (the contents of `file`) into `T`, with YAML merge keys
+/// (`<<: *defaults`) applied as PyYAML and so Ansible apply them (keys of
+/// the mapping win over merged ones).
 pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, InputError> {
+    if has_merge_key(text) {
+        return parse_merged(file, text);
+    }
     serde_yaml::from_str(text).map_err(|e| {
         let mut err = located(file, &e);
         // serde_yaml says "cannot start any token" for a tab: name it.
@@ -21,6 +26,32 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, InputErro
                 .push_str(" (the line holds a tab: YAML indents with spaces only)");
         }
         err
+    })
+}
+
+/// A `<<` key somewhere: the text is read as a value first, merged, then
+/// typed (serde_yaml 0.9 keeps `<<` as a plain key otherwise).
+fn has_merge_key(text: &str) -> bool {
+    text.lines().any(|l| {
+        let t = l.trim_start().trim_start_matches("- ");
+        t.starts_with("<<") && t[2..].trim_start().starts_with(':')
+    })
+}
+
+fn parse_merged<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, InputError> {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| located(file, &e))?;
+    value
+        .apply_merge()
+        .map_err(|e| InputError::in_file(file, format!("merge key (`<<`): {e}")))?;
+    serde_yaml::from_value(value).map_err(|e| {
+        // A typed error after merging has no position; the same error
+        // without merging usually has one, and names the same key.
+        match serde_yaml::from_str::<T>(text) {
+            Err(located_err) if located_err.to_string() == e.to_string() => {
+                located(file, &located_err)
+            }
+            _ => InputError::in_file(file, e),
+        }
     })
 }
 
@@ -284,6 +315,27 @@ pub fn item_lines(text: &str) -> Vec<usize> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn merge_keys_apply_and_the_mappings_own_keys_win() {
+        let text = "base: &base\n  k3s_role: agent\n  port: 22\nhost:\n  <<: *base\n  k3s_role: server\nlist:\n  - <<: [*base]\n    extra: 1\n";
+        let v: serde_json::Value = parse("f.yaml", text).unwrap();
+        assert_eq!(v["host"]["k3s_role"], "server");
+        assert_eq!(v["host"]["port"], 22);
+        assert!(v["host"].get("<<").is_none());
+        assert_eq!(v["list"][0]["port"], 22);
+        // A scalar to merge is an error naming the file.
+        let e = parse::<serde_json::Value>("f.yaml", "a:\n  <<: 3\n").unwrap_err();
+        assert!(e.to_string().starts_with("f.yaml: merge key"), "{e}");
+        // Errors keep their place where the merge does not change them.
+        let e = parse::<Vec<u32>>("f.yaml", "- <<: {}\n- x\n").unwrap_err();
+        assert!(e.to_string().starts_with("f.yaml"), "{e}");
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,15 @@
 //! Ansible's YAML inventory: groups with `hosts`, `children` and `vars`, the
-//! implicit `all`, `group_vars/` and `host_vars/` beside the file, and
-//! Ansible's precedence (all < parent group < child group < host).
+//! implicit `all`, `group_vars/` and `host_vars/` beside the inventory and
+//! beside the playbook, and Ansible's precedence (ansible-core's default
+//! VARIABLE_PRECEDENCE, lowest first): the inventory file's `all` vars, its
+//! other groups' vars (all < parent < child, then by name), group_vars/all
+//! beside the inventory, then beside the playbook, the other group_vars/
+//! files beside the inventory, then beside the playbook; for a host its
+//! inventory vars, then host_vars/ beside the inventory, then the playbook.
 
 pub mod ini;
 pub mod pattern;
+pub mod show;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -197,6 +203,12 @@ impl Inventory {
     /// comma-separated host list (`host1,host2,`); plus `group_vars/` and
     /// `host_vars/` beside the file or in the folder.
     pub fn load(path: &Path) -> Result<Inventory> {
+        Inventory::load_with(path, None)
+    }
+
+    /// [`Inventory::load`], with the playbook's folder: its `group_vars/`
+    /// and `host_vars/` rank above the inventory's.
+    pub fn load_with(path: &Path, playbook_dir: Option<&Path>) -> Result<Inventory> {
         let spec = path.to_string_lossy();
         if !path.exists() && spec.contains(',') {
             let mut b = Builder::default();
@@ -210,7 +222,7 @@ impl Inventory {
                 b.add_host("all", host, vars)
                     .map_err(|e| InputError::new(format!("-i {spec}: {e}")))?;
             }
-            return Inventory::build(b, &spec, Path::new("."));
+            return Inventory::build(b, &spec, &vars_dirs(Path::new("."), playbook_dir));
         }
         if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
@@ -230,10 +242,14 @@ impl Inventory {
             for f in &files {
                 b.add_text(f, &read_utf8(f)?)?;
             }
-            return Inventory::build(b, &spec, path);
+            return Inventory::build(b, &spec, &vars_dirs(path, playbook_dir));
         }
         let text = read_utf8(path)?;
-        Inventory::from_text(path, &text)
+        let mut b = Builder::default();
+        b.group("all");
+        b.add_text(path, &text)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Inventory::build(b, &spec, &vars_dirs(&dir, playbook_dir))
     }
 
     /// Parses inventory text (YAML or INI) as if read from `path`; `group_vars/`
@@ -243,10 +259,11 @@ impl Inventory {
         b.group("all");
         b.add_text(path, text)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Inventory::build(b, &path.display().to_string(), &dir)
+        Inventory::build(b, &path.display().to_string(), &[dir])
     }
 
-    fn build(b: Builder, file: &str, dir: &Path) -> Result<Inventory> {
+    /// `dirs`: where `group_vars/` and `host_vars/` are read, lowest first.
+    fn build(b: Builder, file: &str, dirs: &[PathBuf]) -> Result<Inventory> {
         let depth = group_depths(&b.groups).map_err(|e| InputError::in_file(file, e))?;
         // Hosts that sit only in `all` belong to `ungrouped`, as in Ansible.
         let grouped: BTreeSet<&String> = b
@@ -266,9 +283,14 @@ impl Inventory {
         let mut depth = depth;
         depth.entry("ungrouped".into()).or_insert(1);
 
-        let mut group_files = BTreeMap::new();
-        for name in groups.keys() {
-            group_files.insert(name.clone(), vars_file(&dir.join("group_vars"), name)?);
+        // Per folder (inventory, then playbook): each group's group_vars/ file.
+        let mut group_files: Vec<BTreeMap<&str, Map<String, Value>>> = Vec::new();
+        for dir in dirs {
+            let mut files = BTreeMap::new();
+            for name in groups.keys() {
+                files.insert(name.as_str(), vars_file(&dir.join("group_vars"), name)?);
+            }
+            group_files.push(files);
         }
 
         let mut hosts = Vec::new();
@@ -276,15 +298,25 @@ impl Inventory {
         let member_of_all = memberships(&groups);
         for name in &b.host_order {
             let member_of = member_of_all.get(name).cloned().unwrap_or_default();
-            let mut ordered: Vec<&String> = member_of.iter().collect();
+            // The host's groups but `all`, as ansible-core sorts them (depth, then name).
+            let mut ordered: Vec<&String> = member_of.iter().filter(|g| *g != "all").collect();
             ordered.sort_by_key(|g| (depth.get(*g).copied().unwrap_or(0), (*g).clone()));
-            let mut vars = Map::new();
-            for g in ordered {
-                vars.extend(groups[g].vars.clone());
-                vars.extend(group_files[g].clone());
+            let mut vars = groups["all"].vars.clone();
+            for g in &ordered {
+                vars.extend(groups[*g].vars.clone());
+            }
+            for files in &group_files {
+                vars.extend(files["all"].clone());
+            }
+            for files in &group_files {
+                for g in &ordered {
+                    vars.extend(files[g.as_str()].clone());
+                }
             }
             vars.extend(b.host_vars[name].clone());
-            vars.extend(vars_file(&dir.join("host_vars"), name)?);
+            for dir in dirs {
+                vars.extend(vars_file(&dir.join("host_vars"), name)?);
+            }
             // Every host holds its own copy of its groups' variables: one
             // large variable over a large fleet adds up (it ran out of memory).
             var_bytes += vars_bytes(&vars);
@@ -308,6 +340,22 @@ impl Inventory {
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
     }
+}
+
+/// Where `group_vars/` and `host_vars/` are read, lowest first: beside the
+/// inventory, then beside the playbook (once when they are the same folder).
+fn vars_dirs(inventory_dir: &Path, playbook_dir: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = vec![inventory_dir.to_path_buf()];
+    if let Some(p) = playbook_dir {
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if !same(inventory_dir, p) {
+            dirs.push(p.to_path_buf());
+        }
+    }
+    dirs
 }
 
 /// For every host, each group that contains it, directly or through its
