@@ -97,39 +97,78 @@ pub fn reach(host: &Host, vars: &Map<String, Value>, ssh: &SshConfig) -> Result<
             ));
         }
     }
-    let port = match var(vars, &["khard_port", "ansible_port", "ansible_ssh_port"]) {
+    // The arguments Ansible's ssh plugin puts on ssh's command line, in its
+    // order (ansible.cfg's ssh_args, then the common, then the extra ones):
+    // OpenSSH takes the first value of each option, and the inventory's
+    // port, user and key come before them all.
+    let ssh_args: String = [
+        "ansible_ssh_args",
+        "ansible_ssh_common_args",
+        "ansible_ssh_extra_args",
+    ]
+    .iter()
+    .filter_map(|n| vars.get(*n))
+    .map(text)
+    .collect::<Vec<_>>()
+    .join(" ");
+    let option = |key: &str| {
+        crate::transport::ssh::config::option_from_ssh_args(&ssh_args, key)
+            .into_iter()
+            .next()
+    };
+    let port_text = var(vars, &["khard_port", "ansible_port", "ansible_ssh_port"])
+        .map(text)
+        .or_else(|| option("port"));
+    let port = match port_text {
         None => None,
-        Some(v) => Some(
-            text(v)
-                .parse::<u16>()
-                .map_err(|_| format!("ansible_port `{}` is not a port number", text(v)))?,
+        Some(t) => Some(
+            t.parse::<u16>()
+                .map_err(|_| format!("ansible_port `{t}` is not a port number"))?,
         ),
     };
     let alias = var(vars, &["khard_host", "ansible_host", "ansible_ssh_host"])
         .map(text)
         .unwrap_or_else(|| host.name.clone());
-    let user = var(vars, &["khard_user", "ansible_user", "ansible_ssh_user"]).map(text);
-    let keys: Vec<PathBuf> = var(
+    let user = var(vars, &["khard_user", "ansible_user", "ansible_ssh_user"])
+        .map(text)
+        .or_else(|| option("user"));
+    let keys: Vec<PathBuf> = match var(
         vars,
         &[
             "khard_private_key_file",
             "ansible_ssh_private_key_file",
             "ansible_private_key_file",
         ],
-    )
-    .map(|v| vec![expand_home(&text(v))])
-    .unwrap_or_default();
+    ) {
+        Some(v) => vec![expand_home(&text(v))],
+        None => crate::transport::ssh::config::option_from_ssh_args(&ssh_args, "identityfile")
+            .iter()
+            .map(|k| expand_home(k))
+            .collect(),
+    };
     let mut target = ssh_target(&host.name, &alias, port, user, keys, ssh);
     let jump = var(vars, &["khard_proxy_jump"])
         .map(text)
-        .or_else(|| {
-            var(vars, &["ansible_ssh_common_args", "ansible_ssh_extra_args"])
-                .and_then(|a| crate::transport::ssh::config::jump_from_ssh_args(&text(a)))
-        })
+        .or_else(|| option("proxyjump"))
         .or_else(|| ssh.host(&alias).proxy_jump);
-    target.proxy_command = var(vars, &["ansible_ssh_common_args", "ansible_ssh_extra_args"])
-        .and_then(|a| crate::transport::ssh::config::proxy_command_from_ssh_args(&text(a)))
-        .or(target.proxy_command);
+    target.proxy_command = option("proxycommand").or(target.proxy_command);
+    // Host key checking as the arguments ask (they outrank the ssh config).
+    if let Some(file) = option("userknownhostsfile") {
+        let first = file.split_whitespace().next().unwrap_or_default();
+        target.known_hosts = Some(expand_home(first));
+    }
+    if let Some(mode) = option("stricthostkeychecking") {
+        target.accept_new = matches!(
+            mode.to_ascii_lowercase().as_str(),
+            "accept-new" | "no" | "off"
+        );
+    }
+    if let Some(t) = option("connecttimeout").and_then(|t| t.parse().ok()) {
+        target.connect_timeout = Some(std::time::Duration::from_secs(t));
+    }
+    if let Some(t) = option("serveraliveinterval").and_then(|t| t.parse().ok()) {
+        target.keepalive = Some(std::time::Duration::from_secs(t));
+    }
     if let Some(spec) = jump.filter(|j| !j.eq_ignore_ascii_case("none")) {
         target.jumps = crate::transport::ssh::config::parse_jumps(&spec)?
             .into_iter()
@@ -555,4 +594,79 @@ pub fn plan(
         });
     }
     Ok(plans)
+}
+
+#[cfg(test)]
+mod reach_tests {
+    use super::*;
+    use crate::input::inventory::Host;
+    use std::path::Path;
+
+    fn target(vars: serde_json::Value) -> Target {
+        let host = Host {
+            name: "n1".into(),
+            vars: Map::new(),
+            groups: Default::default(),
+        };
+        let vars = vars.as_object().unwrap().clone();
+        match reach(&host, &vars, &SshConfig::default()).unwrap() {
+            Reach::Ssh(t) => *t,
+            Reach::Local => panic!("local"),
+        }
+    }
+
+    /// The fleet's own Ansible style: host key checking from the arguments.
+    #[test]
+    fn ssh_arguments_set_known_hosts_checking_and_the_rest() {
+        let t = target(serde_json::json!({
+            "ansible_ssh_common_args": "-o UserKnownHostsFile=/etc/fleet/known_hosts -o StrictHostKeyChecking=yes -o ConnectTimeout=7 -o ServerAliveInterval=15 -p 2222 -l ops -i /keys/a -o IdentityFile=/keys/b",
+        }));
+        assert_eq!(
+            t.known_hosts.as_deref(),
+            Some(Path::new("/etc/fleet/known_hosts"))
+        );
+        assert!(!t.accept_new);
+        assert_eq!(t.connect_timeout, Some(std::time::Duration::from_secs(7)));
+        assert_eq!(t.keepalive, Some(std::time::Duration::from_secs(15)));
+        assert_eq!((t.port, t.user.as_str()), (2222, "ops"));
+        assert_eq!(
+            t.key_files,
+            [PathBuf::from("/keys/a"), PathBuf::from("/keys/b")]
+        );
+        let t = target(
+            serde_json::json!({"ansible_ssh_extra_args": "-o StrictHostKeyChecking=accept-new"}),
+        );
+        assert!(t.accept_new);
+    }
+
+    /// OpenSSH takes an option's first value: ansible.cfg's ssh_args, then
+    /// the common, then the extra arguments; the inventory's port, user and
+    /// key come before them all.
+    #[test]
+    fn the_first_value_wins_and_inventory_variables_come_first() {
+        let t = target(serde_json::json!({
+            "ansible_ssh_args": "-o Port=2201",
+            "ansible_ssh_common_args": "-o Port=2202 -o User=common",
+            "ansible_ssh_extra_args": "-o Port=2203 -o User=extra",
+        }));
+        assert_eq!((t.port, t.user.as_str()), (2201, "common"));
+        let t = target(serde_json::json!({
+            "ansible_port": 22,
+            "ansible_user": "root",
+            "ansible_ssh_common_args": "-o Port=2202 -o User=common",
+        }));
+        assert_eq!((t.port, t.user.as_str()), (22, "root"));
+        let bad = reach(
+            &Host {
+                name: "n1".into(),
+                vars: Map::new(),
+                groups: Default::default(),
+            },
+            serde_json::json!({"ansible_ssh_common_args": "-o Port=$(id)"})
+                .as_object()
+                .unwrap(),
+            &SshConfig::default(),
+        );
+        assert!(bad.unwrap_err().contains("not a port number"));
+    }
 }

@@ -278,6 +278,9 @@ fn default_vars(
             Value::from(k.display().to_string()),
         );
     }
+    if let Some(args) = &ansible.ssh_args {
+        out.insert("ansible_ssh_args".into(), Value::from(args.clone()));
+    }
     if let Some(u) = a
         .connection
         .become_user

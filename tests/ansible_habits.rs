@@ -339,3 +339,59 @@ fn ansible_cfg_in_a_world_writable_directory_is_ignored() {
     assert!(out.contains("evil"), "{out}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// The fleet's own Ansible inventory style: host key checking set in
+/// `ansible_ssh_common_args` (no --known-hosts): khard checks the keys
+/// against that file, as ssh would, and refuses a host whose key is not in
+/// it; `accept-new` learns the key into it. Against real sshd hosts.
+#[test]
+fn ssh_arguments_choose_the_known_hosts_file() {
+    let fleet = Fleet::up(&["s1:server:v1.30.6+k3s1"]);
+    let kh = fleet.known_hosts();
+    let inv = std::fs::read_to_string(fleet.inventory()).unwrap();
+    let with_args = |args: &str| {
+        let path = fleet.dir.join("ssh-args.yaml");
+        std::fs::write(
+            &path,
+            inv.replacen(
+                "  vars:\n",
+                &format!("  vars:\n    ansible_ssh_common_args: '{args}'\n"),
+                1,
+            ),
+        )
+        .unwrap();
+        fleet.khard(&[
+            "apply",
+            "--check",
+            "-i",
+            path.to_str().unwrap(),
+            "--limit",
+            "s1",
+        ])
+    };
+    let run = with_args(&format!(
+        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+        kh.display()
+    ));
+    assert!(matches!(run.code, 0 | 2), "{}", run.all());
+    // Another known_hosts file, without the host: refused, naming that file.
+    let other = fleet.dir.join("other_known_hosts");
+    std::fs::write(&other, "").unwrap();
+    let run = with_args(&format!(
+        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+        other.display()
+    ));
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.all().contains(&other.display().to_string()),
+        "{}",
+        run.all()
+    );
+    // accept-new learns the key into that file.
+    let run = with_args(&format!(
+        "-o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new",
+        other.display()
+    ));
+    assert!(matches!(run.code, 0 | 2), "{}", run.all());
+    assert!(!std::fs::read_to_string(&other).unwrap().is_empty());
+}

@@ -19,6 +19,9 @@ pub struct AnsibleDefaults {
     pub timeout: Option<u64>,
     pub r#become: Option<bool>,
     pub become_user: Option<String>,
+    /// `[ssh_connection] ssh_args` / ANSIBLE_SSH_ARGS: the first arguments
+    /// of every ssh command Ansible runs (variable `ansible_ssh_args`).
+    pub ssh_args: Option<String>,
     /// The ansible.cfg read, if any (for messages).
     pub file: Option<PathBuf>,
 }
@@ -108,6 +111,7 @@ impl AnsibleDefaults {
                 ("defaults", "timeout") => d.timeout = v.parse().ok(),
                 ("privilege_escalation", "become") => d.r#become = truthy(v),
                 ("privilege_escalation", "become_user") => d.become_user = Some(v.to_owned()),
+                ("ssh_connection", "ssh_args") => d.ssh_args = Some(v.to_owned()),
                 _ => {}
             }
         }
@@ -116,6 +120,9 @@ impl AnsibleDefaults {
 
     /// The `ANSIBLE_*` variables, which win over ansible.cfg.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = env("ANSIBLE_SSH_ARGS") {
+            self.ssh_args = Some(v);
+        }
         if let Some(v) = env("ANSIBLE_INVENTORY") {
             self.inventory = Some(expand(v.split(',').next().unwrap_or(&v).trim()));
         }

@@ -334,6 +334,14 @@ fn ssh_args_options(args: &str) -> Vec<(String, String)> {
             "-o" | "-J" => it.next().map(String::as_str),
             _ => a.strip_prefix("-o").or(a.strip_prefix("-J")),
         };
+        if let Some(key) = ["-i", "-p", "-l"].iter().position(|f| a.as_str() == *f) {
+            // ssh's own short flags for what `-o` also sets.
+            if let Some(v) = it.next() {
+                let name = ["identityfile", "port", "user"][key];
+                out.push((name.to_owned(), v.clone()));
+            }
+            continue;
+        }
         let Some(option) = option else { continue };
         if a.starts_with("-J") {
             out.push(("proxyjump".to_owned(), option.to_owned()));
@@ -343,6 +351,21 @@ fn ssh_args_options(args: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// The value OpenSSH takes for option `key` (lower case) from ssh's
+/// arguments: the first one given (`ssh -o A=1 -o A=2` uses 1), or every
+/// one for options that accumulate (`IdentityFile`).
+pub fn option_from_ssh_args(args: &str, key: &str) -> Vec<String> {
+    let values = ssh_args_options(args)
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v);
+    if key == "identityfile" {
+        values.collect()
+    } else {
+        values.take(1).collect()
+    }
 }
 
 /// The ProxyCommand in Ansible's `ansible_ssh_common_args` (`-o ProxyCommand="ssh -W %h:%p gw"`).
