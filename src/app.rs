@@ -49,11 +49,7 @@ pub fn inventory(a: &crate::cli::InventoryCommandArgs) -> Result<Exit> {
                 "no inventory: give one with -i FILE (or set ANSIBLE_INVENTORY, or `inventory` in ansible.cfg)",
             )
         })?;
-    let sources = crate::input::passwords::VaultSources {
-        ask: a.vault.ask_vault_pass,
-        files: a.vault.vault_password_file.clone(),
-        ids: a.vault.vault_id.clone(),
-    };
+    let sources = crate::settings::vault_sources(&a.vault, &ansible);
     crate::input::vault::set_secrets(sources.secrets()?);
     let playbook_dir = a.playbook_dir.clone().or_else(|| {
         a.inventory.playbook.as_deref().map(|p| {
@@ -91,8 +87,6 @@ fn domain() -> Arc<dyn Domain> {
 
 fn run(s: Settings, compliance: bool) -> Result<Exit> {
     let started = Instant::now();
-    // Vault passwords before any input is read: inventories and vars files may be vaulted.
-    crate::input::vault::set_secrets(s.vault.secrets()?);
     // Read now: a bad exceptions file fails before any host is contacted.
     let exceptions = match &s.exceptions {
         Some(path) => crate::input::exceptions::load(path)?,

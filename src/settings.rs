@@ -156,6 +156,10 @@ impl Settings {
         if forks == 0 {
             return Err(InputError::new("--forks must be at least 1").into());
         }
+        // The vault's passwords before any input is read: `-e @vars.yml`,
+        // inventories and vars files may be vaulted.
+        let vault = vault_sources(&a.vault, ansible);
+        crate::input::vault::set_secrets(vault.secrets()?);
         let mut extra_vars = Map::new();
         for e in &a.inventory.extra_vars {
             extra_vars.extend(parse_extra_vars(e)?);
@@ -179,11 +183,7 @@ impl Settings {
             forks,
             default_vars: default_vars(a, ansible)?,
             start_at_task: a.start_at_task.clone(),
-            vault: VaultSources {
-                ask: a.vault.ask_vault_pass,
-                files: a.vault.vault_password_file.clone(),
-                ids: a.vault.vault_id.clone(),
-            },
+            vault,
             limit: match a.inventory.limit.as_deref() {
                 Some(l) if l.starts_with('@') => Some(limit_file(&l[1..])?),
                 other => other.map(str::to_owned),
@@ -229,7 +229,29 @@ impl Settings {
     }
 }
 
-/// Ansible's connection flags as the variables they stand for.
+/// Where the vault passwords come from: ansible.cfg's identity list before
+/// the command line's ids; its password file only when the command line
+/// gives none (as in Ansible).
+pub fn vault_sources(
+    cli: &crate::cli::VaultArgs,
+    ansible: &crate::input::ansible_cfg::AnsibleDefaults,
+) -> VaultSources {
+    VaultSources {
+        ask: cli.ask_vault_pass,
+        files: if cli.vault_password_file.is_empty() {
+            ansible.vault_password_file.iter().cloned().collect()
+        } else {
+            cli.vault_password_file.clone()
+        },
+        ids: ansible
+            .vault_identity_list
+            .iter()
+            .chain(&cli.vault_id)
+            .cloned()
+            .collect(),
+    }
+}
+
 /// `--limit @FILE`, as ansible-playbook reads a retry file: one host or
 /// pattern a line, all of them together.
 fn limit_file(path: &str) -> Result<String> {
@@ -246,6 +268,7 @@ fn limit_file(path: &str) -> Result<String> {
     Ok(patterns.join(","))
 }
 
+/// Ansible's connection flags as the variables they stand for.
 fn default_vars(
     a: &ApplyArgs,
     ansible: &crate::input::ansible_cfg::AnsibleDefaults,

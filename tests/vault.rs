@@ -203,3 +203,83 @@ fn nested_vault_values_are_secrets_wherever_they_travel() {
     assert_ne!(code, 0, "{out}");
     assert!(!out.contains("Db-S3cret-pass"), "{out}");
 }
+
+/// Where Ansible users keep their vault passwords (issue 25.3): a vaulted
+/// `-e @file`, a password script named by a relative path in a vault id,
+/// ansible.cfg's `vault_password_file` / `vault_identity_list` and their
+/// environment variables; and the message's English when none is given.
+#[test]
+fn vault_passwords_from_every_place_ansible_reads_them() {
+    let d = setup("sources");
+    // The inventory's inline value is vault id `prod`; move the vaulted vars
+    // file out of group_vars to give it as `-e @`.
+    std::fs::rename(d.join("group_vars/all/vault.yml"), d.join("secrets.yml")).unwrap();
+    let pw = fixtures().join("password");
+    let pw = pw.to_str().unwrap();
+    // --check: exit 2 says the token file would be written, so the
+    // vaulted value decrypted.
+    let run = |args: &[&str]| {
+        let mut all = vec!["apply", "-i", "hosts.yml", "--check", "-e", "@secrets.yml"];
+        all.extend_from_slice(args);
+        all.push("play.yml");
+        khard(&d, &all)
+    };
+    let (code, out) = run(&["--vault-password-file", pw]);
+    assert_eq!(code, 2, "a vaulted -e @file: {out}");
+
+    // A script named relative to the current folder, not looked up on $PATH.
+    std::fs::write(d.join("prod-client.sh"), format!("#!/bin/sh\ncat '{pw}'\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        d.join("prod-client.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let (code, out) = run(&["--vault-id", "prod@prod-client.sh"]);
+    assert_eq!(code, 2, "a relative password script: {out}");
+
+    // ansible.cfg beside the run, and the environment.
+    std::fs::write(
+        d.join("ansible.cfg"),
+        format!("[defaults]\nvault_password_file = {pw}\n"),
+    )
+    .unwrap();
+    let (code, out) = run(&[]);
+    assert_eq!(code, 2, "ansible.cfg vault_password_file: {out}");
+    std::fs::write(
+        d.join("ansible.cfg"),
+        "[defaults]\nvault_identity_list = prod@prod-client.sh\n",
+    )
+    .unwrap();
+    let (code, out) = run(&[]);
+    assert_eq!(code, 2, "ansible.cfg vault_identity_list: {out}");
+    std::fs::remove_file(d.join("ansible.cfg")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_khard"))
+        .args([
+            "apply",
+            "-i",
+            "hosts.yml",
+            "--check",
+            "-e",
+            "@secrets.yml",
+            "play.yml",
+        ])
+        .current_dir(&d)
+        .env("ANSIBLE_VAULT_PASSWORD_FILE", pw)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No password at all: one plain sentence naming every way to give one.
+    let (code, out) = run(&[]);
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("it holds ansible-vault data, and no vault password was given (--ask-vault-pass, --vault-password-file, --vault-id, or vault_password_file in ansible.cfg)"),
+        "{out}"
+    );
+}

@@ -22,6 +22,12 @@ pub struct AnsibleDefaults {
     /// `[ssh_connection] ssh_args` / ANSIBLE_SSH_ARGS: the first arguments
     /// of every ssh command Ansible runs (variable `ansible_ssh_args`).
     pub ssh_args: Option<String>,
+    /// `vault_password_file` / ANSIBLE_VAULT_PASSWORD_FILE: used when no
+    /// password file is given on the command line.
+    pub vault_password_file: Option<PathBuf>,
+    /// `vault_identity_list` / ANSIBLE_VAULT_IDENTITY_LIST: vault ids
+    /// (`label@source`) before those of the command line.
+    pub vault_identity_list: Vec<String>,
     /// The ansible.cfg read, if any (for messages).
     pub file: Option<PathBuf>,
 }
@@ -32,6 +38,15 @@ fn truthy(v: &str) -> Option<bool> {
         "0" | "no" | "n" | "off" | "false" => Some(false),
         _ => None,
     }
+}
+
+/// A comma-separated list of vault ids (`dev@dev.txt, prod@prompt`).
+fn identity_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn home() -> PathBuf {
@@ -112,6 +127,11 @@ impl AnsibleDefaults {
                 ("privilege_escalation", "become") => d.r#become = truthy(v),
                 ("privilege_escalation", "become_user") => d.become_user = Some(v.to_owned()),
                 ("ssh_connection", "ssh_args") => d.ssh_args = Some(v.to_owned()),
+                ("defaults", "vault_password_file") => {
+                    let p = expand(v);
+                    d.vault_password_file = Some(if p.is_relative() { dir.join(p) } else { p });
+                }
+                ("defaults", "vault_identity_list") => d.vault_identity_list = identity_list(v),
                 _ => {}
             }
         }
@@ -122,6 +142,12 @@ impl AnsibleDefaults {
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
         if let Some(v) = env("ANSIBLE_SSH_ARGS") {
             self.ssh_args = Some(v);
+        }
+        if let Some(v) = env("ANSIBLE_VAULT_PASSWORD_FILE") {
+            self.vault_password_file = Some(expand(&v));
+        }
+        if let Some(v) = env("ANSIBLE_VAULT_IDENTITY_LIST") {
+            self.vault_identity_list = identity_list(&v);
         }
         if let Some(v) = env("ANSIBLE_INVENTORY") {
             self.inventory = Some(expand(v.split(',').next().unwrap_or(&v).trim()));

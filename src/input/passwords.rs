@@ -62,7 +62,14 @@ fn password_file(path: &std::path::Path) -> Result<String> {
     let meta = std::fs::metadata(path)
         .map_err(|e| InputError::new(format!("vault password file {name}: {e}")))?;
     let text = if meta.permissions().mode() & 0o111 != 0 {
-        let out = std::process::Command::new(path)
+        // A relative path names a file here, never a command on $PATH
+        // (`--vault-id prod@prod-client.sh`, as Ansible reads it).
+        let runnable = if path.is_relative() && path.components().count() == 1 {
+            std::path::Path::new(".").join(path)
+        } else {
+            path.to_path_buf()
+        };
+        let out = std::process::Command::new(&runnable)
             .output()
             .map_err(|e| InputError::new(format!("vault password script {name}: {e}")))?;
         if !out.status.success() {

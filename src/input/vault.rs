@@ -49,7 +49,7 @@ pub fn is_vault(text: &str) -> bool {
 pub fn decrypt(text: &str) -> Result<String, String> {
     let secrets = SECRETS.get().map(Vec::as_slice).unwrap_or_default();
     if secrets.is_empty() {
-        return Err("holds ansible-vault data, and no vault password was given (--ask-vault-pass, --vault-password-file or --vault-id)".into());
+        return Err("it holds ansible-vault data, and no vault password was given (--ask-vault-pass, --vault-password-file, --vault-id, or vault_password_file in ansible.cfg)".into());
     }
     let plain = decrypt_with(text, secrets)?;
     let mut found = DECRYPTED.lock().expect("vault values");
@@ -141,9 +141,11 @@ pub fn decrypt_with(text: &str, secrets: &[Secret]) -> Result<String, String> {
     }
     Err(match id {
         Some(id) => {
-            format!("no vault password given decrypts it (vault id `{id}`): wrong password?")
+            format!(
+                "none of the vault passwords given decrypts it (vault id `{id}`): a wrong password?"
+            )
         }
-        None => "the vault password does not decrypt it: wrong password?".into(),
+        None => "the vault password does not decrypt it: a wrong password?".into(),
     })
 }
 

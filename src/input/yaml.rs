@@ -150,7 +150,7 @@ pub fn to_json_decrypting(value: serde_yaml::Value) -> Result<Value, String> {
         Y::Tagged(t) if t.tag == "vault" => match t.value {
             Y::String(envelope) => Value::String(
                 crate::input::vault::decrypt(&envelope)
-                    .map_err(|e| format!("a !vault value {e}"))?,
+                    .map_err(|e| format!("a !vault value: {e}"))?,
             ),
             _ => {
                 return Err("a !vault value must be a string (`!vault |` and the envelope)".into());
