@@ -444,6 +444,17 @@ fn sigint_mid_run_leaves_every_file_old_or_new_and_no_temp_files() {
         (1..6).contains(&restarted),
         "{restarted} restarts: the rollout had begun and stopped at Ctrl-C"
     );
+    // The agents Ctrl-C kept from their restart are pending (changed, not
+    // restarted), as after a failure, never skipped or failed.
+    let pending = run
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("pending: [n") && l.contains("=> interrupted before this host's turn")
+        })
+        .count();
+    assert!(pending >= 1, "{}", run.all());
+    assert!(!run.stdout.contains("skipped: [n"), "{}", run.all());
     let reference = fleet
         .read("n1", "/etc/rancher/k3s/config.yaml.d/99-khard-cis.yaml")
         .expect("written before the rollout");

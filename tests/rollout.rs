@@ -250,13 +250,37 @@ fn a_server_that_never_comes_back_stops_the_rollout() {
             fleet.restarts(host).is_empty(),
             "{host} was restarted after s2 failed"
         );
+        // Changed, not restarted: pending, not failed, with why.
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("pending: [{host}] handler restart k3s")))
+            .unwrap_or_else(|| panic!("{host} must say it was not restarted: {}", run.all()));
         assert!(
-            run.stdout.contains(&format!("failed: [{host}] handler"))
-                && run.stdout.contains("the rollout stopped because"),
-            "{host} must say why it was not restarted: {}",
-            run.all()
+            line.contains(
+                "=> the rollout stopped before this host's turn because `restart k3s` failed on s2"
+            ),
+            "{line}"
+        );
+        let recap = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{host} ")) && l.contains(" : ok="))
+            .unwrap_or_else(|| panic!("{host} recap: {}", run.all()));
+        assert!(
+            recap.contains("failed=0") && recap.contains("pending=1"),
+            "{recap}"
         );
     }
+    // Only the host that failed is counted failed; the real error is in
+    // sight, the not-run tasks folded into one line per reason.
+    assert_eq!(run.stdout.matches("failed=1").count(), 1, "{}", run.all());
+    assert!(
+        !run.stdout
+            .contains("not run: the rollout stopped before this host's restart\n"),
+        "{}",
+        run.all()
+    );
 
     // The stopped rollout is state on the nodes, not memory: the next run
     // knows s2, s3 and the agents still owe their restart.

@@ -134,14 +134,15 @@ impl Runner {
         for (i, step) in steps.iter().enumerate() {
             let (hi, batch) = (step.handler, step.runs);
             let handler = &play.handlers[hi];
+            // A handler that will not run leaves its host changed, not
+            // restarted: pending, the same after a failure elsewhere or
+            // Ctrl-C, and never counted as this host's failure.
+            const FINISH: &str = "the change is in place and takes effect at the next restart; khard apply finishes it";
             let not_run = if self.stopped() {
-                Some((Status::Skipped, "not run: interrupted".to_owned()))
+                Some(format!("interrupted before this host's turn; {FINISH}"))
             } else {
                 flush.halted.as_ref().map(|why| {
-                    (
-                        Status::Failed,
-                        format!("not run: the rollout stopped because {why}"),
-                    )
+                    format!("the rollout stopped before this host's turn because {why}; {FINISH}")
                 })
             };
             let which = format!("batch {} of {}", step.batch + 1, step.of);
@@ -151,18 +152,16 @@ impl Runner {
                     Some(_) => format!("{which} will not run"),
                 });
             }
-            if let Some((status, msg)) = not_run {
+            if let Some(msg) = not_run {
                 for (h, _, _) in batch {
                     self.report.task(
                         &h.name,
                         &play.name,
                         handler,
                         true,
-                        Outcome::new(status).message(Some(&msg)),
+                        Outcome::new(Status::Pending).message(Some(&msg)),
                     );
-                    if status == Status::Failed {
-                        flush.failed.insert(h.name.clone());
-                    }
+                    flush.held.insert(h.name.clone());
                 }
                 continue;
             }
@@ -444,6 +443,9 @@ pub(super) struct Flush {
     /// Handlers owed from an earlier run, by host (see `pending`).
     pub(super) owed: HashMap<String, BTreeSet<usize>>,
     pub(super) failed: BTreeSet<String>,
+    /// Hosts whose restart the rollout never reached (pending): they run
+    /// nothing more in this play, and have not failed.
+    pub(super) held: BTreeSet<String>,
     /// Variables (with probed facts) of each host, for handler `when:` and templates.
     pub(super) vars: HashMap<String, Map<String, Value>>,
     /// Set when a batch of a throttled or health-gated handler failed.

@@ -319,19 +319,26 @@ impl Runner {
             if let Some(why) = stop {
                 let rest: Vec<usize> = segments[k..].iter().flatten().copied().collect();
                 for h in alive.iter().filter(|h| !flush.failed.contains(&h.name)) {
-                    self.report_not_run(play, plan, h, &rest, why);
+                    self.report_not_run(play, plan, h, &rest, why, flush.vars.get(&h.name));
                 }
                 break;
             }
             let rest: Vec<usize> = segments[k + 1..].iter().flatten().copied().collect();
-            // A host that failed runs nothing more in this play; its tasks say so.
-            for h in alive.iter().filter(|h| flush.failed.contains(&h.name)) {
-                let why = "not run: the host failed earlier in this play";
-                self.report_not_run(play, plan, h, segment, why);
+            // A host that failed, or whose restart the rollout never reached,
+            // runs nothing more in this play; its tasks say so.
+            for h in &alive {
+                let why = if flush.failed.contains(&h.name) {
+                    "not run: the host failed earlier in this play"
+                } else if flush.held.contains(&h.name) {
+                    "not run: the rollout stopped before this host's restart"
+                } else {
+                    continue;
+                };
+                self.report_not_run(play, plan, h, segment, why, flush.vars.get(&h.name));
             }
             let hosts: Vec<HostPlan> = alive
                 .iter()
-                .filter(|h| !flush.failed.contains(&h.name))
+                .filter(|h| !flush.failed.contains(&h.name) && !flush.held.contains(&h.name))
                 .cloned()
                 .collect();
             let probes = hosts.into_iter().map(|h| {
@@ -384,8 +391,8 @@ impl Runner {
                     .await;
             }
         }
-        for name in flush.failed {
-            self.kill(&name);
+        for name in flush.failed.iter().chain(&flush.held) {
+            self.kill(name);
         }
         for h in &plan.hosts {
             self.report.phase(&h.name, "done");
@@ -393,7 +400,9 @@ impl Runner {
     }
 
     /// Reports tasks of a host that will not run, each once: skipped when
-    /// its `when:` is already false, otherwise not run, with the reason.
+    /// its `when:` is already false (with the facts probed on the host where
+    /// there are some: an agent's server-only tasks are skipped, not "not
+    /// run"), otherwise not run, with the reason.
     fn report_not_run(
         &self,
         play: &Play,
@@ -401,10 +410,12 @@ impl Runner {
         h: &HostPlan,
         tasks: &[usize],
         why: &str,
+        probed_vars: Option<&Map<String, Value>>,
     ) {
+        let vars = probed_vars.unwrap_or(&h.vars);
         for &i in tasks.iter().filter(|i| plan.selected[**i]) {
             let task = &play.tasks[i];
-            let outcome = if diff::when_known_false(task, &h.vars) {
+            let outcome = if diff::when_known_false(task, vars) {
                 report::Outcome::new(Status::Skipped)
             } else {
                 report::Outcome::new(Status::NotRun).message(Some(why))

@@ -4,7 +4,7 @@
 //! task outcomes with the counts; without one (CI logs), plain lines only,
 //! no escape codes, and a line when a wait starts, every 30 s, and when it ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ pub struct TaskSummary {
     order: Vec<String>,
     by_task: HashMap<String, (Vec<String>, Vec<String>)>,
     folded_skips: usize,
+    /// Tasks not run, folded by reason: (tasks, hosts).
+    folded_not_run: BTreeMap<String, (usize, BTreeSet<String>)>,
 }
 
 /// In a terminal: a line per active host saying what it does or waits for,
@@ -126,6 +128,14 @@ fn visible(e: &Event) -> Event {
     e
 }
 
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn paint(color: bool, code: &str, text: &str) -> String {
     if color {
         format!("\x1b[{code}m{text}\x1b[0m")
@@ -139,6 +149,7 @@ fn status_color(s: Status) -> &'static str {
         Status::Ok => "32",
         Status::Changed | Status::Unknown => "33",
         Status::Skipped | Status::NotRun => "36",
+        Status::Pending => "35",
         Status::Failed | Status::Unreachable => "31",
     }
 }
@@ -260,6 +271,7 @@ impl Sink for Human {
                 Status::Failed => c.failed += 1,
                 Status::Unreachable => c.unreachable += 1,
                 Status::Skipped | Status::NotRun => c.skipped += 1,
+                Status::Pending => c.pending += 1,
             }
             let msg = format!(
                 "ok={} changed={} failed={} unreachable={}",
@@ -295,6 +307,16 @@ impl Sink for Human {
             && !e.handler;
         if plain_skip && self.verbose == 0 {
             self.tasks.folded_skips += 1;
+            return;
+        }
+        // Tasks a stopped host never ran repeat one reason many times: one
+        // line per reason in the recap instead (-v lists them), so the
+        // failures that stopped them stay in sight.
+        if e.status == Status::NotRun && !e.handler && self.verbose == 0 {
+            let why = e.message.clone().unwrap_or_else(|| "not run".into());
+            let entry = self.tasks.folded_not_run.entry(why).or_default();
+            entry.0 += 1;
+            entry.1.insert(e.host.clone());
             return;
         }
         let label = match (e.status, e.check) {
@@ -347,6 +369,17 @@ impl Sink for Human {
             p.overall.finish_and_clear();
             let _ = p.multi.clear();
         }
+        if !self.quiet {
+            for (why, (tasks, hosts)) in &self.tasks.folded_not_run {
+                let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                let _ = writeln!(
+                    self.out,
+                    "{why}: {tasks} task(s) on {} ({}); -v lists them",
+                    plural(hosts.len(), "host"),
+                    hosts.join(", ")
+                );
+            }
+        }
         if self.tasks.folded_skips > 0 && !self.quiet {
             let _ = writeln!(
                 self.out,
@@ -398,8 +431,11 @@ impl Sink for Human {
             if s.check {
                 line.push_str(&format!(" unknown={}", c.unknown));
             }
-            if c.not_run > 0 {
-                line.push_str(&format!(" not_run={}", c.not_run));
+            if c.not_run > 0 || c.pending > 0 {
+                line.push_str(&format!(" not_run={:<4}", c.not_run));
+            }
+            if c.pending > 0 {
+                line.push_str(&format!(" pending={}", c.pending));
             }
             let _ = writeln!(self.out, "{}", line.trim_end());
         }

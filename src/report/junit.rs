@@ -41,10 +41,15 @@ pub fn render(s: &Summary) -> String {
         .iter()
         .filter(|e| matches!(e.status, Status::Skipped | Status::NotRun))
         .count();
+    let errors = s
+        .events
+        .iter()
+        .filter(|e| e.status == Status::Pending)
+        .count();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
-        "<testsuites name=\"khard\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">",
+        "<testsuites name=\"khard\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\">",
         s.events.len(),
         s.duration_ms as f64 / 1000.0
     );
@@ -84,6 +89,14 @@ pub fn render(s: &Summary) -> String {
                 let _ = writeln!(
                     x,
                     ">\n      <failure type=\"{kind}\" message=\"{kind}\">{}</failure>\n    </testcase>",
+                    escape(&body)
+                );
+            } else if e.status == Status::Pending {
+                // Counted apart from the failures: the change is there, its
+                // restart is owed.
+                let _ = writeln!(
+                    x,
+                    ">\n      <error type=\"pending\" message=\"changed, not restarted\">{}</error>\n    </testcase>",
                     escape(&body)
                 );
             } else if e.status == Status::Skipped {

@@ -34,6 +34,10 @@ pub enum Status {
     /// Planned but never run: an earlier task failed, the connection was
     /// lost, or the run was interrupted. The message says which.
     NotRun,
+    /// The host's change is in place but its restart was never run (the
+    /// rollout stopped, or Ctrl-C): changed, not restarted. Counted apart
+    /// from failed; the next apply finishes it.
+    Pending,
 }
 
 impl Status {
@@ -46,6 +50,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Unreachable => "unreachable",
             Status::NotRun => "not run",
+            Status::Pending => "pending",
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct Counts {
     pub failed: usize,
     pub skipped: usize,
     pub not_run: usize,
+    /// Changed, not restarted (see [`Status::Pending`]).
+    pub pending: usize,
 }
 
 /// Sinks that want events as they happen.
@@ -422,6 +429,7 @@ impl Report {
             Status::Failed => c.failed += 1,
             Status::Unreachable => c.unreachable += 1,
             Status::NotRun => c.not_run += 1,
+            Status::Pending => c.pending += 1,
         }
         for s in &mut inner.sinks {
             s.event(&event);
@@ -486,7 +494,10 @@ pub fn exit_code(recap: &BTreeMap<String, Counts>, check: bool, interrupted: boo
         Exit::Interrupted
     } else if recap.values().any(|c| c.unreachable > 0) {
         Exit::Unreachable
-    } else if recap.values().any(|c| c.failed > 0 || c.not_run > 0) {
+    } else if recap
+        .values()
+        .any(|c| c.failed > 0 || c.not_run > 0 || c.pending > 0)
+    {
         Exit::Failed
     } else if check && recap.values().any(|c| c.changed > 0 || c.unknown > 0) {
         Exit::Drift
