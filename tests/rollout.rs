@@ -166,6 +166,27 @@ fn servers_one_at_a_time_then_agents_in_batches() {
     }
 }
 
+/// Terminal text without its colour codes (`ESC [ … m`).
+fn without_colors(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("\x1b[") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 2..];
+        match tail.find('m') {
+            Some(end) if tail[..end].chars().all(|c| c.is_ascii_digit() || c == ';') => {
+                rest = &tail[end + 1..];
+            }
+            _ => {
+                out.push_str("\x1b[");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[test]
 fn a_terminal_shows_each_host_waiting_and_the_bar_moving() {
     let specs: Vec<String> = ["s1", "s2", "s3"]
@@ -219,6 +240,21 @@ fn a_terminal_shows_each_host_waiting_and_the_bar_moving() {
     assert!(
         positions_while_s3_waits.len() >= 2,
         "the bar stood still during the rollout: {positions_while_s3_waits:?}"
+    );
+    // Once s1's restart is done, no later frame says s1 is still waiting
+    // (its line goes away), and the bar's ok= counts changed tasks too.
+    let plain = without_colors(&run.stdout);
+    let done = plain
+        .find("changed: [s1] handler restart k3s")
+        .unwrap_or_else(|| panic!("s1's restart line: {plain:?}"));
+    let later = &plain[done..];
+    assert!(
+        !later.contains("s1 handler restart k3s: waiting"),
+        "s1 still shown waiting after its restart: {later:?}"
+    );
+    assert!(
+        !run.stdout.contains("ok=0 changed=1"),
+        "ok= must include changed"
     );
 }
 

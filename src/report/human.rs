@@ -267,7 +267,11 @@ impl Sink for Human {
             let c = &mut p.counts;
             match e.status {
                 Status::Ok => c.ok += 1,
-                Status::Changed | Status::Unknown => c.changed += 1,
+                // As in the recap: ok counts every task that succeeded.
+                Status::Changed | Status::Unknown => {
+                    c.ok += 1;
+                    c.changed += 1;
+                }
                 Status::Failed => c.failed += 1,
                 Status::Unreachable => c.unreachable += 1,
                 Status::Skipped | Status::NotRun => c.skipped += 1,
@@ -278,6 +282,18 @@ impl Sink for Human {
                 c.ok, c.changed, c.failed, c.unreachable
             );
             p.overall.set_message(msg);
+            // The host's line says what it does now: a handler that finished,
+            // a failure, an unreachable or pending host end what it showed
+            // (it comes back when the host does something else).
+            let stopped = matches!(
+                e.status,
+                Status::Failed | Status::Unreachable | Status::Pending
+            );
+            if (stopped || e.handler)
+                && let Some(bar) = p.hosts.remove(&e.host)
+            {
+                bar.finish_and_clear();
+            }
         }
         let name = format!("{}{}", if e.handler { "handler " } else { "" }, e.task);
         if matches!(
