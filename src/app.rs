@@ -200,12 +200,21 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     )?;
     runner.preload_keys(&plans)?;
     let interrupted = runner.interrupted.clone();
-    // Ctrl-C: start nothing new, let what runs finish (remote writes are atomic), print the recap.
+    let report = runner.report.clone();
+    // Ctrl-C: start nothing new, let what runs finish (remote writes are
+    // atomic), print the recap. Said at once, above any progress bars; a
+    // second Ctrl-C stops at once, still with the recap of what was reported.
     runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
-            eprintln!("khard: interrupted: finishing what runs, starting nothing new (Ctrl-C again to stop at once)");
+            let first = "khard: interrupted: finishing what runs, starting nothing new (Ctrl-C again to stop at once)";
+            eprintln!("{first}");
+            report.note(first);
             if tokio::signal::ctrl_c().await.is_ok() {
+                let now = "khard: stopped at once: the recap covers what was reported; a host may be left mid-task (every file khard writes is either old or new)";
+                eprintln!("{now}");
+                report.note(now);
+                let _ = report.finish(BTreeMap::new(), started.elapsed(), true);
                 std::process::exit(Exit::Interrupted.code());
             }
         }

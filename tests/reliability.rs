@@ -473,6 +473,51 @@ fn sigint_mid_run_leaves_every_file_old_or_new_and_no_temp_files() {
     }
 }
 
+/// A second Ctrl-C stops at once, and still prints the recap of what was
+/// reported (it used to exit 130 with nothing).
+#[test]
+fn a_second_ctrl_c_stops_at_once_with_the_recap() {
+    let fleet = Fleet::up_with(&[&format!("s1:server:{V}")], &["--restart-down", "30"]);
+    let inv = fleet.inventory();
+    let kh = fleet.known_hosts();
+    let args = [
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+        "-e",
+        "k3s_health_interval=0.2 k3s_health_timeout=60",
+    ];
+    let child = fleet.spawn_khard(&args, &[]);
+    // The restart keeps the API down 30 s: khard waits in the health gate.
+    wait_until("the restart", || !fleet.restarts("s1").is_empty());
+    let pattern = format!("{} apply -i {}", env!("CARGO_BIN_EXE_khard"), inv.display());
+    let int = || {
+        Command::new("pkill")
+            .args(["-INT", "-f", &pattern])
+            .status()
+            .unwrap()
+    };
+    int();
+    std::thread::sleep(Duration::from_millis(500));
+    int();
+    let started = std::time::Instant::now();
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it did not stop at once"
+    );
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(
+        run.stderr.contains("khard: stopped at once"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout.contains("PLAY RECAP"), "{}", run.all());
+    assert!(run.stdout.contains("s1 "), "{}", run.all());
+}
+
 #[test]
 fn bad_input_is_refused_before_any_connection() {
     let fleet = Fleet::up(&[&format!("s1:server:{V}")]);

@@ -196,6 +196,13 @@ impl Sink for Human {
         }
     }
 
+    /// In a terminal the bars redraw over stderr: the note goes above them.
+    fn note(&mut self, text: &str) {
+        if let Some(p) = &self.progress {
+            let _ = p.multi.println(one_line(text));
+        }
+    }
+
     fn connection(&mut self, host: &str, how: &str) {
         let (host, how) = (&one_line(host), &one_line(how));
         if self.verbose >= 3 {

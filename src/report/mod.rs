@@ -156,6 +156,8 @@ pub trait Sink: Send {
     fn phase(&mut self, _host: &str, _what: &str) {}
     /// How a host was reached (address, user, key, host key, jumps), for -vvv.
     fn connection(&mut self, _host: &str, _how: &str) {}
+    /// A word from khard itself to the person watching (Ctrl-C acknowledged).
+    fn note(&mut self, _text: &str) {}
     /// A host waits during a rollout (for its batch, until healthy).
     fn wait(&mut self, _host: &str, _task: &str, _wait: &Wait) {}
     fn event(&mut self, _e: &Event) {}
@@ -262,6 +264,14 @@ impl Report {
     }
 
     /// How a host was reached; secrets are scrubbed like everything else.
+    /// Tells every sink something the person watching must see now.
+    pub fn note(&self, text: &str) {
+        let mut inner = self.inner.lock().expect("report");
+        for s in &mut inner.sinks {
+            s.note(text);
+        }
+    }
+
     pub fn connection(&self, host: &str, how: &str) {
         let how = self.redactor.scrub(how);
         for s in &mut self.inner.lock().expect("report").sinks {
