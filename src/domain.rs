@@ -39,6 +39,12 @@ pub trait Domain: Send + Sync {
     /// message is whole (it names the host).
     fn check_host(&self, host: &str, vars: &Vars, used: &BTreeSet<String>) -> Result<(), String>;
 
+    /// The variables the domain itself reads (beyond the tasks' templates):
+    /// held to the same rules as those, e.g. no Jinja expression.
+    fn variables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Every variable set a host may have once probed, each with the
     /// domain's facts: the preflight renders every task under each.
     fn candidate_facts(&self, vars: &Vars) -> Vec<Vars>;

@@ -492,6 +492,8 @@ pub fn plan(
                 .flat_map(|w| w.variables()),
         );
         used.extend(CONNECTION_VARS.iter().map(|v| v.to_string()));
+        let mut jinja_checked = used.clone();
+        jinja_checked.extend(domain.variables().iter().map(|v| v.to_string()));
         for name in names {
             let host = inv.host(&name).expect("selected from the inventory");
             let vars = static_vars(play, host, s, domain);
@@ -505,7 +507,7 @@ pub fn plan(
                 ))
                 .into());
             }
-            check_no_jinja(&name, &vars, &used, &s.inventory)?;
+            check_no_jinja(&name, &vars, &jinja_checked, &s.inventory)?;
             let reach = reach(host, &vars, &ssh)
                 .map_err(|e| InputError::new(format!("host {name}: {e}")))?;
             domain
@@ -559,10 +561,12 @@ pub fn plan(
         let start = match &s.start_at_task {
             None => 0,
             Some(name) => {
+                // The name, or an fnmatch pattern of it (ansible-playbook's
+                // `start_at == name or fnmatch(name, start_at)`).
                 let first = pb.plays.iter().enumerate().find_map(|(pi, p)| {
                     p.tasks
                         .iter()
-                        .position(|t| &t.name == name)
+                        .position(|t| &t.name == name || Glob::NAMES.matches(name, &t.name))
                         .map(|ti| (pi, ti))
                 });
                 match first {

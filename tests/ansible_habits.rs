@@ -83,6 +83,27 @@ fn yaml_1_1_booleans_fqcn_modules_start_at_task_and_dash_c_local() {
     );
     assert_eq!(code, 5, "{out}");
     assert!(out.contains("did you mean `second`"), "{out}");
+    // A pattern, as ansible-playbook takes it (fnmatch): `th*` is the third.
+    std::fs::remove_file(d.join("third")).unwrap();
+    std::fs::remove_file(d.join("second")).unwrap();
+    let (code, out) = khard(
+        &d,
+        &[
+            "apply",
+            "-i",
+            "inv.yaml",
+            "-c",
+            "local",
+            "--start-at-task",
+            "th*",
+            "play.yaml",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        d.join("third").exists() && !d.join("second").exists(),
+        "--start-at-task 'th*' starts at `third`: {out}"
+    );
     let (code, out) = khard(&d, &["apply", "-i", "inv.yaml", "-c", "winrm", "play.yaml"]);
     assert_eq!(code, 5, "{out}");
     let (code, out) = khard(&d, &["apply", "-i", "inv.yaml", "play.yaml", "--step"]);
@@ -188,6 +209,26 @@ fn jinja_in_a_variable_khard_uses_is_refused_with_its_place() {
     assert_eq!(code, 5, "{out}");
     assert!(
         out.contains("inv.yml:6: host s1: variable `ansible_host` holds a Jinja expression"),
+        "{out}"
+    );
+    // k3s_version, which khard itself reads, from a group_vars file.
+    std::fs::write(
+        d.join("inv.yml"),
+        "k3s_cluster:\n  children:\n    server:\n      hosts:\n        s1:\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("group_vars")).unwrap();
+    std::fs::write(
+        d.join("group_vars/k3s_cluster.yml"),
+        "# pinned per environment\nk3s_version: \"{{ k3s_release }}\"\n",
+    )
+    .unwrap();
+    let (code, out) = khard(&d, &["apply", "-i", "inv.yml", "--syntax-check"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains(
+            "group_vars/k3s_cluster.yml:2: host s1: variable `k3s_version` holds a Jinja expression"
+        ),
         "{out}"
     );
 }

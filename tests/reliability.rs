@@ -247,6 +247,15 @@ fn sudo_with_and_without_password_and_a_wrong_password_stops_after_one_host() {
         "{}",
         refused.all()
     );
+    // The real sudo asked for a password: the message says how to give one.
+    assert!(
+        refused
+            .stdout
+            .contains("give it with -K / --ask-become-pass")
+            && refused.stdout.contains("NOPASSWD"),
+        "{}",
+        refused.all()
+    );
 
     // ansible_become_password from the inventory (vars), as Ansible reads it.
     std::fs::remove_file(fleet.path("pw2", "/etc/sysctl.d/90-kubelet.conf")).unwrap();

@@ -59,7 +59,14 @@ impl fmt::Display for HostError {
                 }
             }
             HostError::BecomeRefused { stderr } => {
-                write!(f, "become (sudo) was refused: {stderr}")
+                write!(f, "become (sudo) was refused: {}", stderr.trim_end())?;
+                // sudo -n on a host whose sudoers asks for a password.
+                if stderr.contains("a password is required") {
+                    f.write_str(
+                        " (this host's sudo asks for a password: give it with -K / --ask-become-pass or ansible_become_password, or allow NOPASSWD for this user in sudoers)",
+                    )?;
+                }
+                Ok(())
             }
             HostError::Refused { why } => f.write_str(why),
         }
@@ -67,6 +74,25 @@ impl fmt::Display for HostError {
 }
 
 impl std::error::Error for HostError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_needed_sudo_password_names_the_ways_to_give_one() {
+        let e = HostError::BecomeRefused {
+            stderr: "sudo: a password is required\n".into(),
+        };
+        let text = e.to_string();
+        assert!(text.starts_with("become (sudo) was refused: sudo: a password is required (this host's sudo asks for a password: give it with -K"), "{text}");
+        assert!(text.contains("NOPASSWD"), "{text}");
+        let other = HostError::BecomeRefused {
+            stderr: "sudo: user ops is not in the sudoers file".into(),
+        };
+        assert!(!other.to_string().contains("-K"));
+    }
+}
 
 /// A [`HostError`] with the host it happened on.
 #[derive(Debug, Clone)]

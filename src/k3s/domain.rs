@@ -34,6 +34,15 @@ fn text(v: &Value) -> String {
 }
 
 impl Domain for K3s {
+    fn variables(&self) -> &'static [&'static str] {
+        &[
+            "k3s_version",
+            "k3s_role",
+            "cis_benchmark",
+            "k3s_config_file",
+        ]
+    }
+
     fn inventory_facts(&self, host: &InventoryHost) -> Vars {
         let mut f = Vars::new();
         f.insert(
