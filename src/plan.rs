@@ -349,9 +349,23 @@ fn preflight(
                 ctx: &ctx,
                 files: &task.files,
             };
-            task.module
-                .render(&r)
-                .map_err(|e| format!("{}: {e}", task.place))?;
+            task.module.render(&r).map_err(|e| {
+                // A template names its place already; say it once, and
+                // suggest a defined variable for a misspelt one.
+                let text = e.to_string();
+                let mut text = if text.starts_with(&task.place) {
+                    text
+                } else {
+                    format!("{}: {text}", task.place)
+                };
+                if let Some(var) = e.undefined_var()
+                    && let Some(hint) =
+                        crate::error::did_you_mean(var, vars.keys().map(String::as_str))
+                {
+                    text.push_str(&format!(" (did you mean `{hint}`?)"));
+                }
+                text
+            })?;
         }
     }
     Ok(())

@@ -436,3 +436,31 @@ fn ssh_arguments_choose_the_known_hosts_file() {
     assert!(matches!(run.code, 0 | 2), "{}", run.all());
     assert!(!std::fs::read_to_string(&other).unwrap().is_empty());
 }
+
+/// An undefined variable in a task: named once with the task's own line,
+/// with the defined variable it was probably meant to be.
+#[test]
+fn an_undefined_variable_names_its_task_line_once_with_a_suggestion() {
+    let d = scratch("undefined");
+    std::fs::write(
+        d.join("inv.yml"),
+        "all:\n  hosts:\n    here:\n      ansible_connection: local\n      ansible_become: false\n      cis_audit_log_maxage: 30\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("play.yml"),
+        format!(
+            "- hosts: all\n  tasks:\n    - name: ok\n      command: {{ cmd: \"true\" }}\n\n    - name: write\n      file: {{ dest: {}/out, content: \"{{{{ cis_audit_log_maxag }}}}\\n\" }}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = khard(&d, &["apply", "--check", "-i", "inv.yml", "play.yml"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("play.yml:6 (task `write`): in `{{ cis_audit_log_maxag }}\\n`: variable `cis_audit_log_maxag` is not defined (did you mean `cis_audit_log_maxage`?)"),
+        "{out}"
+    );
+    assert_eq!(out.matches("play.yml:").count(), 1, "the place once: {out}");
+    assert!(!d.join("out").exists());
+}

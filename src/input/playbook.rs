@@ -409,8 +409,17 @@ impl Playbook {
         let mut templates = Templates::default();
         let mut plays = Vec::new();
         for (i, raw) in raw.into_iter().enumerate() {
-            let place = format!("{display}:{}", play_lines.get(i).copied().unwrap_or(1));
-            plays.push(load_play(raw, &dir, &place, &mut templates)?);
+            let line = play_lines.get(i).copied().unwrap_or(1);
+            let place = format!("{display}:{line}");
+            // Each of the play's own tasks named by its own line.
+            let task_places = |key: &str| -> Vec<String> {
+                yaml::key_item_lines(text, line, key)
+                    .into_iter()
+                    .map(|l| format!("{display}:{l}"))
+                    .collect()
+            };
+            let places = [task_places("tasks"), task_places("handlers")];
+            plays.push(load_play(raw, &dir, &place, &places, &mut templates)?);
         }
         Ok(Playbook {
             path: display,
@@ -420,7 +429,15 @@ impl Playbook {
     }
 }
 
-fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -> Result<Play> {
+/// `task_places`: the place of each of the play's own tasks and handlers
+/// (file:line), where found.
+fn load_play(
+    raw: PlayYaml,
+    dir: &Dir,
+    place: &str,
+    task_places: &[Vec<String>; 2],
+    templates: &mut Templates,
+) -> Result<Play> {
     let mut defaults = Map::new();
     let mut vars = Map::new();
     let mut tasks = Vec::new();
@@ -463,9 +480,17 @@ fn load_play(raw: PlayYaml, dir: &Dir, place: &str, templates: &mut Templates) -
     }
     vars.extend(raw.vars.0);
     let own_files = Arc::new(load_files(dir, templates)?);
-    for (list, raw_tasks) in [(&mut tasks, raw.tasks), (&mut handlers, raw.handlers)] {
+    for ((list, raw_tasks), places) in [(&mut tasks, raw.tasks), (&mut handlers, raw.handlers)]
+        .into_iter()
+        .zip(task_places)
+    {
+        // The lines are trusted only when they count the tasks exactly.
+        let exact = places.len() == raw_tasks.len();
         for (i, TaskYaml(mut task)) in raw_tasks.into_iter().enumerate() {
-            task.place = format!("{place} (task {} `{}`)", i + 1, task.name);
+            task.place = match places.get(i) {
+                Some(p) if exact => format!("{p} (task `{}`)", task.name),
+                _ => format!("{place} (task {} `{}`)", i + 1, task.name),
+            };
             task.files = own_files.clone();
             compile_task(&mut task, templates)?;
             list.push(task);

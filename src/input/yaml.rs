@@ -317,6 +317,47 @@ pub fn item_lines(text: &str) -> Vec<usize> {
     out
 }
 
+/// The 1-based lines of the items of the list under `key:` (`tasks`,
+/// `handlers`) of the mapping that starts at line `from` (a play): the
+/// first such key after `from`, its items at their first item's
+/// indentation, until a line less indented than them.
+pub fn key_item_lines(text: &str, from: usize, key: &str) -> Vec<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let depth = |l: &str| l.len() - l.trim_start().len();
+    let head = format!("{key}:");
+    let Some(start) = (from.saturating_sub(1)..lines.len()).find(|&i| {
+        let t = lines[i].trim_start().trim_start_matches("- ");
+        t == head || t.starts_with(&format!("{head} "))
+    }) else {
+        return Vec::new();
+    };
+    let key_depth = depth(lines[start]);
+    let mut item_depth = None;
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate().skip(start + 1) {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let d = depth(line);
+        if d < key_depth || (d == key_depth && !t.starts_with("- ")) {
+            break;
+        }
+        if t.starts_with("- ") || t == "-" {
+            match item_depth {
+                None => {
+                    item_depth = Some(d);
+                    out.push(i + 1);
+                }
+                Some(id) if id == d => out.push(i + 1),
+                Some(id) if d < id => break,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod merge_tests {
     use super::*;
@@ -335,6 +376,17 @@ mod merge_tests {
         // Errors keep their place where the merge does not change them.
         let e = parse::<Vec<u32>>("f.yaml", "- <<: {}\n- x\n").unwrap_err();
         assert!(e.to_string().starts_with("f.yaml"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod key_item_line_tests {
+    #[test]
+    fn the_lines_of_a_plays_tasks_and_handlers() {
+        let text = "- hosts: all\n  tasks:\n    - name: a\n      command: x\n\n    # note\n    - name: b\n      file: {}\n  handlers:\n  - name: h\n- hosts: b\n  tasks:\n  - name: c\n";
+        assert_eq!(super::key_item_lines(text, 1, "tasks"), [3, 7]);
+        assert_eq!(super::key_item_lines(text, 1, "handlers"), [10]);
+        assert_eq!(super::key_item_lines(text, 11, "tasks"), [13]);
     }
 }
 

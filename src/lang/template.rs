@@ -157,7 +157,10 @@ impl Templates {
             None => Ok(text.raw.clone()),
             Some(id) => self.hb.render_with_context(id, ctx).map_err(|e| {
                 let place = id.rsplit_once('#').map(|(p, _)| p).unwrap_or(id);
-                describe(&e, &text.raw, ctx).at(&format!("{place}: in `{}`", text.raw))
+                describe(&e, &text.raw, ctx).at(&format!(
+                    "{place}: in `{}`",
+                    crate::terminal::one_line(&text.raw)
+                ))
             }),
         }
     }
