@@ -527,6 +527,50 @@ fn a_second_ctrl_c_stops_at_once_with_the_recap() {
     assert!(run.stdout.contains("s1 "), "{}", run.all());
 }
 
+/// A private key file missing for one host makes that host unreachable;
+/// the others proceed (as in Ansible), instead of the whole run stopping.
+#[test]
+fn a_missing_key_file_fails_only_its_host() {
+    let fleet = Fleet::up(&[&format!("s1:server:{V}"), &format!("a1:agent:{V}")]);
+    let inv = std::fs::read_to_string(fleet.inventory()).unwrap();
+    let missing = fleet.dir.join("no-such-key");
+    let inv = inv.replacen(
+        "a1: {",
+        &format!(
+            "a1: {{ ansible_ssh_private_key_file: {}, ",
+            missing.display()
+        ),
+        1,
+    );
+    assert!(inv.contains("no-such-key"), "{inv}");
+    let path = fleet.dir.join("missing-key.yaml");
+    std::fs::write(&path, inv).unwrap();
+    let kh = fleet.known_hosts();
+    let run = fleet.khard(&[
+        "apply",
+        "--check",
+        "-i",
+        path.to_str().unwrap(),
+        "--known-hosts",
+        kh.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.stdout.contains("unreachable: [a1]") && run.stdout.contains("no-such-key"),
+        "{}",
+        run.all()
+    );
+    let s1 = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("s1 ") && l.contains(" : ok="))
+        .unwrap_or_else(|| panic!("{}", run.all()));
+    assert!(
+        s1.contains("unreachable=0") && !s1.contains("ok=0 "),
+        "{s1}"
+    );
+}
+
 #[test]
 fn bad_input_is_refused_before_any_connection() {
     let fleet = Fleet::up(&[&format!("s1:server:{V}")]);

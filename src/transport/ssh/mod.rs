@@ -132,6 +132,12 @@ impl SshContext {
         }
         for t in targets {
             for path in t.jumps.iter().chain([t]).flat_map(|t| &t.key_files) {
+                // A key file that is not there is that host's problem, found
+                // when it connects (unreachable, as Ansible has it); the
+                // others proceed.
+                if !path.exists() {
+                    continue;
+                }
                 self.key(path)?;
             }
         }
