@@ -39,12 +39,12 @@ pub fn report(s: Settings) -> Result<Exit> {
 /// ansible-inventory's shapes; nothing is contacted.
 pub fn inventory(a: &crate::cli::InventoryCommandArgs) -> Result<Exit> {
     let ansible = crate::input::ansible_cfg::AnsibleDefaults::load();
-    let path = a
-        .inventory
-        .inventory
-        .clone()
-        .or_else(|| ansible.inventory.clone())
-        .ok_or_else(|| {
+    let paths: Vec<std::path::PathBuf> = if a.inventory.inventory.is_empty() {
+        ansible.inventory.iter().cloned().collect()
+    } else {
+        a.inventory.inventory.clone()
+    };
+    let paths = Some(paths).filter(|p| !p.is_empty()).ok_or_else(|| {
             crate::error::InputError::new(
                 "no inventory: give one with -i FILE (or set ANSIBLE_INVENTORY, or `inventory` in ansible.cfg)",
             )
@@ -58,15 +58,12 @@ pub fn inventory(a: &crate::cli::InventoryCommandArgs) -> Result<Exit> {
                 .to_path_buf()
         })
     });
-    let inv = Inventory::load_with(&path, playbook_dir.as_deref())?;
+    let inv = Inventory::load_many(&paths, playbook_dir.as_deref())?;
     let secrets = crate::input::vault::decrypted();
     use crate::input::inventory::show;
     let text = if let Some(name) = &a.host {
         let vars = show::host(&inv, name, &secrets).ok_or_else(|| {
-            crate::error::InputError::new(format!(
-                "--host {name}: no such host in {}",
-                path.display()
-            ))
+            crate::error::InputError::new(format!("--host {name}: no such host in the inventory"))
         })?;
         serde_json::to_string_pretty(&vars)? + "\n"
     } else if a.graph {
@@ -97,7 +94,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         .playbook
         .as_deref()
         .map(|p| p.parent().unwrap_or(std::path::Path::new(".")));
-    let inventory = Inventory::load_with(&s.inventory, playbook_dir)?;
+    let inventory = Inventory::load_many(&s.inventory, playbook_dir)?;
     let playbook = Playbook::load(s.playbook.as_deref())?;
     let domain = domain();
     let mut plans = plan(&inventory, &playbook, &s.plan_options(), domain.as_ref())?;

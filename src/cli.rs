@@ -67,9 +67,9 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct InventoryArgs {
     /// Inventory: a file (YAML or INI), a folder of them, or `host1,host2,`;
-    /// default: ANSIBLE_INVENTORY or ansible.cfg's inventory
+    /// may be given more than once; default: ANSIBLE_INVENTORY or ansible.cfg's inventory
     #[arg(short, long, value_name = "FILE")]
-    pub inventory: Option<PathBuf>,
+    pub inventory: Vec<PathBuf>,
 
     /// Playbook file; without one, khard runs its built-in CIS hardening playbook
     #[arg(value_name = "PLAYBOOK")]

@@ -13,7 +13,8 @@ use crate::report::Format;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub inventory: PathBuf,
+    /// The inventory sources (-i, in order); never empty.
+    pub inventory: Vec<PathBuf>,
     pub playbook: Option<PathBuf>,
     pub check: bool,
     /// -o: where `khard report` writes (stdout when unset).
@@ -62,7 +63,7 @@ impl Settings {
     /// What the planner needs.
     pub fn plan_options(&self) -> crate::plan::Options {
         crate::plan::Options {
-            inventory: self.inventory.clone(),
+            inventory: self.inventory[0].clone(),
             ssh_config: self.ssh_config.clone(),
             limit: self.limit.clone(),
             allow_empty_limit: self.allow_empty_limit,
@@ -147,7 +148,12 @@ impl Settings {
         a: &ApplyArgs,
         ansible: &crate::input::ansible_cfg::AnsibleDefaults,
     ) -> Result<Settings> {
-        let inventory = a.inventory.inventory.clone().or_else(|| ansible.inventory.clone()).ok_or_else(|| {
+        let inventory: Vec<PathBuf> = if a.inventory.inventory.is_empty() {
+            ansible.inventory.iter().cloned().collect()
+        } else {
+            a.inventory.inventory.clone()
+        };
+        let inventory = Some(inventory).filter(|i| !i.is_empty()).ok_or_else(|| {
             InputError::new(
                 "no inventory: give one with -i FILE (or set ANSIBLE_INVENTORY, or `inventory` in ansible.cfg)",
             )

@@ -117,6 +117,21 @@ fn every_variable_source_ranks_as_in_ansible() {
     assert_eq!(a1["cluster_only"], "from-group_vars-k3s_cluster");
 }
 
+/// `-i` given twice: hosts, groups and variables together, a later
+/// source's values winning, as ansible-inventory merges them.
+#[test]
+fn two_inventory_sources_merge_as_in_ansible() {
+    let a = fixture("k3s-ansible/inventory.yml");
+    let b = fixture("precedence/inventory/hosts.yaml");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    same(&["-i", a, "-i", b, "--list"]);
+    same(&["-i", b, "-i", a, "--list"]);
+    assert_eq!(
+        khard(&["-i", a, "-i", b, "--graph"]),
+        ansible(&["-i", a, "-i", b, "--graph"])
+    );
+}
+
 #[test]
 fn merge_keys_resolve_as_in_ansible() {
     let inv = fixture("merge-keys/inventory.yaml");

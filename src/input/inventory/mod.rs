@@ -82,6 +82,46 @@ fn is_inventory_file(p: &Path) -> bool {
 }
 
 impl Builder {
+    /// Adds one `-i` source: a comma-separated host list, a folder (every
+    /// inventory file in it, in name order) or a file. Returns the folder its
+    /// `group_vars/` and `host_vars/` are read from.
+    fn add_source(&mut self, path: &Path) -> Result<PathBuf> {
+        let spec = path.to_string_lossy();
+        if !path.exists() && spec.contains(',') {
+            for entry in spec.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                let (host, port) = host_and_port(entry);
+                let mut vars = Map::new();
+                if let Some(port) = port {
+                    vars.insert("ansible_port".into(), Value::from(port));
+                }
+                self.add_host("all", host, vars)
+                    .map_err(|e| InputError::new(format!("-i {spec}: {e}")))?;
+            }
+            return Ok(PathBuf::from("."));
+        }
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| InputError::in_file(&spec, e))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_inventory_file(p))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(
+                    InputError::in_file(&spec, "a folder with no inventory file in it").into(),
+                );
+            }
+            for f in &files {
+                self.add_text(f, &read_utf8(f)?)?;
+            }
+            return Ok(path.to_path_buf());
+        }
+        let text = read_utf8(path)?;
+        self.add_text(path, &text)?;
+        Ok(path.parent().map(Path::to_path_buf).unwrap_or_default())
+    }
+
     /// Adds one inventory file's hosts and groups (YAML or INI).
     fn add_text(&mut self, path: &Path, text: &str) -> Result<()> {
         let file = path.display().to_string();
@@ -209,47 +249,35 @@ impl Inventory {
     /// [`Inventory::load`], with the playbook's folder: its `group_vars/`
     /// and `host_vars/` rank above the inventory's.
     pub fn load_with(path: &Path, playbook_dir: Option<&Path>) -> Result<Inventory> {
-        let spec = path.to_string_lossy();
-        if !path.exists() && spec.contains(',') {
-            let mut b = Builder::default();
-            b.group("all");
-            for entry in spec.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-                let (host, port) = host_and_port(entry);
-                let mut vars = Map::new();
-                if let Some(port) = port {
-                    vars.insert("ansible_port".into(), Value::from(port));
-                }
-                b.add_host("all", host, vars)
-                    .map_err(|e| InputError::new(format!("-i {spec}: {e}")))?;
-            }
-            return Inventory::build(b, &spec, &vars_dirs(Path::new("."), playbook_dir));
-        }
-        if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| InputError::in_file(&spec, e))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && is_inventory_file(p))
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                return Err(
-                    InputError::in_file(&spec, "a folder with no inventory file in it").into(),
-                );
-            }
-            let mut b = Builder::default();
-            b.group("all");
-            for f in &files {
-                b.add_text(f, &read_utf8(f)?)?;
-            }
-            return Inventory::build(b, &spec, &vars_dirs(path, playbook_dir));
-        }
-        let text = read_utf8(path)?;
+        Inventory::load_many(&[path.to_path_buf()], playbook_dir)
+    }
+
+    /// Several inventory sources (`-i a -i b`, as ansible-playbook takes
+    /// them): their hosts and groups together, each source's `group_vars/`
+    /// and `host_vars/` in the order given (a later source's win), then the
+    /// playbook's.
+    pub fn load_many(paths: &[PathBuf], playbook_dir: Option<&Path>) -> Result<Inventory> {
         let mut b = Builder::default();
         b.group("all");
-        b.add_text(path, &text)?;
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Inventory::build(b, &spec, &vars_dirs(&dir, playbook_dir))
+        let mut dirs = Vec::new();
+        for path in paths {
+            dirs.push(b.add_source(path)?);
+        }
+        dirs.dedup();
+        let mut all = Vec::new();
+        for d in dirs {
+            for v in vars_dirs(&d, None) {
+                if !all.contains(&v) {
+                    all.push(v);
+                }
+            }
+        }
+        if let Some(p) = playbook_dir {
+            let last = all.last().cloned().unwrap_or_default();
+            all.extend(vars_dirs(&last, Some(p)).into_iter().skip(1));
+        }
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        Inventory::build(b, &names.join(", "), &all)
     }
 
     /// Parses inventory text (YAML or INI) as if read from `path`; `group_vars/`
