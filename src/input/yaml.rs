@@ -16,6 +16,15 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, InputErro
         return parse_merged(file, text);
     }
     serde_yaml::from_str(text).map_err(|e| {
+        // A variable's own error (a !vault value that does not decrypt) is
+        // placed by serde_yaml at its mapping: point at the variable's line.
+        if let Some((line, column)) = variable_line(text, &e) {
+            let mut message = e.to_string();
+            if let Some(pos) = message.find(" at line ") {
+                message.truncate(pos);
+            }
+            return InputError::at(file, line, column, message);
+        }
         let mut err = located(file, &e);
         // serde_yaml says "cannot start any token" for a tab: name it.
         let line = e
@@ -27,6 +36,19 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, InputErro
         }
         err
     })
+}
+
+/// Line and column of the variable an error names (`variable `NAME`: …`):
+/// the first `NAME:` key after the place serde_yaml reported.
+fn variable_line(text: &str, e: &serde_yaml::Error) -> Option<(usize, usize)> {
+    let message = e.to_string();
+    let name = message.split("variable `").nth(1)?.split('`').next()?;
+    let from = e.location().map_or(0, |l| l.line().saturating_sub(1));
+    text.lines()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| l.trim_start().starts_with(&format!("{name}:")))
+        .map(|(i, l)| (i + 1, l.len() - l.trim_start().len() + 1))
 }
 
 /// A `<<` key somewhere: the text is read as a value first, merged, then
@@ -376,6 +398,29 @@ mod merge_tests {
         // Errors keep their place where the merge does not change them.
         let e = parse::<Vec<u32>>("f.yaml", "- <<: {}\n- x\n").unwrap_err();
         assert!(e.to_string().starts_with("f.yaml"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod variable_line_tests {
+    use super::*;
+
+    /// A vaulted value that cannot be decrypted is placed at its own line.
+    #[test]
+    fn a_variables_error_points_at_the_variable() {
+        let text = "all:\n  vars:\n    a: 1\n    secret: !vault |\n      $ANSIBLE_VAULT;1.1;AES256\n      6162\n";
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct G {
+            vars: Vars,
+        }
+        let e = parse::<std::collections::BTreeMap<String, G>>("inv.yml", text).unwrap_err();
+        assert!(e.message.starts_with("inv.yml:4:5: "), "{}", e.message);
+        assert!(
+            e.message.contains("variable `secret`: a !vault value:"),
+            "{}",
+            e.message
+        );
     }
 }
 
