@@ -223,7 +223,7 @@ fn a_terminal_shows_each_host_waiting_and_the_bar_moving() {
         "plain wait lines belong to pipes, not terminals"
     );
     // The bar counts outcomes as they come, so it moves while s3 waits for its turn.
-    let frames: Vec<&str> = run.stdout.split(" tasks").collect();
+    let frames: Vec<&str> = run.stdout.split(" steps").collect();
     let mut positions_while_s3_waits = std::collections::BTreeSet::new();
     for pair in frames.windows(2) {
         let position = pair[0]

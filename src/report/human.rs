@@ -62,7 +62,7 @@ impl Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} tasks  {msg}")
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
                 .expect("valid template")
                 .progress_chars("=> "),
         );
@@ -77,9 +77,18 @@ impl Progress {
     }
 
     /// Moves the bar by one outcome of `host`. An unreachable host reports
-    /// nothing more: what it would have reported counts as done.
+    /// nothing more: what it would have reported counts as done. A task
+    /// skipped by its `when:` was never work: it leaves the bar's length
+    /// instead of filling it, so what remains is what will run (during a
+    /// rollout, the restarts: the bar moves with each).
     fn count(&mut self, host: &str, status: Status) {
         let (expected, seen) = self.tasks.entry(host.to_owned()).or_default();
+        if status == Status::Skipped && *seen < *expected {
+            *expected -= 1;
+            let len = self.overall.length().unwrap_or(0);
+            self.overall.set_length(len.saturating_sub(1));
+            return;
+        }
         *seen += 1;
         if *seen > *expected {
             *expected = *seen;
