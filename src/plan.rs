@@ -455,14 +455,17 @@ pub fn plan(
         Some(path) => SshConfig::load(path)?,
         None => SshConfig::default_file()?,
     };
-    let limit = match &s.limit {
+    // A set: each play's hosts are checked against it in constant time.
+    let limit: Option<std::collections::HashSet<String>> = match &s.limit {
         Some(l) => Some(
             crate::input::inventory::pattern::select_with(inv, l, !s.allow_empty_limit)
-                .map_err(|e| InputError::new(format!("--limit: {e}")))?,
+                .map_err(|e| InputError::new(format!("--limit: {e}")))?
+                .into_iter()
+                .collect(),
         ),
         None => None,
     };
-    if limit.as_ref().is_some_and(Vec::is_empty) {
+    if limit.as_ref().is_some_and(|l| l.is_empty()) {
         return Err(InputError::new("--limit selects no host").into());
     }
     for (flag, tags) in [("--tags", &s.tags), ("--skip-tags", &s.skip_tags)] {
@@ -493,7 +496,7 @@ pub fn plan(
                 InputError::new(format!("{}: play `{}`: hosts: {e}", pb.path, play.name))
             })?;
         if let Some(l) = &limit {
-            names.retain(|n| l.contains(n));
+            names.retain(|n| l.contains(n.as_str()));
         }
         let mut hosts = Vec::new();
         // Names the play's templates, `when:`s and khard itself (to connect) use.

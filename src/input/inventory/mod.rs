@@ -26,6 +26,8 @@ pub struct Inventory {
     /// Hosts in the order they first appear in the inventory.
     pub hosts: Vec<Host>,
     pub groups: BTreeMap<String, Group>,
+    /// Host name → its index in `hosts` (a lookup per host keeps planning linear).
+    index: std::collections::HashMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -362,11 +364,20 @@ impl Inventory {
                 groups: groups_of_host,
             });
         }
-        Ok(Inventory { hosts, groups })
+        let index = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.clone(), i))
+            .collect();
+        Ok(Inventory {
+            hosts,
+            groups,
+            index,
+        })
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.name == name)
+        self.index.get(name).map(|&i| &self.hosts[i])
     }
 }
 
