@@ -580,3 +580,27 @@ fn limit_reads_a_retry_file() {
         "{err}"
     );
 }
+
+/// Namespace names reach manifests (the PSP era names a binding after
+/// each): anything Kubernetes would not take as a name is refused first.
+#[test]
+fn exempt_namespaces_must_be_namespace_names() {
+    for bad in [
+        r#"["system-upgrade", "x\ny: 1"]"#,
+        r#"["Shop"]"#,
+        r#"["-a"]"#,
+        r#""kube-system""#,
+    ] {
+        let vars = format!(r#"{{"cis_psa_exempt_namespaces": {bad}}}"#);
+        let (code, _, err) = khard(&[
+            "apply",
+            "--check",
+            "-i",
+            "inventories/localhost.yaml",
+            "-e",
+            &vars,
+        ]);
+        assert_eq!(code, 5, "{bad}: {err}");
+        assert!(err.contains("cis_psa_exempt_namespaces"), "{bad}: {err}");
+    }
+}

@@ -34,6 +34,56 @@ fn docs(text: &str) -> Vec<serde_yaml::Value> {
         .collect()
 }
 
+/// The PodSecurityPolicies a service-account group may `use` (RBAC as the
+/// PSP admission plugin asks it): through ClusterRoleBindings to the group,
+/// to `system:serviceaccounts` or to `system:authenticated`, each role's
+/// `use` on podsecuritypolicies by name.
+fn psps_usable_by(manifests: &[serde_yaml::Value], group: &str) -> Vec<serde_yaml::Value> {
+    let kind = |m: &serde_yaml::Value, k: &str| m["kind"].as_str() == Some(k);
+    let groups = [group, "system:serviceaccounts", "system:authenticated"];
+    let roles: Vec<&str> = manifests
+        .iter()
+        .filter(|m| kind(m, "ClusterRoleBinding"))
+        .filter(|b| {
+            b["subjects"].as_sequence().into_iter().flatten().any(|s| {
+                s["kind"].as_str() == Some("Group")
+                    && groups.contains(&s["name"].as_str().unwrap_or_default())
+            })
+        })
+        .filter_map(|b| b["roleRef"]["name"].as_str())
+        .collect();
+    let names: Vec<String> = manifests
+        .iter()
+        .filter(|m| {
+            kind(m, "ClusterRole")
+                && roles.contains(&m["metadata"]["name"].as_str().unwrap_or_default())
+        })
+        .flat_map(|r| r["rules"].as_sequence().cloned().unwrap_or_default())
+        .filter(|rule| {
+            rule["verbs"]
+                .as_sequence()
+                .is_some_and(|v| v.iter().any(|v| v == "use"))
+        })
+        .flat_map(|rule| {
+            rule["resourceNames"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect();
+    manifests
+        .iter()
+        .filter(|m| {
+            kind(m, "PodSecurityPolicy")
+                && m["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| names.iter().any(|x| x == n))
+        })
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
     let fleet = fleet();
@@ -117,6 +167,34 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
             .read("old", "/var/lib/rancher/k3s/server/psa.yaml")
             .is_none(),
         "psa.yaml on a 1.24 node"
+    );
+    // The PSA era's exempt namespaces may use the unrestricted PSP here too:
+    // system-upgrade-controller's privileged hostPath jobs are admitted.
+    let manifests: Vec<serde_yaml::Value> = ["policy.yaml", "cis-psp-exemptions.yaml"]
+        .iter()
+        .flat_map(|f| {
+            docs(
+                &fleet
+                    .read("old", &format!("/var/lib/rancher/k3s/server/manifests/{f}"))
+                    .unwrap_or_else(|| panic!("{f} on the 1.24 server")),
+            )
+        })
+        .collect();
+    let usable = psps_usable_by(&manifests, "system:serviceaccounts:system-upgrade");
+    assert!(
+        usable.iter().any(|p| {
+            p["spec"]["privileged"] == true
+                && p["spec"]["volumes"]
+                    .as_sequence()
+                    .is_some_and(|v| v.iter().any(|v| v == "*" || v == "hostPath"))
+        }),
+        "no PSP admits a privileged hostPath pod in system-upgrade: {usable:?}"
+    );
+    // A pod of another namespace gets only the restricted one.
+    let other = psps_usable_by(&manifests, "system:serviceaccounts:shop");
+    assert!(
+        other.iter().all(|p| p["spec"]["privileged"] != true),
+        "{other:?}"
     );
 
     // PSA eras: psa.yaml with a non-empty EventRateLimit, no PodSecurityPolicy anywhere.

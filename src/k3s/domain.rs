@@ -33,6 +33,16 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A Kubernetes namespace name (RFC 1123 label).
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 impl Domain for K3s {
     fn variables(&self) -> &'static [&'static str] {
         &[
@@ -80,6 +90,22 @@ impl Domain for K3s {
                 "host {host}: cis_benchmark `{named}` is not a benchmark khard knows{hint}; it knows {}",
                 self.benchmarks.join(", ")
             ));
+        }
+        // Namespace names go into manifests (the PSP era's exemptions name
+        // an object after each): only what Kubernetes accepts as a name.
+        if let Some(list) = vars.get("cis_psa_exempt_namespaces") {
+            let names = list.as_array().ok_or_else(|| {
+                format!("host {host}: cis_psa_exempt_namespaces must be a list of namespace names")
+            })?;
+            for n in names {
+                let name = text(n);
+                if !is_dns_label(&name) {
+                    return Err(format!(
+                        "host {host}: cis_psa_exempt_namespaces: `{}` is not a namespace name (lower-case letters, digits and `-`, at most 63)",
+                        crate::terminal::one_line(&name)
+                    ));
+                }
+            }
         }
         Ok(())
     }
