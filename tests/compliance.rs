@@ -496,6 +496,8 @@ fn every_benchmark_judges_its_managed_controls_before_and_after_an_apply() {
         ("v126", "v1.26.15+k3s1", "k3s-cis-1.8"),
         ("v127", "v1.27.16+k3s1", "k3s-cis-1.9"),
         ("v128", "v1.28.15+k3s1", "k3s-cis-1.10"),
+        // k3s#12164: v1.32.0-v1.32.3 leave the kubelet's read-only port open.
+        ("v1322", "v1.32.2+k3s1", "k3s-cis-1.12"),
         ("v133", "v1.33.5+k3s1", "k3s-cis-1.12"),
         ("v134", "v1.34.1+k3s1", "k3s-cis-2.0"),
     ];
@@ -533,9 +535,17 @@ fn every_benchmark_judges_its_managed_controls_before_and_after_an_apply() {
             "{host}: nothing managed fails before hardening"
         );
     }
+    assert_eq!(control(&before, "v1322", "4.2.4")["verdict"], "fail");
+    assert_eq!(control(&before, "v133", "4.2.4")["verdict"], "pass");
     let run = fleet.apply(&[]);
     assert_eq!(run.code, 0, "{}", run.all());
     let (_, after) = fleet.report(&[]);
+    assert_eq!(
+        control(&after, "v1322", "4.2.4")["verdict"],
+        "pass",
+        "{}",
+        control(&after, "v1322", "4.2.4")
+    );
     for host in nodes.iter().map(|n| n.0).chain(["a134"]) {
         for (id, verdict) in managed(&after, host) {
             assert!(
