@@ -350,3 +350,41 @@ fn a_critical_flag_on_a_units_command_line_counts_across_servers() {
         run.all()
     );
 }
+
+/// k3s >= 1.32 gives the kubelet `--config-dir` (agent/etc/kubelet.conf.d):
+/// an operator's drop-in there that turns anonymous requests on undoes
+/// k3s's default. The config check refuses it, naming the file, and the
+/// report fails 4.2.1 on it; on 1.31 the folder is not read (issue 28).
+#[test]
+fn a_kubelet_config_dropin_that_enables_anonymous_auth_is_caught() {
+    let fleet = Fleet::up(&["a1:agent:v1.33.5+k3s1", "a0:agent:v1.31.4+k3s1"]);
+    let run = fleet.apply(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dropin = "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/50-local.conf";
+    let open = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: true\n";
+    for host in ["a1", "a0"] {
+        put(&fleet, host, dropin, open);
+    }
+    let check = fleet.apply(&["--check"]);
+    assert_eq!(check.code, 3, "{}", check.all());
+    assert!(
+        check.stdout.contains(&format!(
+            "authentication.anonymous.enabled in {dropin} turns on anonymous requests to the kubelet (CIS 4.2.1)"
+        )),
+        "{}",
+        check.all()
+    );
+    assert!(
+        !check.stdout.contains("failed: [a0]"),
+        "1.31 reads no drop-ins: {}",
+        check.all()
+    );
+    let (_, doc) = fleet.report(&[]);
+    let c = control(&doc, "a1", "4.2.1");
+    assert_eq!(c["verdict"], "fail", "{c}");
+    assert!(
+        c["found"].as_str().unwrap().contains("50-local.conf"),
+        "{c}"
+    );
+    assert_eq!(control(&doc, "a0", "4.2.1")["verdict"], "pass");
+}

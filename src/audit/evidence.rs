@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use super::flags::{Flags, KUBELET_CONFIG_DIR, Node, component_flags, running_flags};
+use super::flags::{Flags, Node, component_flags, running_flags};
 use crate::facts::PENDING_DIR;
 use crate::facts::{Kind, Probe, RemoteState};
 use crate::k3s::config::{CONFIG_FILE_SINCE, DROPINS_READ_SINCE};
+use crate::k3s::kubelet_config;
 use crate::k3s::launch::Launch;
 use crate::k3s::version::K3sVersion;
 use crate::modules::sysctl_boot::{self, BootValue};
@@ -208,8 +209,7 @@ pub fn probe(role: &str, config: &str) -> Probe {
     p.content.insert(ETCD_CONFIG.to_owned());
     p.stat.extend(benchmark_files().iter().cloned());
     p.reads.insert(journal_command(role));
-    p.content_glob
-        .insert(format!("{KUBELET_CONFIG_DIR}/*.conf"));
+    kubelet_config::probe(&mut p);
     p.sysctl
         .extend(KERNEL_DEFAULTS.iter().map(|(k, _)| (*k).to_owned()));
     sysctl_boot::probe(&mut p);
@@ -261,7 +261,7 @@ impl Evidence {
         let node = parsed.map(|version| Node {
             version,
             embedded_etcd,
-            kubelet_dropins: kubelet_dropins(state),
+            kubelet_dropins: kubelet_config::dropins(state),
         });
         let mut flags = match &node {
             None => Err("the k3s version is unknown".to_owned()),
@@ -375,22 +375,6 @@ fn config_flags(
         )?
     };
     component_flags(&effective, node)
-}
-
-/// The operator's kubelet config drop-ins, in the kubelet's order (by
-/// name); k3s's own 00-k3s-defaults.conf is modelled by its defaults table.
-fn kubelet_dropins(state: &RemoteState) -> Vec<(String, String)> {
-    let defaults = format!("{KUBELET_CONFIG_DIR}/00-k3s-defaults.conf");
-    state
-        .content
-        .iter()
-        .filter(|(p, _)| {
-            p.starts_with(&format!("{KUBELET_CONFIG_DIR}/"))
-                && p.ends_with(".conf")
-                && **p != defaults
-        })
-        .map(|(p, text)| (p.clone(), String::from_utf8_lossy(text).into_owned()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::test_eval::Found;
 use crate::k3s::config::{Effective, Setting};
+use crate::k3s::kubelet_config;
 use crate::k3s::version::K3sVersion;
 
 type Version = K3sVersion;
@@ -82,87 +83,9 @@ pub struct Node {
     pub kubelet_dropins: Vec<(String, String)>,
 }
 
-/// The folder of kubelet config drop-ins k3s ≥ 1.32 passes as `--config-dir`.
-pub const KUBELET_CONFIG_DIR: &str = "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d";
-
-/// The first release whose kubelet reads `KUBELET_CONFIG_DIR`.
-pub const KUBELET_CONFIG_DIR_SINCE: &str = "v1.32.0";
-
-/// KubeletConfiguration fields (k8s.io/kubelet/config/v1beta1) and the
-/// flags they stand for, for the settings the benchmarks test.
-const KUBELET_CONFIG_FIELDS: &[(&str, &str)] = &[
-    ("authentication.anonymous.enabled", "anonymous-auth"),
-    ("authorization.mode", "authorization-mode"),
-    ("authentication.x509.clientCAFile", "client-ca-file"),
-    ("readOnlyPort", "read-only-port"),
-    (
-        "streamingConnectionIdleTimeout",
-        "streaming-connection-idle-timeout",
-    ),
-    ("protectKernelDefaults", "protect-kernel-defaults"),
-    ("makeIPTablesUtilChains", "make-iptables-util-chains"),
-    ("eventRecordQPS", "event-qps"),
-    ("tlsCertFile", "tls-cert-file"),
-    ("tlsPrivateKeyFile", "tls-private-key-file"),
-    ("rotateCertificates", "rotate-certificates"),
-    ("podPidsLimit", "pod-max-pids"),
-    ("seccompDefault", "seccomp-default"),
-];
-
-/// The kubelet settings of the operator's config drop-ins, as flags: later
-/// files win (the kubelet merges the folder in name order); a file that is
-/// not YAML is an error, as it is for the kubelet.
-fn kubelet_dropin_flags(node: &Node) -> Result<Vec<(String, String, String)>, String> {
-    let mut out = Vec::new();
-    for (path, text) in &node.kubelet_dropins {
-        crate::lang::yaml_bounds::check(text).map_err(|e| format!("{path}: {e}"))?;
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| format!("{path}: {e}"))?;
-        for (field, flag) in KUBELET_CONFIG_FIELDS {
-            let mut v = &doc;
-            for part in field.split('.') {
-                match v.get(part) {
-                    Some(next) => v = next,
-                    None => {
-                        v = &serde_yaml::Value::Null;
-                        break;
-                    }
-                }
-            }
-            let value = match v {
-                serde_yaml::Value::String(s) => s.clone(),
-                serde_yaml::Value::Bool(b) => b.to_string(),
-                serde_yaml::Value::Number(n) => n.to_string(),
-                _ => continue,
-            };
-            out.push(((*flag).to_owned(), value, format!("{field} in {path}")));
-        }
-        if let Some(suites) = doc.get("tlsCipherSuites").and_then(|s| s.as_sequence()) {
-            let list: Vec<&str> = suites.iter().filter_map(|s| s.as_str()).collect();
-            out.push((
-                "tls-cipher-suites".into(),
-                list.join(","),
-                format!("tlsCipherSuites in {path}"),
-            ));
-        }
-        if let Some(gates) = doc.get("featureGates").and_then(|g| g.as_mapping()) {
-            let list: Vec<String> = gates
-                .iter()
-                .filter_map(|(k, v)| Some(format!("{}={}", k.as_str()?, v.as_bool()?)))
-                .collect();
-            out.push((
-                "feature-gates".into(),
-                list.join(","),
-                format!("featureGates in {path}"),
-            ));
-        }
-    }
-    Ok(out)
-}
-
 /// Whether this node's kubelet reads the config drop-in folder.
 fn reads_kubelet_dropins(node: &Node) -> bool {
-    K3sVersion::parse(KUBELET_CONFIG_DIR_SINCE).is_some_and(|since| node.version >= since)
+    kubelet_config::reads_dropins(node.version)
 }
 
 /// The drop-ins' settings over a kubelet's defaults (command-line flags,
@@ -171,7 +94,7 @@ fn apply_kubelet_dropins(flags: &mut Flags, node: &Node) -> Result<(), String> {
     if !reads_kubelet_dropins(node) {
         return Ok(());
     }
-    for (flag, value, origin) in kubelet_dropin_flags(node)? {
+    for (flag, value, origin) in kubelet_config::settings(&node.kubelet_dropins)? {
         flags.insert(&flag, Found { value, origin });
     }
     Ok(())

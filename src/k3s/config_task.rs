@@ -105,6 +105,7 @@ impl Extension for Args {
         }
         let unit = super::unit_task::unit_name(&r.text(&self.unit)?)?;
         crate::k3s::config::probe_config(p, &unit, &config);
+        super::kubelet_config::probe(p);
         Ok(())
     }
 
@@ -210,7 +211,21 @@ impl ExtAction for Desired {
     fn diff(&self, state: &RemoteState) -> Result<Option<Change>, TaskError> {
         let (target, content, mode) = self.target(state)?;
         let effective = self.effective_with(state, &target, &content, &mode)?;
-        let conflicts = cfg::conflicts(&effective, &self.wanted, &target);
+        let mut conflicts = cfg::conflicts(&effective, &self.wanted, &target);
+        // k3s >= 1.32: the kubelet also reads its config drop-ins, where a
+        // file of the operator's can undo k3s's secure defaults.
+        if self
+            .version
+            .is_none_or(super::kubelet_config::reads_dropins)
+        {
+            let dropins = super::kubelet_config::dropins(state);
+            match super::kubelet_config::weakened(&dropins) {
+                Ok(found) => conflicts.extend(found),
+                Err(why) => conflicts.push(format!(
+                    "a kubelet config drop-in cannot be read ({why}), and the kubelet would not start with it"
+                )),
+            }
+        }
         if !conflicts.is_empty() {
             return Err(format!(
                 "the node's k3s configuration weakens the hardening: {}",

@@ -12,6 +12,7 @@ mod conformance;
 pub mod critical_flags;
 pub mod domain;
 pub mod facts;
+pub mod kubelet_config;
 pub mod launch;
 pub mod unit_task;
 pub mod validate;
