@@ -396,7 +396,7 @@ fn progress_in_a_terminal_plain_lines_without_one() {
     );
     let out = &tty.stdout;
     assert!(
-        out.contains("\x1b[") && out.contains(" tasks"),
+        out.contains("\x1b[") && out.contains(" steps"),
         "no progress drawn in a terminal: {out:?}"
     );
     assert!(out.contains("PLAY RECAP"), "{out}");
