@@ -75,6 +75,98 @@ pub fn inventory(a: &crate::cli::InventoryCommandArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// `khard merge`: the JSON documents of a run's shards as one run's (see
+/// `report::merge`): written in the format asked, with the exit code the
+/// whole run would have had.
+pub fn merge(a: &crate::cli::MergeArgs) -> Result<Exit> {
+    use crate::report::merge::{Merged, merge};
+    let mut docs = Vec::new();
+    for f in &a.files {
+        let name = f.display().to_string();
+        let text = crate::input::inventory::read_utf8(f)?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| crate::error::InputError::new(format!("{name}: {e}")))?;
+        docs.push((name, v));
+    }
+    let merged = merge(&docs).map_err(crate::error::InputError::new)?;
+    let gate = match a.fail_on {
+        crate::cli::FailOn::Scored => crate::report::compliance::Gate::Scored,
+        crate::cli::FailOn::Warn => crate::report::compliance::Gate::Warn,
+        crate::cli::FailOn::Unknown => crate::report::compliance::Gate::Unknown,
+    };
+    let mut out: Box<dyn Write + Send> = match &a.output_file {
+        Some(p) => Box::new(
+            std::fs::File::create(p)
+                .map_err(|e| crate::error::InputError::new(format!("-o {}: {e}", p.display())))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let code = match merged {
+        Merged::Compliance(audits) => {
+            let doc = crate::report::compliance::document(&audits);
+            match a.format {
+                crate::cli::ReportFormat::Json => {
+                    serde_json::to_writer_pretty(&mut out, &doc)?;
+                    writeln!(out)?;
+                }
+                crate::cli::ReportFormat::Html => {
+                    out.write_all(crate::report::compliance::page(&doc).as_bytes())?
+                }
+                crate::cli::ReportFormat::Human => crate::report::compliance::text(&doc, &mut out)?,
+            }
+            if let Some(j) = &a.junit {
+                std::fs::write(j, crate::report::junit::render_audits(&audits, gate))?;
+            }
+            crate::report::compliance::exit_code(&audits, gate)
+        }
+        Merged::Run(summary) => {
+            match a.format {
+                crate::cli::ReportFormat::Json => {
+                    serde_json::to_writer_pretty(&mut out, &summary)?;
+                    writeln!(out)?;
+                }
+                crate::cli::ReportFormat::Html => {
+                    return Err(crate::error::InputError::new(
+                        "--format html is for compliance reports; a run merges to text or json",
+                    )
+                    .into());
+                }
+                crate::cli::ReportFormat::Human => {
+                    use crate::report::Sink;
+                    let mut human = Human {
+                        verbose: 0,
+                        diff: false,
+                        quiet: false,
+                        color: false,
+                        out: std::mem::replace(&mut out, Box::new(std::io::sink())),
+                        progress: None,
+                        waits: Default::default(),
+                        tasks: Default::default(),
+                    };
+                    for e in &summary.events {
+                        human.event(e);
+                    }
+                    human
+                        .finish(&summary)
+                        .map_err(crate::error::InputError::new)?;
+                }
+            }
+            if let Some(j) = &a.junit {
+                std::fs::write(j, crate::report::junit::render(&summary))?;
+            }
+            summary.exit_code
+        }
+    };
+    out.flush()?;
+    Ok(match code {
+        0 => Exit::Ok,
+        2 => Exit::Drift,
+        3 => Exit::Failed,
+        4 => Exit::Unreachable,
+        _ => Exit::Interrupted,
+    })
+}
+
 /// The domain khard runs for: k3s, numbered by the benchmarks it knows.
 fn domain() -> Arc<dyn Domain> {
     Arc::new(K3s {

@@ -57,6 +57,14 @@ pub enum Command {
     ))]
     Inventory(InventoryCommandArgs),
 
+    /// Joins the JSON documents of a run's shards (--shard K/N) into one: one recap and exit code, or one compliance report
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  khard merge shard-*.json                         # the recap of the whole fleet; exit code as one run\n",
+        "  khard merge --format html -o report.html r*.json # the compliance report of every shard",
+    ))]
+    Merge(MergeArgs),
+
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -86,6 +94,29 @@ pub struct InventoryArgs {
     /// Extra variables, highest precedence: key=value, a YAML/JSON mapping, or @file.yaml
     #[arg(short, long = "extra-vars", value_name = "VARS")]
     pub extra_vars: Vec<String>,
+
+    /// Only shard K of N of the hosts (stable by host name): N CI jobs, one shard each; `khard merge` joins their JSON
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+}
+
+/// `--shard K/N`: 1 <= K <= N.
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not K/N (e.g. 2/3)"))?;
+    let (k, n): (u32, u32) = (
+        k.trim()
+            .parse()
+            .map_err(|_| format!("`{k}` is not a shard number"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number of shards"))?,
+    );
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("shard {k} of {n}: K counts from 1 to N"));
+    }
+    Ok((k, n))
 }
 
 /// How hosts are reached and logged in to (every command).
@@ -236,6 +267,30 @@ pub struct ApplyArgs {
     /// Output format on stdout
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+}
+
+/// `khard merge`: the shards' documents and what to write.
+#[derive(Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// The JSON documents (`khard apply|report --format json`) of every shard
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Output format: human text, one JSON document, or (a report) one HTML page
+    #[arg(long, value_enum, default_value_t = ReportFormat::Human)]
+    pub format: ReportFormat,
+
+    /// Write to FILE instead of stdout
+    #[arg(short, long = "output", value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+
+    /// Also write JUnit XML
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// For reports: what makes the merge exit 2 (as `khard report --fail-on`)
+    #[arg(long, value_enum, default_value_t = FailOn::Scored, value_name = "LEVEL")]
+    pub fail_on: FailOn,
 }
 
 /// `khard inventory`: what to show (one of --list, --host, --graph).

@@ -27,6 +27,7 @@ fn main() {
         Command::Apply(args) => Settings::from_args(&args).and_then(khard::app::apply),
         Command::Report(args) => Settings::from_report_args(&args).and_then(khard::app::report),
         Command::Inventory(args) => khard::app::inventory(&args),
+        Command::Merge(args) => khard::app::merge(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "khard", &mut std::io::stdout());

@@ -24,6 +24,8 @@ pub struct Options {
     pub ssh_config: Option<PathBuf>,
     pub limit: Option<String>,
     pub allow_empty_limit: bool,
+    /// --shard K/N: only the hosts of shard K (1-based) of N.
+    pub shard: Option<(u32, u32)>,
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
     pub start_at_task: Option<String>,
@@ -497,6 +499,9 @@ pub fn plan(
             })?;
         if let Some(l) = &limit {
             names.retain(|n| l.contains(n.as_str()));
+        }
+        if let Some((k, n)) = s.shard {
+            names.retain(|h| crate::report::merge::shard_of(h, n) == k - 1);
         }
         let mut hosts = Vec::new();
         // Names the play's templates, `when:`s and khard itself (to connect) use.

@@ -22,6 +22,8 @@ pub struct Settings {
     pub diff: bool,
     pub forks: usize,
     pub limit: Option<String>,
+    /// --shard K/N.
+    pub shard: Option<(u32, u32)>,
     /// --allow-empty-limit: terms of --limit may match nothing.
     pub allow_empty_limit: bool,
     pub tags: Vec<String>,
@@ -67,6 +69,7 @@ impl Settings {
             ssh_config: self.ssh_config.clone(),
             limit: self.limit.clone(),
             allow_empty_limit: self.allow_empty_limit,
+            shard: self.shard,
             tags: self.tags.clone(),
             skip_tags: self.skip_tags.clone(),
             start_at_task: self.start_at_task.clone(),
@@ -195,6 +198,7 @@ impl Settings {
                 other => other.map(str::to_owned),
             },
             allow_empty_limit: a.inventory.allow_empty_limit,
+            shard: a.inventory.shard,
             tags: a.tags.clone(),
             skip_tags: a.skip_tags.clone(),
             extra_vars,

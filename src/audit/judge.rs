@@ -12,7 +12,7 @@ use super::flags::Flags;
 use super::test_eval::{Found, passes};
 use crate::modules::sysctl_boot::BootValue;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,

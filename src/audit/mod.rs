@@ -16,18 +16,20 @@ pub mod flags;
 pub mod judge;
 pub mod test_eval;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use evidence::Evidence;
 use judge::{Verdict, judge};
 
 /// One control's verdict on one node, with everything a reader needs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ControlResult {
     pub id: String,
     pub title: String,
     pub section: String,
     pub verdict: Verdict,
+    /// Set from the verdict (also when read back from JSON).
+    #[serde(skip_deserializing)]
     pub label: &'static str,
     /// Whether the benchmark scores it (kube-bench prints an unscored failure as WARN).
     pub scored: bool,
@@ -52,7 +54,7 @@ pub struct Fix {
     pub variables: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Totals {
     pub total: usize,
     pub pass: usize,
@@ -94,7 +96,7 @@ impl Totals {
 }
 
 /// Every control of a node's benchmark, judged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeAudit {
     pub host: String,
     pub role: String,
@@ -108,7 +110,7 @@ pub struct NodeAudit {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SectionTotals {
     pub section: String,
     #[serde(flatten)]

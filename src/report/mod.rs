@@ -10,18 +10,19 @@ pub mod compliance;
 pub mod human;
 pub mod json;
 pub mod junit;
+pub mod merge;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Exit;
 use crate::modules::{Change, ContentDiff};
 use crate::secrets::{REDACTED, Redactor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
@@ -104,7 +105,7 @@ impl<'a> Outcome<'a> {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub host: String,
     pub play: String,
@@ -132,7 +133,7 @@ pub struct Event {
     pub duration_ms: u128,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Counts {
     pub ok: usize,
     pub changed: usize,
@@ -180,7 +181,7 @@ pub enum Wait {
 }
 
 /// Everything a run produced, for the final sinks.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub check: bool,
     pub events: Vec<Event>,
@@ -190,7 +191,7 @@ pub struct Summary {
     pub exit_code: i32,
     pub duration_ms: u128,
     /// `khard report`: every control of each node's benchmark, judged.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub audits: Vec<crate::audit::NodeAudit>,
 }
 
