@@ -111,7 +111,8 @@ pub fn dropins(state: &RemoteState) -> Vec<(String, String)> {
 
 /// Settings of the operator's drop-ins that undo what k3s's defaults give
 /// the CIS kubelet controls (khard's own kubelet flags are command-line
-/// flags, which no drop-in overrides): (setting, why), by file.
+/// flags, which no drop-in overrides), each as a sentence naming the file
+/// and the fix (docs/research/k3s-config-semantics.md K20).
 pub fn weakened(dropins: &[(String, String)]) -> Result<Vec<String>, String> {
     const WEAK: &[(&str, &str, &str)] = &[
         (
