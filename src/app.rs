@@ -89,11 +89,7 @@ pub fn merge(a: &crate::cli::MergeArgs) -> Result<Exit> {
         docs.push((name, v));
     }
     let merged = merge(&docs).map_err(crate::error::InputError::new)?;
-    let gate = match a.fail_on {
-        crate::cli::FailOn::Scored => crate::report::compliance::Gate::Scored,
-        crate::cli::FailOn::Warn => crate::report::compliance::Gate::Warn,
-        crate::cli::FailOn::Unknown => crate::report::compliance::Gate::Unknown,
-    };
+    let gate = crate::settings::gate(a.fail_on);
     let mut out: Box<dyn Write + Send> = match &a.output_file {
         Some(p) => Box::new(
             std::fs::File::create(p)
@@ -158,13 +154,7 @@ pub fn merge(a: &crate::cli::MergeArgs) -> Result<Exit> {
         }
     };
     out.flush()?;
-    Ok(match code {
-        0 => Exit::Ok,
-        2 => Exit::Drift,
-        3 => Exit::Failed,
-        4 => Exit::Unreachable,
-        _ => Exit::Interrupted,
-    })
+    Ok(Exit::from_run_code(code))
 }
 
 /// The domain khard runs for: k3s, numbered by the benchmarks it knows.
@@ -368,13 +358,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     } else {
         summary.exit_code
     };
-    Ok(match code {
-        0 => Exit::Ok,
-        2 => Exit::Drift,
-        3 => Exit::Failed,
-        4 => Exit::Unreachable,
-        _ => Exit::Interrupted,
-    })
+    Ok(Exit::from_run_code(code))
 }
 
 /// The variables the templates write as each flag's value, looked up once

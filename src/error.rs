@@ -23,6 +23,17 @@ impl Exit {
     pub fn code(self) -> i32 {
         self as i32
     }
+
+    /// The exit of a run whose outcome is `code` (as reports compute it).
+    pub fn from_run_code(code: i32) -> Exit {
+        match code {
+            0 => Exit::Ok,
+            2 => Exit::Drift,
+            3 => Exit::Failed,
+            4 => Exit::Unreachable,
+            _ => Exit::Interrupted,
+        }
+    }
 }
 
 /// An error in what the user gave khard: it names the file, line and column

@@ -137,11 +137,7 @@ impl Settings {
         s.output = r.output_file.clone();
         s.junit = r.junit.clone();
         s.exceptions = r.exceptions.clone();
-        s.gate = match r.fail_on {
-            crate::cli::FailOn::Scored => crate::report::compliance::Gate::Scored,
-            crate::cli::FailOn::Warn => crate::report::compliance::Gate::Warn,
-            crate::cli::FailOn::Unknown => crate::report::compliance::Gate::Unknown,
-        };
+        s.gate = gate(r.fail_on);
         Ok(s)
     }
 
@@ -236,6 +232,16 @@ impl Settings {
             list_tags: a.list_tags,
             syntax_check: a.syntax_check,
         })
+    }
+}
+
+/// `--fail-on` as the compliance report's gate.
+pub fn gate(fail_on: crate::cli::FailOn) -> crate::report::compliance::Gate {
+    use crate::report::compliance::Gate;
+    match fail_on {
+        crate::cli::FailOn::Scored => Gate::Scored,
+        crate::cli::FailOn::Warn => Gate::Warn,
+        crate::cli::FailOn::Unknown => Gate::Unknown,
     }
 }
 

@@ -604,3 +604,30 @@ fn exempt_namespaces_must_be_namespace_names() {
         assert!(err.contains("cis_psa_exempt_namespaces"), "{bad}: {err}");
     }
 }
+
+/// `--shard` takes K/N with 1 <= K <= N; anything else is refused by name.
+#[test]
+fn shard_typos_are_refused() {
+    for bad in ["0/3", "4/3", "1/0", "x", "1-3", "$(touch /tmp/x)/3"] {
+        let (code, _, err) = khard(&[
+            "apply",
+            "--list-hosts",
+            "-i",
+            "inventories/localhost.yaml",
+            "--shard",
+            bad,
+        ]);
+        assert_eq!(code, 5, "{bad}: {err}");
+        assert!(err.contains("--shard"), "{bad}: {err}");
+    }
+    let (code, out, err) = khard(&[
+        "apply",
+        "--list-hosts",
+        "-i",
+        "inventories/localhost.yaml",
+        "--shard",
+        "1/1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("localhost"), "{out}");
+}

@@ -352,6 +352,39 @@ mod tests {
         assert!(!page.contains("http://") && !page.contains("https://"));
     }
 
+    /// An exception's reason and signer are the operator's text: a newline
+    /// or shell syntax in them cannot forge a line of the text report.
+    #[test]
+    fn exception_text_cannot_forge_a_report_line() {
+        use crate::audit::exceptions::{Exception, apply};
+        use crate::audit::judge::Verdict;
+        let ev = crate::audit::evidence::Evidence::unavailable("server", "test");
+        let mut audit = crate::audit::audit_node("s1", Some("k3s-cis-1.10"), &ev, &|_| {
+            crate::audit::Fix::default()
+        });
+        audit.controls[20].verdict = Verdict::Fail;
+        let id = audit.controls[20].id.clone();
+        audit.recount();
+        let e = Exception {
+            control: id,
+            nodes: "*".into(),
+            benchmark: None,
+            reason: "ok\n[PASS] 9.9.9 forged $(touch /tmp/x)".into(),
+            expires: "2999-01-01".into(),
+            accepted_by: "\"quoted\" 'name'".into(),
+            line: 1,
+        };
+        apply(&mut audit, &[e], "2026-12-07");
+        let mut out = Vec::new();
+        text(&document(&[audit]), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("\n[PASS] 9.9.9"), "{out}");
+        assert!(
+            out.contains("ok\\n[PASS] 9.9.9 forged $(touch /tmp/x)"),
+            "{out}"
+        );
+    }
+
     #[test]
     fn values_from_nodes_stay_on_one_line() {
         assert_eq!(
