@@ -68,6 +68,13 @@ pub trait Domain: Send + Sync {
     /// unknown on this host (None: the error says it well enough).
     fn explain(&self, vars: &Vars, error: &TaskError) -> Option<String>;
 
+    /// Whether a task failed with `error` only because the node could not
+    /// tell something it needs (check mode reports it unknown: drift that
+    /// cannot be judged, not a failure).
+    fn unknown_on_node(&self, _vars: &Vars, _error: &TaskError) -> bool {
+        false
+    }
+
     /// A label the report shows for the host (the benchmark it is numbered by).
     fn label(&self, vars: &Vars) -> Option<String>;
 

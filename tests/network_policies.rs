@@ -252,9 +252,19 @@ fn documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The cluster with pod network 10.NET.0.0/16 (k3s's default NET is 42;
+/// `cluster-cidr` moves it).
+fn in_network(mut src: Src, net: u8) -> Src {
+    let [a, _, c, d] = src.ip.octets();
+    src.ip = Ipv4Addr::new(a, net, c, d);
+    src
+}
+
 /// Every flow k3s needs (allowed) and the cross-namespace pod flows CIS
-/// 5.3.2 isolates (denied).
-fn check_matrix(era: &str, policies: &[Value]) {
+/// 5.3.2 isolates (denied), in the pod network 10.NET.0.0/16.
+fn check_matrix(era: &str, policies: &[Value], net: u8) {
+    let find = |name: &str| in_network(find(name), net);
+    let node_source = |node: usize| in_network(node_source(node), net);
     let ok = [
         (
             "DNS from another namespace",
@@ -321,7 +331,7 @@ fn check_matrix(era: &str, policies: &[Value]) {
             9153,
         ),
         (
-            "another namespace to Traefik's pod directly",
+            "another namespace to local-path-provisioner's other port",
             find("untrusted"),
             find("local-path-provisioner"),
             9000,
@@ -347,40 +357,159 @@ fn check_matrix(era: &str, policies: &[Value]) {
     assert!(wrong.is_empty(), "{era}:\n{}", wrong.join("\n"));
 }
 
+fn read_policies(fleet: &Fleet, host: &str, files: &[&str]) -> Vec<Value> {
+    files
+        .iter()
+        .flat_map(|f| {
+            documents(
+                &fleet
+                    .read(host, &format!("/var/lib/rancher/k3s/server/manifests/{f}"))
+                    .unwrap_or_else(|| panic!("{f} on {host}")),
+            )
+        })
+        .collect()
+}
+
+const PSA_FILES: &[&str] = &["cis-network-policies.yaml"];
+const PSP_FILES: &[&str] = &["policy.yaml", "cis-network-allowances.yaml"];
+
+/// The fleet's API state: the nodes as `k3s kubectl get nodes` lists them.
+fn api_nodes(fleet: &Fleet) -> std::path::PathBuf {
+    fleet.host_dir("psa").join("../../api/nodes")
+}
+
+/// By default (`cis_netpol_node_cidrs: auto`) the policies admit the nodes
+/// the cluster's API lists, each by its flannel address and InternalIP: every
+/// flow k3s needs works and other namespaces' pods stay out, in both eras.
 #[test]
 fn the_policies_allow_what_k3s_needs_and_isolate_namespaces_in_both_eras() {
     let fleet = Fleet::up(&["psa:server:v1.30.6+k3s1", "psp:server:v1.24.17+k3s1"]);
-    // The nodes' own flannel addresses (the first two addresses of each pod
-    // CIDR, never given to pods), as docs/network-policies.md advises.
+    let run = fleet.apply(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let psa = read_policies(&fleet, "psa", PSA_FILES);
+    check_matrix("PSA era", &psa, 42);
+    check_matrix("PSP era", &read_policies(&fleet, "psp", PSP_FILES), 42);
+    let text = fleet
+        .read(
+            "psa",
+            "/var/lib/rancher/k3s/server/manifests/cis-network-policies.yaml",
+        )
+        .unwrap();
+    for source in [
+        "10.42.0.0/32",
+        "10.42.1.0/32",
+        "127.0.1.1/32",
+        "127.0.1.2/32",
+    ] {
+        assert!(
+            text.contains(&format!("cidr: \"{source}\"")),
+            "{source}:\n{text}"
+        );
+    }
+    assert!(!text.contains("10.42.0.0/16"), "{text}");
+    // The operator may still choose the pod network as a whole: the
+    // evaluator sees every pod admitted, which is why it is not the default.
     let run = fleet.apply(&[
+        "--limit",
+        "psa",
         "-e",
-        r#"{"cis_netpol_node_cidrs": ["10.42.0.0/31", "10.42.1.0/31"]}"#,
+        r#"{"cis_netpol_node_cidrs": ["10.42.0.0/16"]}"#,
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let read = |host: &str, files: &[&str]| -> Vec<Value> {
-        files
-            .iter()
-            .flat_map(|f| {
-                documents(
-                    &fleet
-                        .read(host, &format!("/var/lib/rancher/k3s/server/manifests/{f}"))
-                        .unwrap_or_else(|| panic!("{f} on {host}")),
-                )
-            })
-            .collect()
-    };
-    check_matrix("PSA era", &read("psa", &["cis-network-policies.yaml"]));
+    let wide = read_policies(&fleet, "psa", PSA_FILES);
+    assert!(allowed(&wide, &find("untrusted"), &find("web"), 8080));
+}
+
+/// A cluster with `cluster-cidr: 10.52.0.0/16`: the nodes' pod CIDRs are in
+/// it, so are the admitted addresses, and the matrix holds in that network.
+/// A node that joins changes the policies on the next run (drift in check
+/// mode first); with the API down nothing is written and the task says why.
+#[test]
+fn a_custom_cluster_cidr_and_a_new_node_follow_the_cluster() {
+    let fleet = Fleet::up(&["psa:server:v1.30.6+k3s1", "psp:server:v1.24.17+k3s1"]);
+    std::fs::write(
+        api_nodes(&fleet),
+        "10.52.0.0/24 127.0.1.1 10.52.1.0/24 127.0.1.2 \n",
+    )
+    .unwrap();
+    // As k3s-ansible writes it: the cluster's network in config.yaml.
+    for host in ["psa", "psp"] {
+        let config = fleet.path(host, "/etc/rancher/k3s/config.yaml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(
+            &config,
+            "cluster-cidr: 10.52.0.0/16\nservice-cidr: 10.53.0.0/16\n",
+        )
+        .unwrap();
+    }
+    let run = fleet.apply(&[]);
+    assert_eq!(run.code, 0, "{}", run.all());
     check_matrix(
-        "PSP era",
-        &read("psp", &["policy.yaml", "cis-network-allowances.yaml"]),
+        "PSA era, 10.52/16",
+        &read_policies(&fleet, "psa", PSA_FILES),
+        52,
     );
-    // The role's default (the whole 10.42.0.0/16) admits every pod into the
-    // covered namespaces: the evaluator sees it. Deriving the nodes' own
-    // addresses by default is issue 28's open part.
+    check_matrix(
+        "PSP era, 10.52/16",
+        &read_policies(&fleet, "psp", PSP_FILES),
+        52,
+    );
+    assert!(
+        !read_policies(&fleet, "psa", PSA_FILES)
+            .iter()
+            .any(|p| serde_yaml::to_string(p).unwrap().contains("10.42.")),
+        "nothing of the default network is left"
+    );
+    let check = fleet.apply(&["--check"]);
+    assert_eq!(check.code, 0, "no drift after apply: {}", check.all());
+
+    // A third node joins: check mode shows the drift, apply admits it.
+    std::fs::write(
+        api_nodes(&fleet),
+        "10.52.0.0/24 127.0.1.1 10.52.1.0/24 127.0.1.2 10.52.2.0/24 127.0.1.3 \n",
+    )
+    .unwrap();
+    let check = fleet.apply(&["--check", "--limit", "psa"]);
+    assert_eq!(check.code, 2, "drift: {}", check.all());
+    assert_eq!(check.count("psa", "changed"), 1, "{}", check.all());
     let run = fleet.apply(&["--limit", "psa"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let default = read("psa", &["cis-network-policies.yaml"]);
-    assert!(allowed(&default, &find("untrusted"), &find("web"), 8080));
+    let policies = fleet
+        .read(
+            "psa",
+            "/var/lib/rancher/k3s/server/manifests/cis-network-policies.yaml",
+        )
+        .unwrap();
+    assert!(policies.contains("cidr: \"10.52.2.0/32\""), "{policies}");
+
+    // The API does not answer: check mode cannot judge the policy (unknown,
+    // which is drift, not "no drift"), apply refuses to write it (failed);
+    // the file stays as it was, and both say why.
+    std::fs::write(
+        fleet.host_dir("psa").join("state/down_until"),
+        "9000000000000000000\n",
+    )
+    .unwrap();
+    for (mode, code, status) in [("--check", 2, "unknown"), ("--diff", 3, "failed")] {
+        let run = fleet.apply(&["--limit", "psa", mode]);
+        assert_eq!(run.code, code, "{mode}: {}", run.all());
+        assert!(
+            run.stdout
+                .contains(&format!("{status}: [psa] CIS NetworkPolicies"))
+                && run
+                    .stdout
+                    .contains("are unknown: the cluster's API did not answer"),
+            "{mode}: {}",
+            run.all()
+        );
+        let now = fleet
+            .read(
+                "psa",
+                "/var/lib/rancher/k3s/server/manifests/cis-network-policies.yaml",
+            )
+            .unwrap();
+        assert_eq!(now, policies, "{mode}: untouched");
+    }
 }
 
 /// The evaluator itself: isolation only once selected, ipBlock except,

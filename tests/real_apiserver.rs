@@ -57,6 +57,7 @@ fn a_real_kube_apiserver_runs_with_what_khard_wrote() {
             .arg(&args_file)
             .arg(&manifests)
             .env("KHARD_SECRETS_ENCRYPTION", "true")
+            .env("KHARD_NODES_OUTPUT", nodes_output())
             .output()
             .expect("scripts/kube/smoke runs");
     let (stdout, stderr) = (
@@ -73,6 +74,7 @@ fn a_real_kube_apiserver_runs_with_what_khard_wrote() {
         "ok   privileged pod admitted in kube-system (exempt)",
         "ok   Service with externalIPs refused (DenyServiceExternalIPs)",
         "ok   Secret stored encrypted in etcd",
+        "ok   kubectl lists the nodes' pod CIDRs and InternalIPs on one line",
         "ok   audit log grows",
         "ok   cis-network-policies.yaml accepted by a server-side dry run",
     ] {
@@ -82,4 +84,17 @@ fn a_real_kube_apiserver_runs_with_what_khard_wrote() {
     // The audit log khard's flags name is where khard made its folder.
     let log = fleet.path("s1", "/var/lib/rancher/k3s/server/logs/audit.log");
     assert!(std::fs::metadata(&log).unwrap().len() > 0);
+}
+
+/// The `-o` argument of khard's node-address fact (FACT_COMMAND in
+/// src/k3s/node_cidrs.rs, a Rust string), as its shell passes it.
+fn nodes_output() -> String {
+    let source = include_str!("../src/k3s/node_cidrs.rs");
+    let command = source
+        .split("pub const FACT_COMMAND: &str = \"")
+        .nth(1)
+        .expect("FACT_COMMAND");
+    let start = command.find("-o '").expect("-o in the fact") + 4;
+    let len = command[start..].find('\'').expect("closing quote");
+    command[start..start + len].replace("\\\"", "\"")
 }

@@ -33,6 +33,8 @@ pub(super) struct Known<'a> {
     pub state: &'a crate::facts::RemoteState,
     /// What the probe asked, to check that a task's needs were covered.
     pub probed: &'a Probe,
+    /// `--check`: a task that needs what the node could not tell is unknown, not failed.
+    pub check: bool,
 }
 
 pub(super) fn diff_task(
@@ -48,6 +50,7 @@ pub(super) fn diff_task(
         ctx,
         state,
         probed,
+        check,
     } = *known;
     let explain = |e: TaskError| domain.explain(vars, &e).unwrap_or_else(|| e.to_string());
     let step = |status, change, message: Option<String>| Step {
@@ -76,7 +79,14 @@ pub(super) fn diff_task(
     };
     let mut action = match task.module.render(&r) {
         Ok(a) => a,
-        Err(e) => return step(Status::Failed, None, Some(explain(e))),
+        Err(e) => {
+            let status = if check && domain.unknown_on_node(vars, &e) {
+                Status::Unknown
+            } else {
+                Status::Failed
+            };
+            return step(status, None, Some(explain(e)));
+        }
     };
     // A file that holds a secret is readable by its owner only, whatever the task says.
     if let Action::File(f) = &mut action
@@ -189,6 +199,7 @@ impl Runner {
             ctx: &ctx,
             state: &probed.state,
             probed: &probed.probe,
+            check: self.options.check,
         };
         // Every selected task gets a step: those after a failure, or after
         // Ctrl-C, are reported as not run with the reason.

@@ -13,6 +13,7 @@ use crate::facts::{Probe, RemoteState};
 use crate::k3s::config::{CONFIG_FILE_SINCE, Effective};
 use crate::k3s::critical_flags::{self, ServerConfig};
 use crate::k3s::facts::{self, AGENT_GROUPS, PROBED, SERVER_GROUPS};
+use crate::k3s::node_cidrs;
 use crate::k3s::version::K3sVersion;
 use crate::modules::error::TaskError;
 
@@ -30,6 +31,14 @@ fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// `cis_netpol_node_cidrs: auto` is known only once a server answered: the
+/// preflight renders with a stand-in list.
+fn preflight_node_cidrs(vars: &mut Vars) {
+    if vars.get(node_cidrs::VARIABLE).and_then(Value::as_str) == Some(node_cidrs::AUTO) {
+        vars.insert(node_cidrs::VARIABLE.into(), node_cidrs::preflight_value());
     }
 }
 
@@ -107,6 +116,9 @@ impl Domain for K3s {
                 }
             }
         }
+        if let Some(v) = vars.get(node_cidrs::VARIABLE) {
+            node_cidrs::check(v).map_err(|e| format!("host {host}: {e}"))?;
+        }
         Ok(())
     }
 
@@ -134,6 +146,7 @@ impl Domain for K3s {
                 }
             }
             for mut with in sets {
+                preflight_node_cidrs(&mut with);
                 if facts::add_version_facts(&mut with, v).is_ok() && !out.contains(&with) {
                     out.push(with);
                 }
@@ -144,13 +157,16 @@ impl Domain for K3s {
 
     fn assumed_facts(&self, vars: &Vars) -> Vars {
         let mut out = vars.clone();
+        preflight_node_cidrs(&mut out);
         let version = vars
             .get("k3s_version")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| format!("v1.{}.0+k3s1", facts::NEWEST_MINOR));
         if facts::add_version_facts(&mut out, &version).is_err() {
-            return vars.clone();
+            let mut out = vars.clone();
+            preflight_node_cidrs(&mut out);
+            return out;
         }
         out
     }
@@ -159,6 +175,9 @@ impl Domain for K3s {
         probe
             .facts
             .insert("k3s_version".into(), VERSION_FACT.into());
+        probe
+            .facts
+            .insert(node_cidrs::FACT.into(), node_cidrs::FACT_COMMAND.into());
     }
 
     /// The version k3s reports on the node decides. A pinned `k3s_version`
@@ -169,6 +188,21 @@ impl Domain for K3s {
     /// its tasks, so nothing at all is written to it.
     fn with_facts(&self, vars: &Vars, state: &RemoteState) -> Result<Vars, String> {
         let mut out = vars.clone();
+        // `auto`: the nodes' addresses as the cluster reports them now, so a
+        // node that joined changes the policies on the next run; unknown
+        // leaves the variable undefined, and the tasks that need it fail
+        // with the reason (`explain`) rather than admit the pod network.
+        if vars.get(node_cidrs::VARIABLE).and_then(Value::as_str) == Some(node_cidrs::AUTO) {
+            out.remove(node_cidrs::VARIABLE);
+            match node_cidrs::derive(state.facts.get(node_cidrs::FACT).map(String::as_str)) {
+                Ok(list) => {
+                    out.insert(node_cidrs::VARIABLE.into(), Value::from(list));
+                }
+                Err(why) => {
+                    out.insert(node_cidrs::UNKNOWN_REASON.into(), Value::from(why));
+                }
+            }
+        }
         let pinned = vars.get("k3s_version").map(text);
         let running = state.facts.get("k3s_version");
         let version = match (running, pinned) {
@@ -208,7 +242,22 @@ impl Domain for K3s {
         PROBED
     }
 
+    fn unknown_on_node(&self, vars: &Vars, error: &TaskError) -> bool {
+        error.undefined_var() == Some(node_cidrs::VARIABLE)
+            && vars.contains_key(node_cidrs::UNKNOWN_REASON)
+    }
+
     fn explain(&self, vars: &Vars, error: &TaskError) -> Option<String> {
+        if error.undefined_var() == Some(node_cidrs::VARIABLE)
+            && let Some(why) = vars.get(node_cidrs::UNKNOWN_REASON).and_then(Value::as_str)
+        {
+            return Some(format!(
+                "the nodes' addresses the NetworkPolicies admit ({} is `{}`) are unknown: {why}. khard writes no policy without them: leaving them out would cut the other nodes off, and the pod network instead would admit every pod. Start k3s and run again, or set {} to the nodes' flannel addresses (docs/network-policies.md)",
+                node_cidrs::VARIABLE,
+                node_cidrs::AUTO,
+                node_cidrs::VARIABLE
+            ));
+        }
         let missing_fact = error.undefined_var().is_some_and(|v| PROBED.contains(&v));
         if vars.contains_key("k3s_era") || !missing_fact {
             return None;

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod facts;
 pub mod kubelet_config;
 pub mod launch;
+pub mod node_cidrs;
 pub mod unit_task;
 pub mod validate;
 pub mod version;

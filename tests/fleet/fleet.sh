@@ -49,7 +49,7 @@
 #                      bastion's veth address with --bastion)
 #   hosts.tsv          NAME<TAB>ADDR<TAB>ROLE<TAB>VERSION (empty: no k3s)<TAB>HOSTDIR
 #   api/               the cluster's API state, shared by every host's k3s shim
-#                      (the fleet is one cluster): sa.NS.NAME
+#                      (the fleet is one cluster): sa.NS.NAME, nodes (every node's pod CIDR and InternalIP, as `k3s kubectl get nodes` prints them for khard)
 #   inventory.yaml     Ansible inventory: k3s_cluster -> server/agent groups
 #   netns              the netns name (only with --netns, removed by down)
 #   bastion            NAME<TAB>VETH_ADDR of the bastion (only with --bastion)
@@ -141,6 +141,10 @@ k3s_data() {
 		echo "fleet placeholder" >"$d/agent/$f" && chmod 0600 "$d/agent/$f"
 	done
 	[[ $role == server ]] || return 0
+	# The admin kubeconfig a server writes (write-kubeconfig), which `k3s kubectl` reads.
+	local kc=${d%/var/lib/rancher/k3s}/etc/rancher/k3s/k3s.yaml
+	mkdir -p "${kc%/*}"
+	echo "fleet placeholder" >"$kc" && chmod 0600 "$kc"
 	mkdir -p "$d/server/cred" "$d/server/tls"
 	for f in admin controller scheduler api-server cloud-controller supervisor; do
 		echo "fleet placeholder" >"$d/server/cred/$f.kubeconfig" && chmod 0600 "$d/server/cred/$f.kubeconfig"
@@ -417,7 +421,7 @@ cmd_up() {
 	fi
 
 	# Per-host files, written with builtins (forks are what costs at 200 hosts).
-	local i h addr name tab dirs=() shims=() kv tsv='' inv_s='' inv_a=''
+	local i h addr name tab dirs=() shims=() kv tsv='' inv_s='' inv_a='' nodes=''
 	local -a ADDRS=() HDIRS=()
 	for i in "${!NAMES[@]}"; do
 		ADDRS[i]=127.0.$((i / 250 + 1)).$((i % 250 + 1))
@@ -470,6 +474,9 @@ cmd_up() {
 			: >"$h/log/k3s.log"
 			shims+=("$h/fs/usr/local/bin/k3s")
 			ln -s k3s "$h/fs/usr/local/bin/curl" # the kubelet healthz probe of agents
+			# The node as the API lists it: its pod CIDR (flannel's lease, a /24
+			# per node) and InternalIP.
+			nodes+="10.$((42 + i / 256)).$((i % 256)).0/24 $addr "
 		fi
 		tsv+="$name	$addr	${ROLES[i]}	$v	$h"$'\n'
 		if [[ ${ROLES[i]} == server ]]; then
@@ -480,6 +487,7 @@ cmd_up() {
 	done
 	chmod 0755 "${shims[@]}"
 	printf '%s' "$tsv" >"$dir/hosts.tsv"
+	printf '%s\n' "$nodes" >"$dir/api/nodes"
 	{
 		echo "k3s_cluster:"
 		echo "  children:"
