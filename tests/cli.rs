@@ -585,13 +585,40 @@ fn limit_reads_a_retry_file() {
 /// each): anything Kubernetes would not take as a name is refused first.
 #[test]
 fn exempt_namespaces_must_be_namespace_names() {
+    for variable in ["cis_psa_exempt_namespaces", "cis_psp_servicelb_namespaces"] {
+        for bad in [
+            r#"["system-upgrade", "x\ny: 1"]"#,
+            r#"["Shop"]"#,
+            r#"["-a"]"#,
+            r#""kube-system""#,
+        ] {
+            let vars = format!(r#"{{"{variable}": {bad}}}"#);
+            let (code, _, err) = khard(&[
+                "apply",
+                "--check",
+                "-i",
+                "inventories/localhost.yaml",
+                "-e",
+                &vars,
+            ]);
+            assert_eq!(code, 5, "{bad}: {err}");
+            assert!(err.contains(variable), "{bad}: {err}");
+        }
+    }
+}
+
+/// `cis_netpol_node_cidrs` is `auto` or CIDRs: a typo or a shell word is
+/// refused by name before any host is contacted.
+#[test]
+fn node_cidrs_must_be_auto_or_cidrs() {
     for bad in [
-        r#"["system-upgrade", "x\ny: 1"]"#,
-        r#"["Shop"]"#,
-        r#"["-a"]"#,
-        r#""kube-system""#,
+        r#""10.42.0.0/16""#,
+        r#"["10.42.0.0"]"#,
+        r#"["10.42.0.0/33"]"#,
+        r#"["$(touch /tmp/khard-x)/32"]"#,
+        r#""Auto""#,
     ] {
-        let vars = format!(r#"{{"cis_psa_exempt_namespaces": {bad}}}"#);
+        let vars = format!(r#"{{"cis_netpol_node_cidrs": {bad}}}"#);
         let (code, _, err) = khard(&[
             "apply",
             "--check",
@@ -601,8 +628,9 @@ fn exempt_namespaces_must_be_namespace_names() {
             &vars,
         ]);
         assert_eq!(code, 5, "{bad}: {err}");
-        assert!(err.contains("cis_psa_exempt_namespaces"), "{bad}: {err}");
+        assert!(err.contains("cis_netpol_node_cidrs"), "{bad}: {err}");
     }
+    assert!(!std::path::Path::new("/tmp/khard-x").exists());
 }
 
 /// `--shard` takes K/N with 1 <= K <= N; anything else is refused by name.

@@ -34,56 +34,6 @@ fn docs(text: &str) -> Vec<serde_yaml::Value> {
         .collect()
 }
 
-/// The PodSecurityPolicies a service-account group may `use` (RBAC as the
-/// PSP admission plugin asks it): through ClusterRoleBindings to the group,
-/// to `system:serviceaccounts` or to `system:authenticated`, each role's
-/// `use` on podsecuritypolicies by name.
-fn psps_usable_by(manifests: &[serde_yaml::Value], group: &str) -> Vec<serde_yaml::Value> {
-    let kind = |m: &serde_yaml::Value, k: &str| m["kind"].as_str() == Some(k);
-    let groups = [group, "system:serviceaccounts", "system:authenticated"];
-    let roles: Vec<&str> = manifests
-        .iter()
-        .filter(|m| kind(m, "ClusterRoleBinding"))
-        .filter(|b| {
-            b["subjects"].as_sequence().into_iter().flatten().any(|s| {
-                s["kind"].as_str() == Some("Group")
-                    && groups.contains(&s["name"].as_str().unwrap_or_default())
-            })
-        })
-        .filter_map(|b| b["roleRef"]["name"].as_str())
-        .collect();
-    let names: Vec<String> = manifests
-        .iter()
-        .filter(|m| {
-            kind(m, "ClusterRole")
-                && roles.contains(&m["metadata"]["name"].as_str().unwrap_or_default())
-        })
-        .flat_map(|r| r["rules"].as_sequence().cloned().unwrap_or_default())
-        .filter(|rule| {
-            rule["verbs"]
-                .as_sequence()
-                .is_some_and(|v| v.iter().any(|v| v == "use"))
-        })
-        .flat_map(|rule| {
-            rule["resourceNames"]
-                .as_sequence()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|n| n.as_str().map(str::to_owned))
-        .collect();
-    manifests
-        .iter()
-        .filter(|m| {
-            kind(m, "PodSecurityPolicy")
-                && m["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| names.iter().any(|x| x == n))
-        })
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
     let fleet = fleet();
@@ -180,22 +130,39 @@ fn each_node_gets_its_eras_content_and_the_report_turns_from_fail_to_pass() {
             )
         })
         .collect();
-    let usable = psps_usable_by(&manifests, "system:serviceaccounts:system-upgrade");
-    assert!(
-        usable.iter().any(|p| {
-            p["spec"]["privileged"] == true
+    let privileged = |names: &[String]| {
+        manifests.iter().any(|p| {
+            p["kind"] == "PodSecurityPolicy"
+                && names.iter().any(|n| p["metadata"]["name"] == n.as_str())
+                && p["spec"]["privileged"] == true
                 && p["spec"]["volumes"]
                     .as_sequence()
                     .is_some_and(|v| v.iter().any(|v| v == "*" || v == "hostPath"))
-        }),
-        "no PSP admits a privileged hostPath pod in system-upgrade: {usable:?}"
-    );
-    // A pod of another namespace gets only the restricted one.
-    let other = psps_usable_by(&manifests, "system:serviceaccounts:shop");
-    assert!(
-        other.iter().all(|p| p["spec"]["privileged"] != true),
-        "{other:?}"
-    );
+        })
+    };
+    // The upgrade jobs: created by the job controller, run as system-upgrade's account.
+    for user in [
+        ("kube-system", "job-controller"),
+        ("system-upgrade", "system-upgrade"),
+    ] {
+        let usable = psps_for(&manifests, "system-upgrade", user);
+        assert!(
+            privileged(&usable),
+            "no PSP admits a privileged hostPath pod of {user:?} in system-upgrade: {usable:?}"
+        );
+    }
+    // Anywhere else only the restricted one: for the namespace's own pods,
+    // and for the pods kube-system's controllers create there (Deployments,
+    // DaemonSets, Jobs), which a cluster-wide binding to kube-system's
+    // service accounts would have let through.
+    for user in [
+        ("shop", "default"),
+        ("kube-system", "replicaset-controller"),
+        ("kube-system", "daemon-set-controller"),
+    ] {
+        let usable = psps_for(&manifests, "shop", user);
+        assert!(!privileged(&usable), "{user:?} in shop: {usable:?}");
+    }
 
     // PSA eras: psa.yaml with a non-empty EventRateLimit, no PodSecurityPolicy anywhere.
     for host in ["new", "mid"] {
@@ -541,4 +508,150 @@ fn manifests_validate_against_the_kubernetes_schemas_of_their_era() {
             );
         }
     }
+}
+
+/// The PodSecurityPolicies the PSP admission plugin lets `user` give a pod
+/// in `namespace` (RBAC `use` on podsecuritypolicies, asked in the pod's
+/// namespace): ClusterRoleBindings anywhere and RoleBindings of that
+/// namespace, whose subjects name the user's service account or a group it
+/// is in (`system:serviceaccounts[:NS]`, `system:authenticated`).
+fn psps_for(manifests: &[serde_yaml::Value], namespace: &str, user: (&str, &str)) -> Vec<String> {
+    let kind = |m: &serde_yaml::Value, k: &str| m["kind"].as_str() == Some(k);
+    let groups = [
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{}", user.0),
+        "system:authenticated".to_owned(),
+    ];
+    let subject_is_user =
+        |binding: &serde_yaml::Value, s: &serde_yaml::Value| match s["kind"].as_str() {
+            Some("Group") => groups.iter().any(|g| s["name"].as_str() == Some(g)),
+            Some("ServiceAccount") => {
+                let ns = s["namespace"]
+                    .as_str()
+                    .or(binding["metadata"]["namespace"].as_str());
+                ns == Some(user.0) && s["name"].as_str() == Some(user.1)
+            }
+            _ => false,
+        };
+    let roles: Vec<&str> = manifests
+        .iter()
+        .filter(|b| {
+            kind(b, "ClusterRoleBinding")
+                || (kind(b, "RoleBinding")
+                    && b["metadata"]["namespace"].as_str() == Some(namespace))
+        })
+        .filter(|b| {
+            b["subjects"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|s| subject_is_user(b, s))
+        })
+        .filter_map(|b| b["roleRef"]["name"].as_str())
+        .collect();
+    manifests
+        .iter()
+        .filter(|m| {
+            kind(m, "ClusterRole")
+                && roles.contains(&m["metadata"]["name"].as_str().unwrap_or_default())
+        })
+        .flat_map(|r| r["rules"].as_sequence().cloned().unwrap_or_default())
+        .filter(|rule| {
+            rule["verbs"]
+                .as_sequence()
+                .is_some_and(|v| v.iter().any(|v| v == "use"))
+        })
+        .flat_map(|rule| {
+            rule["resourceNames"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Does PodSecurityPolicy `name` admit a ServiceLB pod (NET_ADMIN, a host port)?
+fn admits_servicelb(manifests: &[serde_yaml::Value], name: &str) -> bool {
+    manifests.iter().any(|m| {
+        m["kind"] == "PodSecurityPolicy"
+            && m["metadata"]["name"] == name
+            && (m["spec"]["privileged"] == true
+                || (m["spec"]["allowedCapabilities"]
+                    .as_sequence()
+                    .is_some_and(|c| c.iter().any(|c| c == "NET_ADMIN" || c == "*"))
+                    && m["spec"]["hostPorts"]
+                        .as_sequence()
+                        .is_some_and(|p| !p.is_empty())))
+    })
+}
+
+/// k3s before v1.23.8 runs a LoadBalancer Service's ServiceLB pods in the
+/// Service's namespace: there the DaemonSet controller (k3s's
+/// kube-controller-manager uses service-account credentials) may give them
+/// the svclb-psp; nobody else gets it, and releases that run them in
+/// kube-system get no such binding.
+#[test]
+fn servicelb_pods_in_a_services_namespace_are_admitted_on_releases_before_the_move() {
+    let fleet = Fleet::up(&["early:server:v1.23.6+k3s1", "moved:server:v1.23.8+k3s1"]);
+    let run = fleet.apply(&[
+        "-e",
+        r#"{"cis_psp_servicelb_namespaces": ["default", "shop"]}"#,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let manifests = |host: &str| -> Vec<serde_yaml::Value> {
+        [
+            "policy.yaml",
+            "cis-psp-exemptions.yaml",
+            "cis-svclb-psp.yaml",
+        ]
+        .iter()
+        .flat_map(|f| {
+            docs(
+                &fleet
+                    .read(host, &format!("/var/lib/rancher/k3s/server/manifests/{f}"))
+                    .unwrap_or_else(|| panic!("{f} on {host}")),
+            )
+        })
+        .collect()
+    };
+    let early = manifests("early");
+    let controller = ("kube-system", "daemon-set-controller");
+    for ns in ["default", "shop"] {
+        let usable = psps_for(&early, ns, controller);
+        assert!(
+            usable.iter().any(|p| admits_servicelb(&early, p)),
+            "svclb pods refused in {ns}: {usable:?}"
+        );
+    }
+    // Not in a namespace the operator did not list, and never for a user's own pods.
+    for (ns, user) in [
+        ("other", controller),
+        ("default", ("default", "default")),
+        ("shop", ("shop", "app")),
+    ] {
+        let usable = psps_for(&early, ns, user);
+        assert!(
+            !usable.iter().any(|p| admits_servicelb(&early, p)),
+            "{user:?} in {ns}: {usable:?}"
+        );
+    }
+    // After the move the pods run in kube-system as the svclb account: no binding elsewhere.
+    let moved = manifests("moved");
+    assert!(
+        !psps_for(&moved, "default", controller)
+            .iter()
+            .any(|p| admits_servicelb(&moved, p))
+    );
+    assert!(
+        psps_for(&moved, "kube-system", ("kube-system", "svclb"))
+            .iter()
+            .any(|p| admits_servicelb(&moved, p))
+    );
+    let second = fleet.apply(&[
+        "-e",
+        r#"{"cis_psp_servicelb_namespaces": ["default", "shop"]}"#,
+    ]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert_eq!(second.count("early", "changed"), 0, "{}", second.all());
 }

@@ -102,15 +102,18 @@ impl Domain for K3s {
         }
         // Namespace names go into manifests (the PSP era's exemptions name
         // an object after each): only what Kubernetes accepts as a name.
-        if let Some(list) = vars.get("cis_psa_exempt_namespaces") {
+        for variable in ["cis_psa_exempt_namespaces", "cis_psp_servicelb_namespaces"] {
+            let Some(list) = vars.get(variable) else {
+                continue;
+            };
             let names = list.as_array().ok_or_else(|| {
-                format!("host {host}: cis_psa_exempt_namespaces must be a list of namespace names")
+                format!("host {host}: {variable} must be a list of namespace names")
             })?;
             for n in names {
                 let name = text(n);
                 if !is_dns_label(&name) {
                     return Err(format!(
-                        "host {host}: cis_psa_exempt_namespaces: `{}` is not a namespace name (lower-case letters, digits and `-`, at most 63)",
+                        "host {host}: {variable}: `{}` is not a namespace name (lower-case letters, digits and `-`, at most 63)",
                         crate::terminal::one_line(&name)
                     ));
                 }

@@ -80,6 +80,22 @@ pub fn apiserver_default_ciphers(version: &str) -> bool {
     }
 }
 
+/// Whether ServiceLB runs a LoadBalancer Service's pods in the Service's own
+/// namespace: until k3s moved them all to kube-system (k3s-io/k3s#5657,
+/// released in v1.24.2, backported as #5730 to v1.23.8 and to v1.22.11).
+pub fn servicelb_in_service_namespace(version: &str) -> bool {
+    let Some(v) = crate::k3s::version::K3sVersion::parse(version) else {
+        return false;
+    };
+    match v.minor {
+        m if m < 22 => true,
+        22 => v.patch < 11,
+        23 => v.patch < 8,
+        24 => v.patch < 2,
+        _ => false,
+    }
+}
+
 /// Adds k3s_version, k3s_minor and k3s_era from `version`; Err explains a version we cannot read.
 pub fn add_version_facts(vars: &mut Map<String, Value>, version: &str) -> Result<(), String> {
     let m = minor(version).ok_or_else(|| {
@@ -95,6 +111,10 @@ pub fn add_version_facts(vars: &mut Map<String, Value>, version: &str) -> Result
     vars.insert(
         "k3s_apiserver_default_ciphers".into(),
         Value::from(apiserver_default_ciphers(version)),
+    );
+    vars.insert(
+        "k3s_servicelb_in_service_namespace".into(),
+        Value::from(servicelb_in_service_namespace(version)),
     );
     Ok(())
 }
@@ -144,6 +164,22 @@ pub fn also_named(minor: u64) -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servicelb_moved_to_kube_system_in_each_branch() {
+        for (v, own) in [
+            ("v1.21.14+k3s1", true),
+            ("v1.22.10+k3s1", true),
+            ("v1.22.11+k3s1", false),
+            ("v1.23.7+k3s1", true),
+            ("v1.23.8+k3s1", false),
+            ("v1.24.1+k3s1", true),
+            ("v1.24.2+k3s1", false),
+            ("v1.30.6+k3s1", false),
+        ] {
+            assert_eq!(servicelb_in_service_namespace(v), own, "{v}");
+        }
+    }
 
     #[test]
     fn eras_by_minor() {
