@@ -248,7 +248,9 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
                 tasks: Default::default(),
             }))
         }
-        (false, Format::Json | Format::Html) => sinks.push(Box::new(Json { out: stdout() })),
+        (false, Format::Json | Format::Html) => {
+            sinks.push(Box::new(Json::new(stdout(), s.check || compliance)))
+        }
     }
     if let Some(path) = &s.junit {
         // Found unwritable now, before any host is changed, not after.
@@ -573,7 +575,7 @@ fn audit_host(
     // A node the domain refuses still gets its audit, from its own evidence.
     let vars = domain
         .with_facts(&h.vars, state)
-        .unwrap_or_else(|_| h.vars.clone());
+        .unwrap_or_else(|_| (*h.vars).clone());
     // Control ID → the tasks that remediate it here, in play order (one
     // pass over the tasks, not one per control).
     let mut remediating: HashMap<&str, Vec<&str>> = HashMap::new();

@@ -49,7 +49,8 @@ pub enum Reach {
 pub struct HostPlan {
     pub name: String,
     /// Variables known before connecting: defaults < inventory < play vars < inventory facts < extra vars.
-    pub vars: Map<String, Value>,
+    /// Shared: the engine's copies of a plan cost no copy of its variables.
+    pub vars: std::sync::Arc<Map<String, Value>>,
     pub reach: Reach,
     pub r#become: Become,
 }
@@ -564,7 +565,7 @@ pub fn plan(
                         .or_else(|| inventory_password.map(std::sync::Arc::new)),
                     nonce: nonce.clone(),
                 },
-                vars,
+                vars: vars.into(),
             };
             // Hosts whose variables differ only in how to reach them render the
             // same way: check each distinct set once (a fleet is mostly alike).

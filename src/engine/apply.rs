@@ -110,14 +110,14 @@ impl Runner {
     async fn run_script(&self, d: &HostDiff, script: &[u8], count: usize) -> ScriptRun {
         let started = Instant::now();
         let name = &d.plan.name;
-        let run = match self.conn(name).await {
-            Some(c) => {
-                let _permit = self.forks.acquire().await.expect("semaphore");
+        let _permit = self.forks.acquire().await.expect("semaphore");
+        let run = match self.connect(&d.plan).await {
+            Ok(c) => {
                 self.report
                     .phase(name, &format!("applying {count} change(s)"));
                 c.run(script, &d.plan.r#become, self.options.timeout).await
             }
-            None => Err(anyhow::anyhow!("not connected")),
+            Err(why) => Err(anyhow::anyhow!(why)),
         };
         let mut out = ScriptRun {
             took: started.elapsed(),

@@ -1,6 +1,7 @@
 //! The local, pure part of a run: from a host's variables and probed state
 //! to what each task would change, plus the checks across hosts.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -223,10 +224,18 @@ impl Runner {
         } else {
             Vec::new()
         };
+        // Nothing to write and nothing owed (or check mode, which writes
+        // nothing): the connection is not needed again in this play, whose
+        // later segments reuse this probe.
+        let idle =
+            self.options.check || (pending.is_empty() && !steps.iter().any(|s| s.change.is_some()));
+        if idle && self.last_play_of(&h.name, plan.index) {
+            self.release(&h.name).await;
+        }
         Ok(HostDiff {
             plan: h,
             pending,
-            vars,
+            vars: Arc::new(vars),
             steps,
             elapsed: started.elapsed(),
             probed,
@@ -235,8 +244,8 @@ impl Runner {
 
     /// Runs one probe exec on a host.
     pub(super) async fn probe_host(&self, h: &HostPlan, probe: Probe) -> Result<Probed, HostError> {
-        let conn = self.conn(&h.name).await.ok_or(HostError::NotConnected)?;
         let _permit = self.forks.acquire().await.expect("semaphore");
+        let conn = self.connect(h).await.map_err(HostError::Connect)?;
         self.report.phase(&h.name, "probing");
         let out = conn
             .run(

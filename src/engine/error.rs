@@ -6,8 +6,8 @@ use std::fmt;
 /// with this message and takes no further part in the run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostError {
-    /// The host has no live connection (it was never reached, or was lost).
-    NotConnected,
+    /// The host could not be reached (the connection's own message).
+    Connect(String),
     /// The exec could not be run or finished: the connection failed.
     Exec { what: &'static str, cause: String },
     /// The probe's output was cut at the output limit: what came back cannot
@@ -44,7 +44,7 @@ impl HostError {
 impl fmt::Display for HostError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostError::NotConnected => f.write_str("not connected"),
+            HostError::Connect(why) => f.write_str(why),
             HostError::Exec { what, cause } => write!(f, "{what}: {cause}"),
             HostError::ProbeTruncated => f.write_str("probe output exceeded the limit"),
             HostError::ProbeUnreadable { status, stderr } => {

@@ -325,9 +325,9 @@ impl Runner {
             if let Some(p) = &tail {
                 bytes.extend_from_slice(&p.script(&self.marker));
             }
-            let conn = self.conn(&h.name).await.ok_or("not connected")?;
             let out = {
                 let _permit = self.forks.acquire().await.expect("semaphore");
+                let conn = self.connect(h).await?;
                 self.report.phase(&h.name, &format!("{task}: running"));
                 let partial = std::sync::Mutex::new(Vec::new());
                 let watch = |data: &[u8]| {
@@ -426,7 +426,7 @@ impl Runner {
 }
 
 /// A handler to run on a host: the host, the change, the host's variables.
-type HandlerRun<'a> = (&'a HostPlan, Change, Map<String, Value>);
+type HandlerRun<'a> = (&'a HostPlan, Change, std::sync::Arc<Map<String, Value>>);
 
 /// One batch of a handler's rollout: batch `batch` (from 0) of `of`.
 struct Batch<'a> {
@@ -447,7 +447,7 @@ pub(super) struct Flush {
     /// nothing more in this play, and have not failed.
     pub(super) held: BTreeSet<String>,
     /// Variables (with probed facts) of each host, for handler `when:` and templates.
-    pub(super) vars: HashMap<String, Map<String, Value>>,
+    pub(super) vars: HashMap<String, std::sync::Arc<Map<String, Value>>>,
     /// Set when a batch of a throttled or health-gated handler failed.
     pub(super) halted: Option<String>,
     /// Per host, a probe still valid for the play's remaining tasks.

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::{Map, Value};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::domain::{Domain, HostShare};
 use crate::input::playbook::{Play, Playbook, Task};
@@ -35,16 +35,28 @@ use crate::report::{self, Report, Status};
 use crate::transport::Connection;
 use crate::transport::local::Local;
 use crate::transport::ssh::SshContext;
-use error::HostFailure;
+use error::{HostError, HostFailure};
 use handlers::Flush;
 use probe::Probed;
 
 /// What we keep about a host across plays.
 #[derive(Default)]
 struct HostState {
-    conn: OnceCell<Result<Arc<Connection>, String>>,
+    conn: tokio::sync::Mutex<Link>,
     /// Unreachable or failed: no further play runs on it.
     dead: std::sync::atomic::AtomicBool,
+}
+
+/// A host's connection: opened on first use, closed as soon as the host has
+/// nothing left to run (an open SSH session costs about 100 KiB, so a fleet
+/// of idle ones would dominate khard's memory), opened again if needed.
+#[derive(Default)]
+struct Link {
+    open: Option<Arc<Connection>>,
+    /// Why the host could not be reached; it is not tried again.
+    unreachable: Option<String>,
+    /// SSH channels of the connections already closed.
+    channels: usize,
 }
 
 /// What the engine takes from the command line (built once from the settings).
@@ -73,6 +85,9 @@ pub struct Runner {
     ssh: Arc<SshContext>,
     marker: String,
     hosts: Mutex<HashMap<String, Arc<HostState>>>,
+    /// Per host, the index of the last play of the run it is in: its
+    /// connection is closed early only there.
+    last_play: Mutex<HashMap<String, usize>>,
     forks: Arc<Semaphore>,
     /// Set by Ctrl-C: no new work starts; what runs finishes (writes stay atomic).
     pub interrupted: Arc<std::sync::atomic::AtomicBool>,
@@ -107,7 +122,8 @@ impl Step {
 /// One host's part of a play segment after the local diff.
 struct HostDiff {
     plan: HostPlan,
-    vars: Map<String, Value>,
+    /// The plan's variables with the probed facts (shared with the flush).
+    vars: Arc<Map<String, Value>>,
     steps: Vec<Step>,
     elapsed: Duration,
     /// The probe this diff used, reusable for later segments if nothing changes in between.
@@ -147,6 +163,7 @@ impl Runner {
             ssh: Arc::new(ssh),
             marker: crate::shell::new_marker(),
             hosts: Mutex::new(HashMap::new()),
+            last_play: Mutex::default(),
             forks,
             interrupted: Arc::default(),
             domain,
@@ -184,6 +201,10 @@ impl Runner {
             for h in &plan.hosts {
                 self.report.host(&h.name);
                 *planned.entry(h.name.clone()).or_default() += tasks;
+                self.last_play
+                    .lock()
+                    .expect("last play")
+                    .insert(h.name.clone(), plan.index);
             }
         }
         self.report.start(&planned);
@@ -197,6 +218,11 @@ impl Runner {
             self.play(plan).await;
         }
         self.close_all().await
+    }
+
+    /// Whether `play` is the last play of the run with `host` in it.
+    fn last_play_of(&self, host: &str, play: usize) -> bool {
+        self.last_play.lock().expect("last play").get(host) == Some(&play)
     }
 
     fn stopped(&self) -> bool {
@@ -250,36 +276,65 @@ impl Runner {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (name, st) in states {
-            if let Some(Ok(c)) = st.conn.get() {
-                channels.insert(name, c.channels());
+            let mut link = st.conn.lock().await;
+            let open = link.open.take();
+            if let Some(c) = &open {
+                link.channels += c.channels();
+            }
+            if open.is_some() || link.channels > 0 {
+                channels.insert(name, link.channels);
+            }
+            drop(link);
+            if let Some(c) = open {
                 c.close().await;
             }
         }
         channels
     }
 
+    /// The host's connection, opened now if it has none. The caller holds a
+    /// --forks permit for the connect and the exec that follows: taken apart,
+    /// every host would queue to connect before any would run its exec, and
+    /// all their sessions would be open at once.
     async fn connect(&self, h: &HostPlan) -> Result<Arc<Connection>, String> {
         let st = self.state(&h.name);
-        st.conn
-            .get_or_init(|| async {
-                let _permit = self.forks.acquire().await.expect("semaphore");
-                self.report.phase(&h.name, "connecting");
-                let conn = match &h.reach {
-                    Reach::Local => Ok(Arc::new(Connection::Local(Local::new()))),
-                    Reach::Ssh(t) => self
-                        .ssh
-                        .connect(t)
-                        .await
-                        .map(|s| Arc::new(Connection::Ssh(s)))
-                        .map_err(|e| e.to_string()),
-                };
-                if let Ok(c) = &conn {
-                    self.report.connection(&h.name, &c.describe());
-                }
-                conn
-            })
-            .await
-            .clone()
+        let mut link = st.conn.lock().await;
+        if let Some(c) = &link.open {
+            return Ok(c.clone());
+        }
+        if let Some(why) = &link.unreachable {
+            return Err(why.clone());
+        }
+        self.report.phase(&h.name, "connecting");
+        let conn = match &h.reach {
+            Reach::Local => Ok(Arc::new(Connection::Local(Local::new()))),
+            Reach::Ssh(t) => self
+                .ssh
+                .connect(t)
+                .await
+                .map(|s| Arc::new(Connection::Ssh(s)))
+                .map_err(|e| e.to_string()),
+        };
+        match &conn {
+            Ok(c) => {
+                self.report.connection(&h.name, &c.describe());
+                link.open = Some(c.clone());
+            }
+            Err(why) => link.unreachable = Some(why.clone()),
+        }
+        conn
+    }
+
+    /// Closes the host's connection: it has nothing left to run for now.
+    async fn release(&self, host: &str) {
+        let st = self.state(host);
+        let mut link = st.conn.lock().await;
+        let Some(c) = link.open.take() else {
+            return;
+        };
+        link.channels += c.channels();
+        drop(link);
+        c.close().await;
     }
 
     async fn play(&self, plan: &PlayPlan) {
@@ -291,21 +346,9 @@ impl Runner {
             .filter(|h| !self.is_dead(&h.name))
             .cloned()
             .collect();
-        // Connect to every host first; an unreachable host drops out of the play.
-        let results = join_all(
-            alive
-                .iter()
-                .map(|h| async move { (h.name.clone(), self.connect(h).await) }),
-        )
-        .await;
-        for (name, r) in results {
-            if let Err(msg) = r {
-                self.report.unreachable(&name, &play.name, &msg);
-                self.kill(&name);
-            }
-        }
-        alive.retain(|h| !self.is_dead(&h.name));
-        let total = alive.len();
+        // A host that cannot be reached drops out of the play at its first
+        // probe (each host connects when its turn comes, bounded by --forks).
+        let mut total = alive.len();
         let mut flush = Flush::default();
         let segments = segments(play);
         for (k, segment) in segments.iter().enumerate() {
@@ -319,7 +362,14 @@ impl Runner {
             if let Some(why) = stop {
                 let rest: Vec<usize> = segments[k..].iter().flatten().copied().collect();
                 for h in alive.iter().filter(|h| !flush.failed.contains(&h.name)) {
-                    self.report_not_run(play, plan, h, &rest, why, flush.vars.get(&h.name));
+                    self.report_not_run(
+                        play,
+                        plan,
+                        h,
+                        &rest,
+                        why,
+                        flush.vars.get(&h.name).map(|v| &**v),
+                    );
                 }
                 break;
             }
@@ -334,7 +384,14 @@ impl Runner {
                 } else {
                     continue;
                 };
-                self.report_not_run(play, plan, h, segment, why, flush.vars.get(&h.name));
+                self.report_not_run(
+                    play,
+                    plan,
+                    h,
+                    segment,
+                    why,
+                    flush.vars.get(&h.name).map(|v| &**v),
+                );
             }
             let hosts: Vec<HostPlan> = alive
                 .iter()
@@ -345,7 +402,21 @@ impl Runner {
                 let cached = flush.probes.remove(&h.name);
                 self.diff_host(play, plan, h, segment.clone(), rest.clone(), cached)
             });
-            let mut diffs = self.decide_run_once(join_all(probes).await);
+            let mut diffs = self.each_host(probes).await;
+            diffs.retain(|d| match d {
+                Err(HostFailure {
+                    host,
+                    error: HostError::Connect(why),
+                }) => {
+                    self.report.unreachable(host, &play.name, why);
+                    self.kill(host);
+                    total -= 1;
+                    false
+                }
+                _ => true,
+            });
+            alive.retain(|h| !self.is_dead(&h.name));
+            let mut diffs = self.decide_run_once(diffs);
             self.check_across_hosts(&mut diffs);
             for d in diffs.iter().flatten() {
                 flush.vars.insert(d.plan.name.clone(), d.vars.clone());
@@ -362,12 +433,13 @@ impl Runner {
             let hold = self
                 .abort(play, total, flush.failed.len() + failing)
                 .then(|| format!("not applied: {failing} host(s) failed and the play does not tolerate it (any_errors_fatal / max_fail_percentage)"));
-            for done in join_all(
-                diffs
-                    .into_iter()
-                    .map(|d| self.apply_host(play, d, hold.as_deref())),
-            )
-            .await
+            for done in self
+                .each_host(
+                    diffs
+                        .into_iter()
+                        .map(|d| self.apply_host(play, d, hold.as_deref())),
+                )
+                .await
             {
                 if done.failed {
                     flush.failed.insert(done.host.clone());
@@ -395,6 +467,9 @@ impl Runner {
             self.kill(name);
         }
         for h in &plan.hosts {
+            if self.last_play_of(&h.name, plan.index) {
+                self.release(&h.name).await;
+            }
             self.report.phase(&h.name, "done");
         }
     }
@@ -446,13 +521,6 @@ impl Runner {
         self.state(host)
             .dead
             .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    async fn conn(&self, host: &str) -> Option<Arc<Connection>> {
-        self.state(host)
-            .conn
-            .get()
-            .and_then(|r| r.as_ref().ok().cloned())
     }
 
     /// The domain's check across hosts (the servers of a cluster must agree
@@ -531,6 +599,23 @@ fn handler_indices(play: &Play, task: &Task) -> Vec<usize> {
         .iter()
         .filter_map(|n| play.handlers.iter().position(|h| &h.name == n))
         .collect()
+}
+
+impl Runner {
+    /// Runs one future per host, --forks of them at a time, and collects
+    /// their results in order. Only the running ones exist: a future per
+    /// host of a large fleet, each waiting for its turn, would cost more
+    /// memory than the work itself (--forks bounds the work anyway).
+    async fn each_host<F: std::future::Future>(
+        &self,
+        futures: impl IntoIterator<Item = F>,
+    ) -> Vec<F::Output> {
+        use futures::StreamExt;
+        futures::stream::iter(futures)
+            .buffered(self.options.forks.max(1))
+            .collect()
+            .await
+    }
 }
 
 /// Runs futures concurrently on this task and collects their results in order.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Runner, join_all};
+use super::Runner;
 use crate::facts::{Probe, RemoteState};
 use crate::plan::{HostPlan, PlayPlan};
 
@@ -34,12 +34,13 @@ impl Runner {
         if !self.sudo_password_works(plans).await || self.stopped() {
             return (Vec::new(), self.close_all().await);
         }
-        let answers = join_all(hosts.into_iter().map(|h| async move {
-            let answer = self.probe_one(h, probe_of(h)).await;
-            self.report.phase(&h.name, "probed");
-            (h.clone(), answer)
-        }))
-        .await;
+        let answers = self
+            .each_host(hosts.into_iter().map(|h| async move {
+                let answer = self.probe_one(h, probe_of(h)).await;
+                self.report.phase(&h.name, "probed");
+                (h.clone(), answer)
+            }))
+            .await;
         (answers, self.close_all().await)
     }
 
@@ -49,9 +50,13 @@ impl Runner {
             return Err("the host is unreachable".into());
         }
         self.domain.probe_facts(&mut probe);
-        self.probe_host(h, probe)
+        let answer = self
+            .probe_host(h, probe)
             .await
             .map(|p| p.state)
-            .map_err(|e| format!("its probe failed: {e}"))
+            .map_err(|e| format!("its probe failed: {e}"));
+        // One probe is all a host is asked: an idle session costs memory.
+        self.release(&h.name).await;
+        answer
     }
 }

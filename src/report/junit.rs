@@ -195,6 +195,10 @@ pub fn render_audits(audits: &[NodeAudit], gate: Gate) -> String {
 }
 
 impl Sink for Junit {
+    fn reads_events(&self) -> bool {
+        self.gate.is_none()
+    }
+
     fn finish(&mut self, s: &Summary) -> Result<(), String> {
         let text = match self.gate {
             Some(gate) => render_audits(&s.audits, gate),

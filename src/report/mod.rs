@@ -162,6 +162,11 @@ pub trait Sink: Send {
     /// A host waits during a rollout (for its batch, until healthy).
     fn wait(&mut self, _host: &str, _task: &str, _wait: &Wait) {}
     fn event(&mut self, _e: &Event) {}
+    /// Whether `finish` reads the run's events from the summary (the report
+    /// keeps them only then: sinks that write as events come need not).
+    fn reads_events(&self) -> bool {
+        false
+    }
     /// The last word: a sink that could not write its report says why.
     fn finish(&mut self, _report: &Summary) -> Result<(), String> {
         Ok(())
@@ -205,7 +210,9 @@ pub struct Report {
 struct Inner {
     /// The benchmark of each host whose k3s version is known.
     benchmarks: BTreeMap<String, String>,
+    /// Kept only when a sink reads them at the end (`Sink::reads_events`).
     events: Vec<Event>,
+    keep_events: bool,
     recap: BTreeMap<String, Counts>,
     sinks: Vec<Box<dyn Sink>>,
     /// Per host, the wait in progress: task, what for, since when.
@@ -222,6 +229,7 @@ impl Report {
             inner: Mutex::new(Inner {
                 benchmarks: BTreeMap::new(),
                 events: Vec::new(),
+                keep_events: sinks.iter().any(|s| s.reads_events()),
                 recap: BTreeMap::new(),
                 sinks,
                 waits: BTreeMap::new(),
@@ -445,7 +453,9 @@ impl Report {
         for s in &mut inner.sinks {
             s.event(&event);
         }
-        inner.events.push(event);
+        if inner.keep_events {
+            inner.events.push(event);
+        }
     }
 
     /// A unified diff, or a note when the content is secret.
@@ -481,14 +491,16 @@ impl Report {
     ) -> (Summary, Vec<String>) {
         let mut inner = self.inner.lock().expect("report");
         let exit = exit_code(&inner.recap, self.check, interrupted);
+        // Moved, not copied: the run is over, and a fleet's events are the
+        // largest thing khard holds.
         let summary = Summary {
             check: self.check,
-            events: inner.events.clone(),
+            events: std::mem::take(&mut inner.events),
             recap: inner.recap.clone(),
             channels,
             exit_code: exit.code(),
             duration_ms: duration.as_millis(),
-            audits: inner.audits.clone(),
+            audits: std::mem::take(&mut inner.audits),
         };
         let failures = inner
             .sinks
