@@ -76,7 +76,7 @@ impl Runner {
         };
         hold_back(&mut d.steps, hold);
         let script = (!self.options.check && !self.stopped())
-            .then(|| build_script(&self.marker, play, &d.steps, &d.vars))
+            .then(|| build_script(&self.marker, play, &d.steps, &d.vars.merged()))
             .flatten();
         let run = match &script {
             Some((script, count)) => self.run_script(&d, script, *count).await,
@@ -168,7 +168,7 @@ impl Runner {
             }
             let output = run.results.get(&step.task).map(|(_, o)| o.as_str());
             let outcome = Outcome::new(line.status)
-                .change(step.change.as_ref())
+                .change(step.change.as_deref())
                 .message(line.message.as_deref())
                 .output(output)
                 .took(line.elapsed);
@@ -299,9 +299,11 @@ mod tests {
         Step {
             task,
             status,
-            change: (status == Status::Changed).then(|| Change {
-                certain: true,
-                ..Change::default()
+            change: (status == Status::Changed).then(|| {
+                Box::new(Change {
+                    certain: true,
+                    ..Change::default()
+                })
             }),
             message: None,
             run_once: false,

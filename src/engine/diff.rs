@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::error::{HostError, HostFailure};
 use super::probe::Probed;
+use super::probed_vars::ProbedVars;
 use super::{HostDiff, Runner, Step};
 use crate::domain::Domain;
 use crate::facts::Probe;
@@ -109,7 +110,7 @@ pub(super) fn diff_task(
     }
     let mut done = match action.diff(state) {
         Ok(None) => step(Status::Ok, None, None),
-        Ok(Some(change)) => step(Status::Changed, Some(change), None),
+        Ok(Some(change)) => step(Status::Changed, Some(Box::new(change)), None),
         Err(e) => step(Status::Failed, None, Some(e.to_string())),
     };
     // What the domain's check across hosts compares (e.g. the configuration a server will run with).
@@ -162,11 +163,15 @@ impl Runner {
         h: HostPlan,
         segment: Vec<usize>,
         rest: Vec<usize>,
-        cached: Option<Probed>,
+        cached: Option<(Probed, Option<Arc<ProbedVars>>)>,
     ) -> Result<HostDiff, HostFailure> {
         let started = Instant::now();
         let tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
         let needs = self.probe_for(play, plan, &h, &tasks);
+        let (cached, cached_vars) = match cached {
+            Some((p, vars)) => (Some(p), vars),
+            None => (None, None),
+        };
         let reused = cached.and_then(|p| p.reusable_for(&needs));
         let fresh = reused.is_none();
         let probed = match reused {
@@ -182,13 +187,22 @@ impl Runner {
                     })?
             }
         };
-        let vars = self
-            .domain
-            .with_facts(&h.vars, &probed.state)
-            .map_err(|why| HostFailure {
-                host: h.name.clone(),
-                error: HostError::Refused { why },
-            })?;
+        // The same plan and the same probe give the same facts: an earlier
+        // segment's variables are shared, not rebuilt.
+        let (vars, kept) = match cached_vars.filter(|_| !fresh) {
+            Some(kept) => (kept.merged(), kept),
+            None => {
+                let vars = self
+                    .domain
+                    .with_facts(&h.vars, &probed.state)
+                    .map_err(|why| HostFailure {
+                        host: h.name.clone(),
+                        error: HostError::Refused { why },
+                    })?;
+                let kept = Arc::new(ProbedVars::new(&h.vars, vars.clone()));
+                (vars, kept)
+            }
+        };
         if let Some(label) = self.domain.label(&vars) {
             self.report.benchmark(&h.name, &label);
         }
@@ -235,7 +249,7 @@ impl Runner {
         Ok(HostDiff {
             plan: h,
             pending,
-            vars: Arc::new(vars),
+            vars: kept,
             steps,
             elapsed: started.elapsed(),
             probed,

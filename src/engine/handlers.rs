@@ -51,8 +51,8 @@ impl Runner {
                 let vars = flush
                     .vars
                     .get(&h.name)
-                    .cloned()
-                    .unwrap_or_else(|| h.vars.clone());
+                    .map(|v| v.merged())
+                    .unwrap_or_else(|| (*h.vars).clone());
                 match self.handler_change(handler, &vars) {
                     Ok(Some(mut change)) => {
                         if flush.owed.get(&h.name).is_some_and(|o| o.contains(&hi)) {
@@ -426,7 +426,7 @@ impl Runner {
 }
 
 /// A handler to run on a host: the host, the change, the host's variables.
-type HandlerRun<'a> = (&'a HostPlan, Change, std::sync::Arc<Map<String, Value>>);
+type HandlerRun<'a> = (&'a HostPlan, Change, Map<String, Value>);
 
 /// One batch of a handler's rollout: batch `batch` (from 0) of `of`.
 struct Batch<'a> {
@@ -447,7 +447,7 @@ pub(super) struct Flush {
     /// nothing more in this play, and have not failed.
     pub(super) held: BTreeSet<String>,
     /// Variables (with probed facts) of each host, for handler `when:` and templates.
-    pub(super) vars: HashMap<String, std::sync::Arc<Map<String, Value>>>,
+    pub(super) vars: HashMap<String, std::sync::Arc<super::ProbedVars>>,
     /// Set when a batch of a throttled or health-gated handler failed.
     pub(super) halted: Option<String>,
     /// Per host, a probe still valid for the play's remaining tasks.

@@ -17,6 +17,7 @@ mod handlers;
 mod pending;
 pub mod probe;
 pub mod probe_all;
+mod probed_vars;
 pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +39,7 @@ use crate::transport::ssh::SshContext;
 use error::{HostError, HostFailure};
 use handlers::Flush;
 use probe::Probed;
+use probed_vars::ProbedVars;
 
 /// What we keep about a host across plays.
 #[derive(Default)]
@@ -97,7 +99,7 @@ pub struct Runner {
 struct Step {
     task: usize,
     status: Status,
-    change: Option<Change>,
+    change: Option<Box<Change>>,
     message: Option<String>,
     /// Run-once tasks are decided across hosts once every host was probed.
     run_once: bool,
@@ -123,7 +125,7 @@ impl Step {
 struct HostDiff {
     plan: HostPlan,
     /// The plan's variables with the probed facts (shared with the flush).
-    vars: Arc<Map<String, Value>>,
+    vars: Arc<ProbedVars>,
     steps: Vec<Step>,
     elapsed: Duration,
     /// The probe this diff used, reusable for later segments if nothing changes in between.
@@ -362,14 +364,8 @@ impl Runner {
             if let Some(why) = stop {
                 let rest: Vec<usize> = segments[k..].iter().flatten().copied().collect();
                 for h in alive.iter().filter(|h| !flush.failed.contains(&h.name)) {
-                    self.report_not_run(
-                        play,
-                        plan,
-                        h,
-                        &rest,
-                        why,
-                        flush.vars.get(&h.name).map(|v| &**v),
-                    );
+                    let vars = flush.vars.get(&h.name).map(|v| v.merged());
+                    self.report_not_run(play, plan, h, &rest, why, vars.as_ref());
                 }
                 break;
             }
@@ -384,14 +380,8 @@ impl Runner {
                 } else {
                     continue;
                 };
-                self.report_not_run(
-                    play,
-                    plan,
-                    h,
-                    segment,
-                    why,
-                    flush.vars.get(&h.name).map(|v| &**v),
-                );
+                let vars = flush.vars.get(&h.name).map(|v| v.merged());
+                self.report_not_run(play, plan, h, segment, why, vars.as_ref());
             }
             let hosts: Vec<HostPlan> = alive
                 .iter()
@@ -399,7 +389,10 @@ impl Runner {
                 .cloned()
                 .collect();
             let probes = hosts.into_iter().map(|h| {
-                let cached = flush.probes.remove(&h.name);
+                let cached = flush
+                    .probes
+                    .remove(&h.name)
+                    .map(|p| (p, flush.vars.get(&h.name).cloned()));
                 self.diff_host(play, plan, h, segment.clone(), rest.clone(), cached)
             });
             let mut diffs = self.each_host(probes).await;
@@ -527,12 +520,18 @@ impl Runner {
     /// on critical flags): where it objects, each task that offered it
     /// something fails before anything is written.
     fn check_across_hosts(&self, diffs: &mut [Result<HostDiff, HostFailure>]) {
-        let shares: Vec<HostShare> = diffs
+        // Only hosts whose tasks shared something take part.
+        let sharing: Vec<(&HostDiff, Map<String, Value>)> = diffs
             .iter()
             .flatten()
-            .map(|d| HostShare {
+            .filter(|d| d.steps.iter().any(|s| s.shared.is_some()))
+            .map(|d| (d, d.vars.merged()))
+            .collect();
+        let shares: Vec<HostShare> = sharing
+            .iter()
+            .map(|(d, vars)| HostShare {
                 host: &d.plan.name,
-                vars: &d.vars,
+                vars,
                 shared: d.steps.iter().filter_map(|s| s.shared.as_ref()).collect(),
             })
             .collect();
