@@ -126,11 +126,14 @@ impl Probe {
     /// The script: it only reads, never writes.
     pub fn script(&self, marker: &str) -> Vec<u8> {
         let mut s = preamble(marker);
-        s.push_str("echo \"$M facts\"\n");
+        s.push_str("echo \"$M facts\"\nkhard_nl='\n'\n");
+        // The first line of each answer, cut by the shell itself: `$( )` is
+        // the one subshell (an `exit` in the command ends only it), and no
+        // `head` process is spent per fact.
         for (name, command) in &self.facts {
             let _ = writeln!(
                 s,
-                "khard_f=$( ( {command}\n) </dev/null 2>/dev/null | head -n 1 ); echo {}=\"$khard_f\"",
+                "khard_f=$( {{ {command}\n}} </dev/null 2>/dev/null ); khard_f=${{khard_f%%\"$khard_nl\"*}}; echo {}=\"$khard_f\"",
                 quote(name)
             );
         }
@@ -187,19 +190,18 @@ impl Probe {
                 glob_words(pattern)
             );
         }
+        // One grep for every key (a process per key was most of a no-change
+        // probe's cost on a node): `PATH:LINE` for each line of each file
+        // that could be read, nothing for one that could not. It reads
+        // files whole, as cat did; never `read`: procfs answers end-of-file
+        // at any non-zero offset, and dash's `read` takes one byte at a time.
         if !self.sysctl.is_empty() {
-            s.push_str("echo \"$M sysctl\"\n");
-            for key in &self.sysctl {
-                let file = quote(&format!("/proc/sys/{}", key.replace('.', "/")));
-                // Read whole with cat, never with `read`: procfs answers
-                // end-of-file at any non-zero offset, and dash's `read`
-                // takes one byte at a time, so it would see one character.
-                let _ = writeln!(
-                    s,
-                    "if v=$(cat {file} 2>/dev/null); then echo {}=\"$v\"; fi",
-                    quote(key)
-                );
-            }
+            let paths: Vec<String> = self.sysctl.iter().map(|k| quote(&sysctl_path(k))).collect();
+            let _ = writeln!(
+                s,
+                "echo \"$M sysctl\"\ngrep -H -s -- '' {} </dev/null",
+                paths.join(" ")
+            );
         }
         for (i, guard) in self.guards.iter().enumerate() {
             let _ = writeln!(
@@ -259,6 +261,9 @@ pub fn glob_words(pattern: &str) -> String {
 /// Parses probe output; `None` when the end marker is missing (the probe was cut short).
 pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     let mut state = RemoteState::default();
+    let mut sysctl_paths: Vec<(String, &String)> =
+        probe.sysctl.iter().map(|k| (sysctl_path(k), k)).collect();
+    sysctl_paths.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
     let mut section = String::new();
     let mut content_path = String::new();
     let mut content_b64 = String::new();
@@ -372,8 +377,20 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                 }
             }
             "sysctl" => {
-                if let Some((k, v)) = line.split_once('=') {
-                    state.sysctl.insert(k.to_owned(), normalize_sysctl(v));
+                // Longest path first: a key's path is never a prefix of
+                // another's followed by `:`, but a line is matched whole.
+                if let Some((key, value)) = sysctl_paths.iter().find_map(|(path, key)| {
+                    line.strip_prefix(path.as_str())
+                        .and_then(|r| r.strip_prefix(':'))
+                        .map(|v| (key, v))
+                }) {
+                    let joined = match state.sysctl.get(*key) {
+                        Some(before) => format!("{before} {value}"),
+                        None => value.to_owned(),
+                    };
+                    state
+                        .sysctl
+                        .insert((*key).clone(), normalize_sysctl(&joined));
                 }
             }
             "content" => content_b64.push_str(line.trim()),
@@ -396,6 +413,11 @@ fn flush_read(state: &mut RemoteState, read: &mut Option<(String, i32)>, b64: &m
         state.reads.insert(command, (code, text));
     }
     b64.clear();
+}
+
+/// The procfs file of a sysctl key.
+fn sysctl_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
 }
 
 /// Multi-value sysctls (`32768\t60999`) compare with single spaces.
@@ -455,6 +477,63 @@ mod tests {
                 .unwrap_or_else(|| panic!("{shell:?}: probe did not end"));
             let got: Vec<String> = keys.iter().map(|k| state.sysctl[*k].clone()).collect();
             assert_eq!(got, want, "{shell:?}");
+        }
+    }
+
+    /// One grep reads every key: a key without a file is absent, not empty,
+    /// and the keys' values do not mix.
+    #[test]
+    fn a_missing_sysctl_is_absent_and_values_stay_apart() {
+        let mut p = Probe::default();
+        for k in [
+            "kernel.ostype",
+            "kernel.khard_no_such_key",
+            "kernel.osrelease",
+        ] {
+            p.sysctl.insert(k.into());
+        }
+        let marker = crate::shell::new_marker();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(String::from_utf8(p.script(&marker)).unwrap())
+            .output()
+            .unwrap();
+        let state = parse(&marker, &String::from_utf8_lossy(&out.stdout), &p).unwrap();
+        assert_eq!(state.sysctl["kernel.ostype"], "Linux");
+        assert!(!state.sysctl.contains_key("kernel.khard_no_such_key"));
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(state.sysctl["kernel.osrelease"], release.trim_end());
+    }
+
+    /// A fact is the first line of its answer; one that exits or fails
+    /// ends only itself, under every shell a node may have as /bin/sh.
+    #[test]
+    fn a_fact_is_its_first_line_and_cannot_end_the_probe() {
+        let mut p = Probe::default();
+        p.facts
+            .insert("two".into(), "printf 'first\\nsecond\\n'".into());
+        p.facts.insert("gone".into(), "exit 3".into());
+        p.facts.insert("quiet".into(), "false".into());
+        p.sysctl.insert("kernel.ostype".into());
+        let marker = crate::shell::new_marker();
+        let script = String::from_utf8(p.script(&marker)).unwrap();
+        let shells: [&[&str]; 3] = [&["dash"], &["bash"], &["busybox", "sh"]];
+        for shell in shells {
+            let out = std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            let state = parse(&marker, &String::from_utf8_lossy(&out.stdout), &p)
+                .unwrap_or_else(|| panic!("{shell:?}: the probe did not end"));
+            assert_eq!(
+                state.facts.get("two").map(String::as_str),
+                Some("first"),
+                "{shell:?}"
+            );
+            assert!(!state.facts.contains_key("gone") && !state.facts.contains_key("quiet"));
+            assert_eq!(state.sysctl["kernel.ostype"], "Linux", "{shell:?}");
         }
     }
 
