@@ -303,42 +303,29 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
     let channels = if compliance {
         // `khard report` judges evidence only: probing the playbook's tasks
         // first would cost every host a round trip whose answer goes unused.
-        let (answers, channels) = runtime
-            .block_on(runner.probe_all(&plans, &|h| evidence::probe(role_of(h), config_of(h))));
         let today = crate::report::compliance::today();
         let flag_variables = FlagVariables::default();
-        // Judging is CPU work per node: spread it over the machine's cores.
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = answers.len().div_ceil(workers).max(1);
-        let audits: Vec<Vec<NodeAudit>> = std::thread::scope(|scope| {
-            let jobs: Vec<_> = answers
-                .chunks(chunk)
-                .map(|part| {
-                    let (runner, domain, plans, exceptions, today, flag_variables) = (
-                        &runner,
-                        domain.as_ref(),
-                        &plans,
-                        &exceptions,
-                        &today,
-                        &flag_variables,
-                    );
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(h, answer)| {
-                                let mut audit =
-                                    audit_host(runner, domain, plans, flag_variables, h, answer);
-                                crate::audit::exceptions::apply(&mut audit, exceptions, today);
-                                audit
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            jobs.into_iter()
-                .map(|j| j.join().expect("an audit thread panicked"))
-                .collect()
-        });
-        for audit in audits.into_iter().flatten() {
+        // Each node is judged as its answer arrives (the tokio workers spread
+        // that CPU work over the cores); only its audit is kept, never every
+        // node's state at once.
+        let judge = |h: &HostPlan, answer: Answer| {
+            let mut audit = audit_host(
+                &runner,
+                domain.as_ref(),
+                &plans,
+                &flag_variables,
+                h,
+                &answer,
+            );
+            crate::audit::exceptions::apply(&mut audit, &exceptions, &today);
+            audit
+        };
+        let (audits, channels) = runtime.block_on(runner.probe_all(
+            &plans,
+            &|h| evidence::probe(role_of(h), config_of(h)),
+            &judge,
+        ));
+        for audit in audits {
             runner.report.audit(audit);
         }
         channels

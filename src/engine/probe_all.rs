@@ -14,13 +14,16 @@ pub type Answer = Result<RemoteState, String>;
 impl Runner {
     /// Probes every host of the plans once, in parallel (bounded by
     /// --forks), each with the probe `probe_of` asks for it, plus the
-    /// domain's facts. Returns each host's plan and answer, in plan order,
-    /// and the SSH channels opened per host.
-    pub async fn probe_all(
+    /// domain's facts, and hands each answer to `judge` as it comes: only
+    /// what `judge` makes of it is kept, not every host's state at once.
+    /// Returns the judgements in plan order, and the SSH channels opened per
+    /// host.
+    pub async fn probe_all<T: Send>(
         &self,
         plans: &[PlayPlan],
         probe_of: &(dyn Fn(&HostPlan) -> Probe + Sync),
-    ) -> (Vec<(HostPlan, Answer)>, BTreeMap<String, usize>) {
+        judge: &(dyn Fn(&HostPlan, Answer) -> T + Sync),
+    ) -> (Vec<T>, BTreeMap<String, usize>) {
         let mut seen = BTreeSet::new();
         let hosts: Vec<&HostPlan> = plans
             .iter()
@@ -34,14 +37,14 @@ impl Runner {
         if !self.sudo_password_works(plans).await || self.stopped() {
             return (Vec::new(), self.close_all().await);
         }
-        let answers = self
+        let judged = self
             .each_host(hosts.into_iter().map(|h| async move {
                 let answer = self.probe_one(h, probe_of(h)).await;
                 self.report.phase(&h.name, "probed");
-                (h.clone(), answer)
+                judge(h, answer)
             }))
             .await;
-        (answers, self.close_all().await)
+        (judged, self.close_all().await)
     }
 
     async fn probe_one(&self, h: &HostPlan, mut probe: Probe) -> Answer {
