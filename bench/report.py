@@ -326,6 +326,17 @@ def main():
               f"max over all khard steps and runs {fmt(rss_max, '{:.1f}')} MiB")
     else:
         na("N=200 targets", f"run with --hosts 200 --forks 200 (peak RSS here: {fmt(rss_max, '{:.1f}')} MiB)")
+    if n in (100, 1000) and not rtt and "default" in forks:
+        judge(f"N={n}: no-change apply c ≤ 0.25 × fan-out a (issue 27)", correct["c"] and rc_ is not None and rc_ <= 0.25,
+              f"c/a = {fmt(rc_, '{:.2f}')}")
+        judge(f"N={n}: fresh apply b ≤ 0.6 × fan-out a (issue 27)", correct["b"] and rb is not None and rb <= 0.6,
+              f"b/a = {fmt(rb, '{:.2f}')}")
+    else:
+        na("issue 27 ratio targets", "run with --hosts 100 or --hosts 1000")
+    if n == 1000:
+        crss = max((x for x in vals("c", "rss") if x is not None), default=None)
+        judge("N=1000: khard peak RSS ≤ 64 MiB on a no-change apply c (issue 27)", crss is not None and crss <= 64,
+              f"c: {fmt(crss, '{:.1f}')} MiB (every khard step: max {fmt(rss_max, '{:.1f}')} MiB)")
     cmax = max((x for x in vals("c", "channels") if x is not None), default=None)
     bmax = max((x for x in vals("b", "channels") if x is not None), default=None)
     judge("channels/host ≤ 2 on a no-change run (c)", cmax is not None and cmax <= 2, f"max {fmt(cmax, '{:g}')}")
