@@ -59,6 +59,8 @@ struct Link {
     unreachable: Option<String>,
     /// SSH channels of the connections already closed.
     channels: usize,
+    /// Reached at least once in this run (local hosts count 0 channels).
+    reached: bool,
 }
 
 /// What the engine takes from the command line (built once from the settings).
@@ -283,7 +285,7 @@ impl Runner {
             if let Some(c) = &open {
                 link.channels += c.channels();
             }
-            if open.is_some() || link.channels > 0 {
+            if link.reached {
                 channels.insert(name, link.channels);
             }
             drop(link);
@@ -321,6 +323,7 @@ impl Runner {
             Ok(c) => {
                 self.report.connection(&h.name, &c.describe());
                 link.open = Some(c.clone());
+                link.reached = true;
             }
             Err(why) => link.unreachable = Some(why.clone()),
         }
