@@ -502,6 +502,15 @@ fn a_custom_cluster_cidr_and_a_new_node_follow_the_cluster() {
             "{mode}: {}",
             run.all()
         );
+        if mode == "--check" {
+            assert!(
+                run.stdout.contains(
+                    "CIS NetworkPolicies (cis-network-policies.yaml, k3s >= 1.25): unknown on 1 (psa)"
+                ),
+                "the task summary says unknown, not would change: {}",
+                run.all()
+            );
+        }
         let now = fleet
             .read(
                 "psa",

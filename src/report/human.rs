@@ -39,10 +39,18 @@ const PLAIN_WAIT_EVERY: u64 = 30;
 #[derive(Default)]
 pub struct TaskSummary {
     order: Vec<String>,
-    by_task: HashMap<String, (Vec<String>, Vec<String>)>,
+    by_task: HashMap<String, TaskHosts>,
     folded_skips: usize,
     /// Tasks not run, folded by reason: (tasks, hosts).
     folded_not_run: BTreeMap<String, (usize, BTreeSet<String>)>,
+}
+
+/// The hosts a task changed (or would change), failed on, or could not judge.
+#[derive(Debug, Clone, Default)]
+struct TaskHosts {
+    changed: Vec<String>,
+    failed: Vec<String>,
+    unknown: Vec<String>,
 }
 
 /// In a terminal: a line per active host saying what it does or waits for,
@@ -323,8 +331,10 @@ impl Sink for Human {
             }
             let entry = t.by_task.entry(name).or_default();
             match e.status {
-                Status::Failed | Status::Unreachable => entry.1.push(e.host.clone()),
-                _ => entry.0.push(e.host.clone()),
+                Status::Failed | Status::Unreachable => entry.failed.push(e.host.clone()),
+                // Not "would change": whether it would is what is unknown.
+                Status::Unknown => entry.unknown.push(e.host.clone()),
+                _ => entry.changed.push(e.host.clone()),
             }
         }
         // -q keeps why something failed; everything else waits for the recap.
@@ -425,15 +435,27 @@ impl Sink for Human {
             let verb = if s.check { "would change" } else { "changed" };
             for name in &self.tasks.order {
                 // Hosts in name order, not in the order they answered.
-                let (mut changed, mut failed) = self.tasks.by_task[name].clone();
+                let TaskHosts {
+                    mut changed,
+                    mut failed,
+                    mut unknown,
+                } = self.tasks.by_task[name].clone();
                 changed.sort();
                 failed.sort();
+                unknown.sort();
                 let mut parts = Vec::new();
                 if !changed.is_empty() {
                     parts.push(format!(
                         "{verb} on {} ({})",
                         changed.len(),
                         changed.join(", ")
+                    ));
+                }
+                if !unknown.is_empty() {
+                    parts.push(format!(
+                        "unknown on {} ({})",
+                        unknown.len(),
+                        unknown.join(", ")
                     ));
                 }
                 if !failed.is_empty() {
