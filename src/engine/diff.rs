@@ -199,7 +199,7 @@ impl Runner {
                         host: h.name.clone(),
                         error: HostError::Refused { why },
                     })?;
-                let kept = Arc::new(ProbedVars::new(&h.vars, vars.clone()));
+                let kept = Arc::new(ProbedVars::new(&h.vars, &vars));
                 (vars, kept)
             }
         };

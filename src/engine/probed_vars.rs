@@ -18,15 +18,16 @@ pub(super) struct ProbedVars {
 
 impl ProbedVars {
     /// Keeps what `with_facts` (the plan's variables with the facts) differs in.
-    pub fn new(plan: &Arc<Map<String, Value>>, with_facts: Map<String, Value>) -> ProbedVars {
+    pub fn new(plan: &Arc<Map<String, Value>>, with_facts: &Map<String, Value>) -> ProbedVars {
         let unset = plan
             .keys()
             .filter(|k| !with_facts.contains_key(*k))
             .cloned()
             .collect();
         let set = with_facts
-            .into_iter()
-            .filter(|(k, v)| plan.get(k) != Some(v))
+            .iter()
+            .filter(|(k, v)| plan.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         ProbedVars {
             plan: plan.clone(),
@@ -62,7 +63,7 @@ mod tests {
             .as_object()
             .unwrap()
             .clone();
-        let v = ProbedVars::new(&plan, with.clone());
+        let v = ProbedVars::new(&plan, &with);
         assert_eq!(v.set.len(), 2, "only a and fact differ: {:?}", v.set);
         assert_eq!(v.unset, ["auto"]);
         let merged = v.merged();
