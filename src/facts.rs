@@ -170,26 +170,7 @@ impl Probe {
                 words(&self.sha256)
             );
         }
-        // Each file is named in the output by its index, never by its path:
-        // a path echoed back would be shell text (`$(…)` in a dest runs).
-        for (i, path) in self.content.iter().enumerate() {
-            let q = quote(path);
-            let _ = writeln!(
-                s,
-                "if [ -f {q} ] && [ ! -L {q} ] && [ $(stat -c %s {q}) -le {MAX_CONTENT} ]; then echo \"$M content {i}\"; base64 {q}; fi"
-            );
-        }
-        // Matched names come back through printf of a variable, never as
-        // script text. A match that cannot come back whole (a name with a
-        // newline, a link, over MAX_CONTENT) is still reported, by the
-        // pattern's index: whoever reads the files must know one is missing.
-        for (i, pattern) in self.content_glob.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "for f in {}; do case $f in *'\n'*) echo \"$M unread {i}\"; continue;; esac; if [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ $(stat -c %s \"$f\") -le {MAX_CONTENT} ]; then printf '%s file %s\\n' \"$M\" \"$f\"; base64 \"$f\"; elif [ -d \"$f\" ] && [ ! -L \"$f\" ]; then :; elif [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$M unread {i}\"; fi; done",
-                glob_words(pattern)
-            );
-        }
+        self.content_script(&mut s);
         // One grep for every key (a process per key was most of a no-change
         // probe's cost on a node): `PATH:LINE` for each line of each file
         // that could be read, nothing for one that could not. It reads
@@ -220,6 +201,69 @@ impl Probe {
         }
         s.push_str("echo \"$M end\"\n");
         s.into_bytes()
+    }
+}
+
+impl Probe {
+    /// The content section. Every candidate (the named files, the globs'
+    /// matches) is looked at by ONE `stat`; the regular files of at most
+    /// MAX_CONTENT bytes among them are read by ONE `base64` (through one
+    /// `cat` when there are several), and [`parse`] cuts the answer back
+    /// into files by the sizes that `stat` printed. A process per file was
+    /// most of a no-change probe's cost on a node with a few config files.
+    /// Names are never script text: a glob's matches pass through "$@".
+    fn content_script(&self, s: &mut String) {
+        if self.content.is_empty() && self.content_glob.is_empty() {
+            return;
+        }
+        // A name with a newline cannot be one line of `stat`'s answer: a
+        // named file with one is read alone (by its index), a glob's match
+        // with one is reported unread (by the pattern's index).
+        let mut named = Vec::new();
+        for (i, path) in self.content.iter().enumerate() {
+            let q = quote(path);
+            if path.contains('\n') {
+                let _ = writeln!(
+                    s,
+                    "if [ -f {q} ] && [ ! -L {q} ] && [ $(stat -c %s {q}) -le {MAX_CONTENT} ]; then echo \"$M content {i}\"; base64 {q}; fi"
+                );
+            } else {
+                named.push(q);
+            }
+        }
+        s.push_str("set --\n");
+        for (i, pattern) in self.content_glob.iter().enumerate() {
+            // A match that is also a named file is looked at once.
+            let skip = if named.is_empty() {
+                String::new()
+            } else {
+                format!(" {}) continue;;", named.join("|"))
+            };
+            let _ = writeln!(
+                s,
+                "for f in {}; do case $f in *\"$khard_nl\"*) echo \"$M unread {i}\"; continue;;{skip} esac; set -- \"$@\" \"$f\"; done",
+                glob_words(pattern)
+            );
+        }
+        let _ = write!(
+            s,
+            "khard_cs=$(stat -c '%F|%s|%n' -- {} \"$@\" 2>/dev/null)\n\
+             echo \"$M cstat\"\n\
+             [ -z \"$khard_cs\" ] || printf '%s\\n' \"$khard_cs\"\n\
+             set --\n\
+             khard_l=$khard_cs\n\
+             while [ -n \"$khard_l\" ]; do\n\
+             \x20 khard_x=${{khard_l%%\"$khard_nl\"*}}\n\
+             \x20 case $khard_l in *\"$khard_nl\"*) khard_l=${{khard_l#*\"$khard_nl\"}} ;; *) khard_l='' ;; esac\n\
+             \x20 case $khard_x in 'regular file|'*|'regular empty file|'*) ;; *) continue ;; esac\n\
+             \x20 khard_s=${{khard_x#*|}}; khard_s=${{khard_s%%|*}}\n\
+             \x20 [ \"$khard_s\" -le {MAX_CONTENT} ] || continue\n\
+             \x20 set -- \"$@\" \"${{khard_x#*|*|}}\"\n\
+             done\n\
+             echo \"$M cdata\"\n\
+             case $# in 0) ;; 1) base64 -- \"$1\" ;; *) cat -- \"$@\" | base64 ;; esac\n",
+            named.join(" ")
+        );
     }
 }
 
@@ -271,6 +315,10 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     let mut read: Option<(String, i32)> = None;
     let mut read_b64 = String::new();
     let mut ended = false;
+    // The content section: what `stat` saw of each candidate, and the one
+    // base64 stream of the files that were read, in that order.
+    let mut looked: Vec<Looked> = Vec::new();
+    let mut content_stream = String::new();
     let flush_content = |state: &mut RemoteState, path: &mut String, b64: &mut String| {
         if !path.is_empty() {
             if let Ok(bytes) = data_encoding::BASE64.decode(b64.as_bytes()) {
@@ -301,17 +349,6 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                     .and_then(|i| probe.content_glob.iter().nth(i));
                 state.unread.extend(pattern.cloned());
                 section.clear();
-            } else if let Some(path) = rest.strip_prefix("file ") {
-                let wanted = probe
-                    .content_glob
-                    .iter()
-                    .any(|g| crate::lang::glob::Glob::PATHS.matches(g, path));
-                content_path = if wanted {
-                    path.to_owned()
-                } else {
-                    String::new()
-                };
-                section = "content".into();
             } else if let Some(i) = rest.strip_prefix("content ") {
                 let path = i
                     .parse::<usize>()
@@ -393,6 +430,8 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                         .insert((*key).clone(), normalize_sysctl(&joined));
                 }
             }
+            "cstat" => looked.extend(Looked::parse(line)),
+            "cdata" => content_stream.push_str(line.trim()),
             "content" => content_b64.push_str(line.trim()),
             "read" => read_b64.push_str(line.trim()),
             _ => {}
@@ -400,7 +439,77 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     }
     flush_content(&mut state, &mut content_path, &mut content_b64);
     flush_read(&mut state, &mut read, &mut read_b64);
-    ended.then_some(state)
+    if !ended {
+        return None;
+    }
+    split_contents(&mut state, probe, &looked, &content_stream)?;
+    Some(state)
+}
+
+/// One line of the content section's `stat`: `TYPE|SIZE|NAME`.
+struct Looked {
+    kind: Kind,
+    size: u64,
+    name: String,
+}
+
+impl Looked {
+    fn parse(line: &str) -> Option<Looked> {
+        let mut parts = line.splitn(3, '|');
+        let kind = match parts.next()? {
+            "regular file" | "regular empty file" => Kind::File,
+            "directory" => Kind::Dir,
+            "symbolic link" => Kind::Link,
+            other => Kind::Other(other.to_owned()),
+        };
+        let size = parts.next()?.parse().ok()?;
+        let name = parts.next()?.to_owned();
+        Some(Looked { kind, size, name })
+    }
+
+    /// Whether the script read it: the same rule as the script's loop.
+    fn read(&self) -> bool {
+        self.kind == Kind::File && self.size <= MAX_CONTENT
+    }
+}
+
+/// Cuts the content stream into the files the script read, by the sizes
+/// `stat` printed. A stream of another length means a file changed size
+/// between the two: the probe is not trusted (`None`), never a file cut
+/// short. A glob's match that was not read (a link, a special file, over
+/// MAX_CONTENT; folders aside) is reported unread under its pattern.
+fn split_contents(
+    state: &mut RemoteState,
+    probe: &Probe,
+    looked: &[Looked],
+    stream: &str,
+) -> Option<()> {
+    let bytes = data_encoding::BASE64.decode(stream.as_bytes()).ok()?;
+    let expected: u64 = looked.iter().filter(|l| l.read()).map(|l| l.size).sum();
+    if bytes.len() as u64 != expected {
+        return None;
+    }
+    let mut at = 0usize;
+    for l in looked {
+        let patterns = || {
+            probe
+                .content_glob
+                .iter()
+                .filter(|g| crate::lang::glob::Glob::PATHS.matches(g, &l.name))
+        };
+        if l.read() {
+            let end = at + l.size as usize;
+            if probe.content.contains(&l.name) || patterns().next().is_some() {
+                state
+                    .content
+                    .insert(l.name.clone(), bytes[at..end].to_vec());
+            }
+            at = end;
+        } else if l.kind != Kind::Dir {
+            state.unread.extend(patterns().cloned());
+        }
+    }
+    Some(())
 }
 
 /// Stores the `reads` answer collected so far, if any.
@@ -612,6 +721,83 @@ mod tests {
             BTreeSet::from([format!("{d}/*.yaml"), format!("{d}/*.yml")])
         );
         assert!(state.content.contains_key(&format!("{d}/10-ok.yaml")));
+    }
+
+    /// Many files come back through one `stat` and one `base64`, cut apart
+    /// byte for byte: named files and globs' matches (one file is both), empty and binary files, a named file with a newline in its
+    /// name; a file over MAX_CONTENT does not come back; under dash, bash
+    /// and busybox.
+    #[test]
+    fn many_files_come_back_whole_under_dash_bash_and_busybox() {
+        let tmp = crate::testutil::TempDir::new();
+        let d = tmp.path().display().to_string();
+        let files: [(&str, &[u8]); 5] = [
+            ("a.conf", b"x=1\n"),
+            ("empty.yaml", b""),
+            ("bin.yaml", b"\0\xff\n\n@@khard-0000 end\n"),
+            ("b|c.yaml", b"no final newline"),
+            ("new\nline.conf", b"named\n"),
+        ];
+        for (name, content) in files {
+            std::fs::write(tmp.path().join(name), content).unwrap();
+        }
+        let big = vec![b'z'; MAX_CONTENT as usize + 1];
+        std::fs::write(tmp.path().join("big.yaml"), &big).unwrap();
+        let mut p = Probe::default();
+        p.content.insert(format!("{d}/a.conf"));
+        p.content.insert(format!("{d}/bin.yaml"));
+        p.content.insert(format!("{d}/new\nline.conf"));
+        p.content.insert(format!("{d}/missing.conf"));
+        p.content_glob.insert(format!("{d}/*.yaml"));
+        let marker = crate::shell::new_marker();
+        let script = String::from_utf8(p.script(&marker)).unwrap();
+        let shells: [&[&str]; 3] = [&["dash"], &["bash"], &["busybox", "sh"]];
+        for shell in shells {
+            let Ok(out) = std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .arg("-c")
+                .arg(&script)
+                .output()
+            else {
+                assert_ne!(shell[0], "dash", "dash is needed");
+                continue;
+            };
+            let state = parse(&marker, &String::from_utf8_lossy(&out.stdout), &p)
+                .unwrap_or_else(|| panic!("{shell:?}: {}", String::from_utf8_lossy(&out.stdout)));
+            for (name, content) in files {
+                assert_eq!(
+                    state.content.get(&format!("{d}/{name}")).map(Vec::as_slice),
+                    Some(content),
+                    "{shell:?}: {name}"
+                );
+            }
+            assert_eq!(state.content.len(), files.len(), "{shell:?}");
+            assert_eq!(
+                state.unread,
+                BTreeSet::from([format!("{d}/*.yaml")]),
+                "{shell:?}"
+            );
+        }
+    }
+
+    /// A file that changed size between `stat` and the read leaves a
+    /// stream of another length: the probe is not trusted, no file is cut.
+    #[test]
+    fn a_file_that_changed_while_read_makes_the_probe_untrusted() {
+        let mut p = Probe::default();
+        p.content.insert("/a".into());
+        p.content.insert("/b".into());
+        let out = |stream: &[u8]| {
+            format!(
+                "@@k facts\n@@k cstat\nregular file|2|/a\nregular file|3|/b\n@@k cdata\n{}\n@@k end\n",
+                data_encoding::BASE64.encode(stream)
+            )
+        };
+        let state = parse("@@k", &out(b"a\nbb\n"), &p).unwrap();
+        assert_eq!(state.content["/a"], b"a\n");
+        assert_eq!(state.content["/b"], b"bb\n");
+        assert!(parse("@@k", &out(b"a\nbbb\n"), &p).is_none());
+        assert!(parse("@@k", &out(b"a\nb"), &p).is_none());
     }
 
     fn sha(data: &[u8]) -> String {

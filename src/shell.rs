@@ -30,8 +30,20 @@ pub fn preamble(marker: &str) -> String {
     )
 }
 
-/// A heredoc feeding `data` as base64 to `command` (which reads stdin).
+/// `command` given `data`: as one more (quoted) argument when it is text a
+/// shell word can hold (UTF-8 without NUL), which costs the node no process;
+/// else as base64 on its stdin, from a heredoc. `command` takes either.
 pub fn with_payload(command: &str, data: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(data)
+        && !text.contains('\0')
+    {
+        return format!("{command} {}", quote(text));
+    }
+    with_payload_base64(command, data)
+}
+
+/// A heredoc feeding `data` as base64 to `command` (which reads stdin).
+pub fn with_payload_base64(command: &str, data: &[u8]) -> String {
     let encoded = data_encoding::BASE64.encode(data);
     let mut out = format!("{command} <<'KHARD_PAYLOAD_EOF'\n");
     for chunk in encoded.as_bytes().chunks(76) {

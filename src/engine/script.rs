@@ -11,7 +11,7 @@ use crate::shell::preamble;
 
 /// Shell functions the apply script uses.
 ///
-/// `khard_write DEST MODE OWNER GROUP BACKUP [FOLLOW]` reads base64 content on stdin and
+/// `khard_write DEST MODE OWNER GROUP BACKUP FOLLOW [TEXT]` writes TEXT (or base64 content on stdin) and
 /// replaces DEST atomically: a temp file in the same folder (so rename is
 /// atomic), content, owner and mode set on the temp file, fsync, rename, fsync
 /// of the folder. The temp file is removed on any failure or signal, so an
@@ -28,12 +28,18 @@ pub const FUNCTIONS: &str = r#"khard_write() {
   [ -d "$dir" ] || (umask 022 && mkdir -p -- "$dir") || return 1
   t=$(mktemp "$dir/.khard.XXXXXX") || return 1
   trap 'rm -f "$t"' EXIT HUP INT TERM
-  base64 -d > "$t" || return 1
+  # TEXT ($7) is written by the shell's own printf; without it, the content
+  # is base64 on stdin (it holds a NUL byte, which no shell word can).
+  if [ $# -ge 7 ]; then printf '%s' "$7" > "$t" || return 1; else base64 -d > "$t" || return 1; fi
   # OWNER/GROUP "" = left alone: an existing file keeps its own.
   o=$3; g=$4
-  if [ -e "$d" ]; then [ -n "$o" ] || o=$(stat -c %u "$d"); [ -n "$g" ] || g=$(stat -c %g "$d"); fi
-  if [ -n "$o" ]; then chown -- "$o" "$t" || return 1; fi
-  if [ -n "$g" ]; then chgrp -- "$g" "$t" || return 1; fi
+  if [ -e "$d" ] && { [ -z "$o" ] || [ -z "$g" ]; }; then
+    og=$(stat -c %u:%g -- "$d") || return 1
+    [ -n "$o" ] || o=${og%:*}
+    [ -n "$g" ] || g=${og#*:}
+  fi
+  # One chown for both: OWNER:GROUP, or :GROUP for the group alone.
+  if [ -n "$o$g" ]; then chown -- "$o${g:+:$g}" "$t" || return 1; fi
   chmod "$2" "$t" || return 1
   sync "$t" || return 1
   if [ "$5" = 1 ] && [ -e "$d" ]; then khard_backup "$d" || return 1; fi
@@ -75,12 +81,35 @@ khard_backup() {
   (umask 077 && mkdir -p -- "${b%/*}") && cp -p -- "$1" "$b" && chmod 0600 "$b" && echo "backup: $b"
 }
 khard_sysctl_check() {
-  # cat, not read: procfs gives dash's byte-by-byte `read` one character.
-  v=$(cat "/proc/sys/$1" 2>/dev/null) || { echo "/proc/sys/$1 cannot be read after sysctl -p"; return 1; }
-  set -- "$1" "$2" $v
-  n=$1; want=$2; shift 2
-  if [ "$*" != "$want" ]; then echo "$n is '$*' after sysctl -p, expected '$want' (another sysctl file may override it)"; return 1; fi
+  # KEY VALUE [KEY VALUE]...: every live value after sysctl -p, read by one
+  # grep (PATH:LINE) as the probe reads them; never `read`: procfs gives
+  # dash's byte-by-byte `read` one character.
+  nl='
+'
+  n=$# k=1
+  for a; do
+    if [ $k = 1 ]; then set -- "$@" "/proc/sys/$a"; fi
+    k=$((1 - k))
+  done
+  v=$(shift "$n"; grep -H -s -- '' "$@" </dev/null) || :
+  while [ "$n" -gt 0 ]; do
+    p=/proc/sys/$1 want=$2 got='' found=''
+    shift 2; n=$((n - 2))
+    rest=$v
+    while [ -n "$rest" ]; do
+      line=${rest%%"$nl"*}
+      case $rest in *"$nl"*) rest=${rest#*"$nl"} ;; *) rest='' ;; esac
+      case $line in "$p:"*) got="$got ${line#"$p:"}" found=1 ;; esac
+    done
+    [ -n "$found" ] || { echo "$p cannot be read after sysctl -p"; return 1; }
+    # The value's words joined by one space, as sysctl prints it.
+    set -f; khard_words $got; set +f
+    if [ "$khard_w" != "$want" ]; then
+      echo "${p#/proc/sys/} is '$khard_w' after sysctl -p, expected '$want' (another sysctl file may override it)"; return 1
+    fi
+  done
 }
+khard_words() { khard_w="$*"; }
 "#;
 
 /// Most output of one task that comes back; the rest is cut, with a note.
@@ -88,8 +117,12 @@ pub const TASK_OUTPUT_CAP: usize = 64 * 1024;
 
 /// Builds the one script that applies every change of a host, in order,
 /// stopping at the first failure.
+#[derive(Clone)]
 pub struct ApplyScript {
     text: String,
+    /// The delimiter of a timed task's heredoc: the run's random marker in
+    /// it, so no body (file text is written as a shell word) can end it early.
+    task_eof: String,
 }
 
 impl ApplyScript {
@@ -100,13 +133,18 @@ impl ApplyScript {
             text,
             "khard_o=$(mktemp) || exit 1\ntrap 'rm -f \"$khard_o\"' EXIT\n\
              khard_output() {{\n\
+             \x20 [ -s \"$khard_o\" ] || return 0\n\
              \x20 n=$(wc -c <\"$khard_o\")\n\
              \x20 head -c {TASK_OUTPUT_CAP} \"$khard_o\"\n\
-             \x20 if [ \"$n\" -gt {TASK_OUTPUT_CAP} ]; then echo; echo \"[khard: output cut: $n bytes, the first {TASK_OUTPUT_CAP} shown]\"\n\
-             \x20 elif [ \"$n\" -gt 0 ] && [ \"$(tail -c 1 \"$khard_o\" | wc -l)\" -eq 0 ]; then echo; fi\n\
+             \x20 if [ \"$n\" -gt {TASK_OUTPUT_CAP} ]; then echo; echo \"[khard: output cut: $n bytes, the first {TASK_OUTPUT_CAP} shown]\"; fi\n\
+             \x20 printf '\\n%s eol\\n' \"$M\"\n\
              }}\n"
         );
-        ApplyScript { text }
+        let nonce: String = marker.chars().filter(char::is_ascii_alphanumeric).collect();
+        ApplyScript {
+            text,
+            task_eof: format!("KHARD_TASK_EOF_{nonce}"),
+        }
     }
 
     /// Adds task number `index`; `body` is shell that fails with a non-zero status.
@@ -134,7 +172,8 @@ impl ApplyScript {
         let run = match timeout {
             None => format!("(\nset -e\n{body}\n) </dev/null >\"$khard_o\" 2>&1\nr=$?\n"),
             Some(secs) => format!(
-                "timeout -k 5 {secs} /bin/sh -c 'set -e; . /dev/fd/3' 3<<'KHARD_TASK_EOF' </dev/null >\"$khard_o\" 2>&1\n{FUNCTIONS}{body}\nKHARD_TASK_EOF\nr=$?\n[ $r -ne 124 ] || echo \"timed out after {secs}s\" >>\"$khard_o\"\n"
+                "timeout -k 5 {secs} /bin/sh -c 'set -e; . /dev/fd/3' 3<<'{eof}' </dev/null >\"$khard_o\" 2>&1\n{FUNCTIONS}{body}\n{eof}\nr=$?\n[ $r -ne 124 ] || echo \"timed out after {secs}s\" >>\"$khard_o\"\n",
+                eof = self.task_eof
             ),
         };
         self.push_task(index, &run);
@@ -201,6 +240,16 @@ pub fn parse_apply(marker: &str, stdout: &str) -> (Vec<TaskRun>, bool) {
                     runs.push(run);
                 }
             }
+            // khard_output's closing line: it printed a newline before the
+            // marker so that the marker starts a line without a `tail` to
+            // see how the output ended; take that newline back.
+            (Some("eol"), _) => {
+                if let Some(run) = current.as_mut()
+                    && run.output.ends_with("\n\n")
+                {
+                    run.output.pop();
+                }
+            }
             (Some("end"), _) => finished = true,
             _ => {}
         }
@@ -244,7 +293,7 @@ mod tests {
         .trim()
         .to_owned();
         let write = format!(
-            "khard_write {} 0640 {} {} 0",
+            "khard_write {} 0640 {} {} 0 0",
             quote(dest.to_str().unwrap()),
             quote(&user),
             quote(&group)
@@ -254,6 +303,26 @@ mod tests {
         s.task(2, "echo never");
         let mut t = ApplyScript::new(&marker);
         t.task_with_timeout(0, "echo started; sleep 5", Some(1));
+        // A timed write whose text holds a line like the heredoc's delimiter.
+        let mut u = ApplyScript::new(&marker);
+        let timed = dir.join("timed.conf");
+        let write = format!(
+            "khard_write {} 0600 '' '' 0 0",
+            quote(timed.to_str().unwrap())
+        );
+        u.task_with_timeout(
+            0,
+            &with_payload(&write, b"x\nKHARD_TASK_EOF\ny\n"),
+            Some(30),
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(String::from_utf8(u.finish()).unwrap())
+            .output()
+            .unwrap();
+        let (runs, finished) = parse_apply(&marker, &String::from_utf8_lossy(&out.stdout));
+        assert!(finished && runs[0].ok, "{runs:?}");
+        assert_eq!(std::fs::read(&timed).unwrap(), b"x\nKHARD_TASK_EOF\ny\n");
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(String::from_utf8(t.finish()).unwrap())
@@ -297,6 +366,99 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    /// Text goes in as a shell word, binary (a NUL byte) as base64 on
+    /// stdin; both land byte for byte, with the owner alone, the group
+    /// alone, or an existing file's own kept.
+    #[test]
+    fn writes_text_and_binary_content_exactly() {
+        let tmp = crate::testutil::TempDir::new();
+        let marker = new_marker();
+        let mut s = ApplyScript::new(&marker);
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        let cases: [(&str, &[u8], &str, &str); 4] = [
+            (
+                "text",
+                b"a 'quoted' $(touch x) `b` \\n\nno final newline",
+                &uid,
+                "",
+            ),
+            ("binary", b"\0\xff\x01\n", "", &gid),
+            ("empty", b"", "", ""),
+            ("newlines", b"\n\n", &uid, &gid),
+        ];
+        for (i, (name, content, owner, group)) in cases.iter().enumerate() {
+            let dest = tmp.path().join(name);
+            std::fs::write(&dest, b"old").unwrap();
+            let cmd = format!(
+                "khard_write {} 0600 {} {} 0 0",
+                quote(dest.to_str().unwrap()),
+                quote(owner),
+                quote(group)
+            );
+            s.task(i, &with_payload(&cmd, content));
+        }
+        for shell in ["sh", "bash"] {
+            let out = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(String::from_utf8(s.clone().finish()).unwrap())
+                .current_dir(tmp.path())
+                .output()
+                .unwrap();
+            let (runs, finished) = parse_apply(&marker, &String::from_utf8_lossy(&out.stdout));
+            assert!(finished && runs.iter().all(|r| r.ok), "{shell}: {runs:?}");
+            for (name, content, _, _) in cases {
+                assert_eq!(
+                    std::fs::read(tmp.path().join(name)).unwrap(),
+                    content,
+                    "{shell}: {name}"
+                );
+            }
+            assert!(!tmp.path().join("x").exists(), "{shell}: the text ran");
+        }
+    }
+
+    /// The live check after `sysctl -p` reads the real /proc/sys, every key
+    /// by one grep: a multi-word value (tabs in the file) compares by its
+    /// words, a wrong value and a missing key fail with their names.
+    #[test]
+    fn the_live_sysctl_check_reads_every_key_at_once() {
+        let printk = std::fs::read_to_string("/proc/sys/kernel/printk").unwrap();
+        let printk = printk.split_whitespace().collect::<Vec<_>>().join(" ");
+        let run = |shell: &str, args: &str| {
+            let out = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(format!("{FUNCTIONS}khard_sysctl_check {args}"))
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        for shell in ["dash", "bash"] {
+            let ok = format!("kernel/ostype Linux kernel/printk '{printk}'");
+            assert_eq!(run(shell, &ok), (true, String::new()), "{shell}");
+            let (good, out) = run(shell, "kernel/ostype Linux kernel/printk '9 9 9 9'");
+            assert!(!good, "{shell}");
+            assert_eq!(
+                out,
+                format!(
+                    "kernel/printk is '{printk}' after sysctl -p, expected '9 9 9 9' (another sysctl file may override it)\n"
+                )
+            );
+            let (good, out) = run(shell, "kernel/ostype Linux no/such/key 1");
+            assert!(!good, "{shell}");
+            assert_eq!(
+                out,
+                "/proc/sys/no/such/key cannot be read after sysctl -p\n"
+            );
+        }
     }
 
     /// The markers start a line whatever a task printed: output without a

@@ -3,6 +3,7 @@
 //! live value differs (another file can override ours at boot or later).
 
 use serde::Deserialize;
+use std::fmt::Write as _;
 
 use super::error::TaskError;
 use super::{Change, Perms, Render};
@@ -118,12 +119,17 @@ impl Desired {
         change
             .script
             .push_str(&format!("\nsysctl -p {} >/dev/null\n", quote(&self.dest)));
-        for (k, v) in &self.values {
-            change.script.push_str(&format!(
-                "khard_sysctl_check {} {}\n",
-                quote(&k.replace('.', "/")),
-                quote(v)
-            ));
+        if !self.values.is_empty() {
+            change.script.push_str("khard_sysctl_check");
+            for (k, v) in &self.values {
+                let _ = write!(
+                    change.script,
+                    " {} {}",
+                    quote(&k.replace('.', "/")),
+                    quote(v)
+                );
+            }
+            change.script.push('\n');
         }
         Ok(Some(change))
     }
