@@ -137,25 +137,8 @@ impl Probe {
                 quote(name)
             );
         }
-        let words = |set: &BTreeSet<String>| {
-            set.iter()
-                .map(|p| {
-                    if p.contains(['*', '?']) {
-                        glob_words(p)
-                    } else {
-                        quote(p)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        if !self.stat.is_empty() {
-            let _ = writeln!(
-                s,
-                "echo \"$M stat\"\nstat -c '%F|%a|%U|%G|%s|%u|%g|%n' -- {} 2>/dev/null",
-                words(&self.stat)
-            );
-        }
+        let words = |set: &BTreeSet<String>| words(set.iter());
+        self.files_script(&mut s);
         if !self.stat_follow.is_empty() {
             let _ = writeln!(
                 s,
@@ -163,14 +146,6 @@ impl Probe {
                 words(&self.stat_follow)
             );
         }
-        if !self.sha256.is_empty() {
-            let _ = writeln!(
-                s,
-                "echo \"$M sha256\"\nsha256sum -- {} 2>/dev/null",
-                words(&self.sha256)
-            );
-        }
-        self.content_script(&mut s);
         // One grep for every key (a process per key was most of a no-change
         // probe's cost on a node): `PATH:LINE` for each line of each file
         // that could be read, nothing for one that could not. It reads
@@ -205,66 +180,115 @@ impl Probe {
 }
 
 impl Probe {
-    /// The content section. Every candidate (the named files, the globs'
-    /// matches) is looked at by ONE `stat`; the regular files of at most
-    /// MAX_CONTENT bytes among them are read by ONE `base64` (through one
-    /// `cat` when there are several), and [`parse`] cuts the answer back
-    /// into files by the sizes that `stat` printed. A process per file was
-    /// most of a no-change probe's cost on a node with a few config files.
-    /// Names are never script text: a glob's matches pass through "$@".
-    fn content_script(&self, s: &mut String) {
-        if self.content.is_empty() && self.content_glob.is_empty() {
-            return;
-        }
-        // A name with a newline cannot be one line of `stat`'s answer: a
-        // named file with one is read alone (by its index), a glob's match
-        // with one is reported unread (by the pattern's index).
-        let mut named = Vec::new();
+    /// The files section: `stat`, content and sha256, in as few processes
+    /// as a node can give them. ONE `stat` looks at every path asked (and
+    /// at each content glob's matches); the regular files of at most
+    /// MAX_CONTENT bytes among those whose content or checksum is wanted are
+    /// read by ONE `od` (hex bytes: it takes many files, where `base64`
+    /// takes one), and [`parse`] cuts the stream back into files by the
+    /// sizes `stat` printed and hashes them itself; `sha256sum` runs only for what was
+    /// not read. A process per file was most of a no-change probe's cost.
+    /// Names are never script text: matches pass through variables.
+    fn files_script(&self, s: &mut String) {
+        let plain = |p: &&String| !p.contains(['*', '?', '\n']);
+        // Read whole, by one stat line each: content, and sha256 files
+        // (hashed here). A name with a newline cannot be one line of
+        // `stat`'s answer: a named file with one is read alone (by its
+        // index), a glob's match with one is reported unread.
+        let wanted: BTreeSet<&String> = self
+            .content
+            .iter()
+            .chain(&self.sha256)
+            .filter(plain)
+            .collect();
         for (i, path) in self.content.iter().enumerate() {
-            let q = quote(path);
             if path.contains('\n') {
+                let q = quote(path);
                 let _ = writeln!(
                     s,
                     "if [ -f {q} ] && [ ! -L {q} ] && [ $(stat -c %s {q}) -le {MAX_CONTENT} ]; then echo \"$M content {i}\"; base64 {q}; fi"
                 );
-            } else {
-                named.push(q);
             }
         }
-        s.push_str("set --\n");
+        let cases = wanted
+            .iter()
+            .map(|p| quote(p))
+            .collect::<Vec<_>>()
+            .join("|");
+        s.push_str("set --\nkhard_gm=''\n");
         for (i, pattern) in self.content_glob.iter().enumerate() {
-            // A match that is also a named file is looked at once.
-            let skip = if named.is_empty() {
+            // A match that is also a wanted name is looked at once.
+            let skip = if cases.is_empty() {
                 String::new()
             } else {
-                format!(" {}) continue;;", named.join("|"))
+                format!(" {cases}) continue;;")
             };
             let _ = writeln!(
                 s,
-                "for f in {}; do case $f in *\"$khard_nl\"*) echo \"$M unread {i}\"; continue;;{skip} esac; set -- \"$@\" \"$f\"; done",
+                "for f in {}; do case $f in *\"$khard_nl\"*) echo \"$M unread {i}\"; continue;;{skip} esac; khard_gm=$khard_gm$f$khard_nl; set -- \"$@\" \"$f\"; done",
                 glob_words(pattern)
             );
         }
+        let looked: BTreeSet<&String> = self.stat.iter().chain(wanted.iter().copied()).collect();
         let _ = write!(
             s,
-            "khard_cs=$(stat -c '%F|%s|%n' -- {} \"$@\" 2>/dev/null)\n\
-             echo \"$M cstat\"\n\
+            "khard_cs=$(stat -c '%F|%a|%U|%G|%s|%u|%g|%n' -- {} \"$@\" 2>/dev/null)\n\
+             echo \"$M stat\"\n\
              [ -z \"$khard_cs\" ] || printf '%s\\n' \"$khard_cs\"\n\
              set --\n\
+             khard_rd=$khard_nl\n\
              khard_l=$khard_cs\n\
              while [ -n \"$khard_l\" ]; do\n\
              \x20 khard_x=${{khard_l%%\"$khard_nl\"*}}\n\
              \x20 case $khard_l in *\"$khard_nl\"*) khard_l=${{khard_l#*\"$khard_nl\"}} ;; *) khard_l='' ;; esac\n\
+             \x20 khard_n=${{khard_x#*|*|*|*|*|*|*|}}\n\
+             \x20 case $khard_n in {cases}) ;; *) case $khard_nl$khard_gm in *\"$khard_nl$khard_n$khard_nl\"*) ;; *) continue ;; esac ;; esac\n\
              \x20 case $khard_x in 'regular file|'*|'regular empty file|'*) ;; *) continue ;; esac\n\
-             \x20 khard_s=${{khard_x#*|}}; khard_s=${{khard_s%%|*}}\n\
+             \x20 khard_s=${{khard_x#*|*|*|*|}}; khard_s=${{khard_s%%|*}}\n\
              \x20 [ \"$khard_s\" -le {MAX_CONTENT} ] || continue\n\
-             \x20 set -- \"$@\" \"${{khard_x#*|*|}}\"\n\
+             \x20 case $khard_rd in *\"$khard_nl$khard_n$khard_nl\"*) continue ;; esac\n\
+             \x20 khard_rd=$khard_rd$khard_n$khard_nl\n\
+             \x20 set -- \"$@\" \"$khard_n\"\n\
              done\n\
+             echo \"$M cread\"\n\
+             [ $# -eq 0 ] || printf '%s\\n' \"$@\"\n\
              echo \"$M cdata\"\n\
-             case $# in 0) ;; 1) base64 -- \"$1\" ;; *) cat -- \"$@\" | base64 ;; esac\n",
-            named.join(" ")
+             [ $# -eq 0 ] || od -A n -t x1 -v -- \"$@\"\n\
+             set --\n",
+            words(looked.into_iter()),
+            cases = if cases.is_empty() {
+                "''".to_owned()
+            } else {
+                cases.clone()
+            },
         );
+        for path in &self.sha256 {
+            if plain(&path) {
+                let q = quote(path);
+                let _ = writeln!(
+                    s,
+                    "case $khard_rd in *\"$khard_nl\"{q}\"$khard_nl\"*) ;; *) [ ! -f {q} ] || set -- \"$@\" {q} ;; esac"
+                );
+            } else {
+                let _ = writeln!(s, "set -- \"$@\" {}", words(std::iter::once(path)));
+            }
+        }
+        s.push_str("echo \"$M sha256\"\n[ $# -eq 0 ] || sha256sum -- \"$@\" 2>/dev/null\n");
     }
+}
+
+/// Paths as shell words: globs left to the shell, the rest quoted.
+fn words<'a>(paths: impl Iterator<Item = &'a String>) -> String {
+    paths
+        .map(|p| {
+            if p.contains(['*', '?']) {
+                glob_words(p)
+            } else {
+                quote(p)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A glob for the shell: quoted except for its wildcards (`*`, `?`, and
@@ -315,9 +339,8 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     let mut read: Option<(String, i32)> = None;
     let mut read_b64 = String::new();
     let mut ended = false;
-    // The content section: what `stat` saw of each candidate, and the one
-    // base64 stream of the files that were read, in that order.
-    let mut looked: Vec<Looked> = Vec::new();
+    // The files the script read, in order, and their one hex stream.
+    let mut read_names: Vec<String> = Vec::new();
     let mut content_stream = String::new();
     let flush_content = |state: &mut RemoteState, path: &mut String, b64: &mut String| {
         if !path.is_empty() {
@@ -430,8 +453,8 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
                         .insert((*key).clone(), normalize_sysctl(&joined));
                 }
             }
-            "cstat" => looked.extend(Looked::parse(line)),
-            "cdata" => content_stream.push_str(line.trim()),
+            "cread" => read_names.push(line.to_owned()),
+            "cdata" => content_stream.extend(line.split_ascii_whitespace()),
             "content" => content_b64.push_str(line.trim()),
             "read" => read_b64.push_str(line.trim()),
             _ => {}
@@ -442,72 +465,51 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     if !ended {
         return None;
     }
-    split_contents(&mut state, probe, &looked, &content_stream)?;
+    split_contents(&mut state, probe, &read_names, &content_stream)?;
     Some(state)
 }
 
-/// One line of the content section's `stat`: `TYPE|SIZE|NAME`.
-struct Looked {
-    kind: Kind,
-    size: u64,
-    name: String,
-}
-
-impl Looked {
-    fn parse(line: &str) -> Option<Looked> {
-        let mut parts = line.splitn(3, '|');
-        let kind = match parts.next()? {
-            "regular file" | "regular empty file" => Kind::File,
-            "directory" => Kind::Dir,
-            "symbolic link" => Kind::Link,
-            other => Kind::Other(other.to_owned()),
-        };
-        let size = parts.next()?.parse().ok()?;
-        let name = parts.next()?.to_owned();
-        Some(Looked { kind, size, name })
-    }
-
-    /// Whether the script read it: the same rule as the script's loop.
-    fn read(&self) -> bool {
-        self.kind == Kind::File && self.size <= MAX_CONTENT
-    }
-}
-
 /// Cuts the content stream into the files the script read, by the sizes
-/// `stat` printed. A stream of another length means a file changed size
-/// between the two: the probe is not trusted (`None`), never a file cut
-/// short. A glob's match that was not read (a link, a special file, over
-/// MAX_CONTENT; folders aside) is reported unread under its pattern.
+/// `stat` printed, and hashes those whose sha256 was asked. A stream of
+/// another length means a file changed size between the two: the probe is
+/// not trusted (`None`), never a file cut short. A content glob's match
+/// that was not read (a link, a special file, over MAX_CONTENT; folders
+/// aside) is reported unread under its pattern.
 fn split_contents(
     state: &mut RemoteState,
     probe: &Probe,
-    looked: &[Looked],
+    read: &[String],
     stream: &str,
 ) -> Option<()> {
-    let bytes = data_encoding::BASE64.decode(stream.as_bytes()).ok()?;
-    let expected: u64 = looked.iter().filter(|l| l.read()).map(|l| l.size).sum();
-    if bytes.len() as u64 != expected {
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(stream.as_bytes())
+        .ok()?;
+    let mut at = 0usize;
+    for name in read {
+        let size = usize::try_from(state.stat.get(name)?.size).ok()?;
+        let content = bytes.get(at..at.checked_add(size)?)?;
+        at += size;
+        if probe.sha256.contains(name) {
+            use sha2::Digest;
+            let hash = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(content));
+            state.sha256.insert(name.clone(), hash);
+        }
+        state.content.insert(name.clone(), content.to_vec());
+    }
+    if at != bytes.len() {
         return None;
     }
-    let mut at = 0usize;
-    for l in looked {
-        let patterns = || {
+    for (name, stat) in &state.stat {
+        if stat.kind == Kind::Dir || state.content.contains_key(name) {
+            continue;
+        }
+        state.unread.extend(
             probe
                 .content_glob
                 .iter()
-                .filter(|g| crate::lang::glob::Glob::PATHS.matches(g, &l.name))
-        };
-        if l.read() {
-            let end = at + l.size as usize;
-            if probe.content.contains(&l.name) || patterns().next().is_some() {
-                state
-                    .content
-                    .insert(l.name.clone(), bytes[at..end].to_vec());
-            }
-            at = end;
-        } else if l.kind != Kind::Dir {
-            state.unread.extend(patterns().cloned());
-        }
+                .filter(|g| crate::lang::glob::Glob::PATHS.matches(g, name))
+                .cloned(),
+        );
     }
     Some(())
 }
@@ -749,6 +751,13 @@ mod tests {
         p.content.insert(format!("{d}/new\nline.conf"));
         p.content.insert(format!("{d}/missing.conf"));
         p.content_glob.insert(format!("{d}/*.yaml"));
+        // Checksums: of a file read anyway (hashed by khard), of one only
+        // hashed (read too, and hashed by khard), of one too big to read
+        // (by sha256sum on the node).
+        p.sha256.insert(format!("{d}/a.conf"));
+        p.sha256.insert(format!("{d}/sum-only"));
+        p.sha256.insert(format!("{d}/big.yaml"));
+        std::fs::write(tmp.path().join("sum-only"), b"s\n").unwrap();
         let marker = crate::shell::new_marker();
         let script = String::from_utf8(p.script(&marker)).unwrap();
         let shells: [&[&str]; 3] = [&["dash"], &["bash"], &["busybox", "sh"]];
@@ -771,7 +780,23 @@ mod tests {
                     "{shell:?}: {name}"
                 );
             }
-            assert_eq!(state.content.len(), files.len(), "{shell:?}");
+            assert_eq!(state.content.len(), files.len() + 1, "{shell:?}");
+            assert_eq!(
+                state.sha256[&format!("{d}/a.conf")],
+                sha(b"x=1\n"),
+                "{shell:?}"
+            );
+            assert_eq!(
+                state.sha256[&format!("{d}/sum-only")],
+                sha(b"s\n"),
+                "{shell:?}"
+            );
+            assert_eq!(
+                state.sha256[&format!("{d}/big.yaml")],
+                sha(&big),
+                "{shell:?}"
+            );
+            assert_eq!(state.stat[&format!("{d}/bin.yaml")].size, 21, "{shell:?}");
             assert_eq!(
                 state.unread,
                 BTreeSet::from([format!("{d}/*.yaml")]),
@@ -789,8 +814,8 @@ mod tests {
         p.content.insert("/b".into());
         let out = |stream: &[u8]| {
             format!(
-                "@@k facts\n@@k cstat\nregular file|2|/a\nregular file|3|/b\n@@k cdata\n{}\n@@k end\n",
-                data_encoding::BASE64.encode(stream)
+                "@@k facts\n@@k stat\nregular file|644|root|root|2|0|0|/a\nregular file|644|root|root|3|0|0|/b\n@@k cread\n/a\n/b\n@@k cdata\n{}\n@@k end\n",
+                data_encoding::HEXLOWER.encode(stream)
             )
         };
         let state = parse("@@k", &out(b"a\nbb\n"), &p).unwrap();

@@ -242,7 +242,7 @@ impl Evidence {
 
     /// The node's answer to [`probe`].
     pub fn from_state(role: &str, config: &str, state: &RemoteState) -> Evidence {
-        let version = state.facts.get("k3s_version").cloned();
+        let version = crate::k3s::facts::running_version(state);
         let embedded_etcd = state
             .stat
             .get(ETCD_DIR)

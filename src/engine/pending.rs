@@ -32,7 +32,7 @@ pub fn mark(play: &Play, task: &Task, vars: &Map<String, Value>) -> String {
     let runs = |h: &&Task| task.notify.contains(&h.name) && !super::diff::when_known_false(h, vars);
     for h in play.handlers.iter().filter(runs) {
         s.push_str(&format!(
-            "\n{{ mkdir -p {dir} && printf '%s\\n' {name} >{path}; }} 2>/dev/null || :",
+            "\n{{ {{ [ -d {dir} ] || mkdir -p {dir}; }} && printf '%s\\n' {name} >{path}; }} 2>/dev/null || :",
             dir = quote(DIR),
             name = quote(&h.name),
             path = quote(&marker(play, h)),

@@ -40,7 +40,8 @@ pub const FUNCTIONS: &str = r#"khard_write() {
   fi
   # One chown for both: OWNER:GROUP, or :GROUP for the group alone.
   if [ -n "$o$g" ]; then chown -- "$o${g:+:$g}" "$t" || return 1; fi
-  chmod "$2" "$t" || return 1
+  # mktemp made it 0600 (under the scripts' umask 077): chmod only for another mode.
+  [ "$2" = 0600 ] || chmod "$2" "$t" || return 1
   sync "$t" || return 1
   if [ "$5" = 1 ] && [ -e "$d" ]; then khard_backup "$d" || return 1; fi
   # -T: a folder swapped in for DEST since the probe is not written into.

@@ -11,6 +11,19 @@ use crate::k3s::version::K3sVersion;
 /// since they are only known after probing.
 pub const PROBED: &[&str] = &["k3s_version", "k3s_minor", "k3s_era", "cis_benchmark"];
 
+/// The version the node runs, from the probe's `k3s_version` fact (the
+/// first line of `k3s --version`: `k3s version v1.30.6+k3s1 (1829eaae)`):
+/// its version word, or the whole line when it is not of that shape (the
+/// caller then says the node answered something that is not a version).
+pub fn running_version(state: &crate::facts::RemoteState) -> Option<String> {
+    let line = state.facts.get("k3s_version")?;
+    let mut words = line.split_whitespace();
+    Some(match (words.next(), words.next(), words.next()) {
+        (Some("k3s"), Some("version"), Some(v)) => v.to_owned(),
+        _ => line.clone(),
+    })
+}
+
 /// Groups that make a host a k3s server, and an agent: k3s-ansible's
 /// current layout (`server`, `agent`, since 2023) and its older one
 /// (`master`, `node`).
@@ -163,6 +176,26 @@ pub fn also_named(minor: u64) -> &'static [&'static str] {
 
 #[cfg(test)]
 mod tests {
+
+    /// The version word of what real k3s prints (v1.30.6+k3s1's first
+    /// line); anything else is kept whole, for the error to show it.
+    #[test]
+    fn the_running_version_is_the_word_after_k3s_version() {
+        let mut state = crate::facts::RemoteState::default();
+        assert_eq!(running_version(&state), None);
+        state.facts.insert(
+            "k3s_version".into(),
+            "k3s version v1.30.6+k3s1 (1829eaae)".into(),
+        );
+        assert_eq!(running_version(&state).as_deref(), Some("v1.30.6+k3s1"));
+        state
+            .facts
+            .insert("k3s_version".into(), "Segmentation fault".into());
+        assert_eq!(
+            running_version(&state).as_deref(),
+            Some("Segmentation fault")
+        );
+    }
     use super::*;
 
     #[test]

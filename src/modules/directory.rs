@@ -62,7 +62,7 @@ impl Desired {
                 certain: true,
                 // Missing parents get 0755 whatever the scripts' umask (077).
                 script: format!(
-                    "(umask 022 && mkdir -p -- {q})\n{}chmod {:04o} {q}",
+                    "umask 022\nmkdir -p -- {q}\numask 077\n{}chmod {:04o} {q}",
                     self.perms.chown(path),
                     self.perms.mode,
                     q = quote(path),
