@@ -35,6 +35,10 @@ pub struct Probe {
     /// prints its value on one line, or nothing when it is unknown. The
     /// domain asks for these (e.g. the version of the software on the node).
     pub facts: BTreeMap<String, String>,
+    /// A file a fact's command needs readable, tested by the probe's own
+    /// shell first: where it is missing the fact is unknown at the cost of
+    /// no process (a fact's command runs in a subshell, one fork per node).
+    pub fact_needs: BTreeMap<String, String>,
 }
 
 /// Where the engine records, on a host, the handlers a run notified and has
@@ -108,6 +112,7 @@ impl Probe {
         }
         self.reads.extend(other.reads);
         self.facts.extend(other.facts);
+        self.fact_needs.extend(other.fact_needs);
     }
 
     /// Whether everything `other` needs was asked by this probe (content aside,
@@ -131,9 +136,14 @@ impl Probe {
         // the one subshell (an `exit` in the command ends only it), and no
         // `head` process is spent per fact.
         for (name, command) in &self.facts {
+            let run = format!("khard_f=$( {{ {command}\n}} </dev/null 2>/dev/null )");
+            let run = match self.fact_needs.get(name) {
+                Some(file) => format!("khard_f=''; if [ -r {} ]; then {run}; fi", quote(file)),
+                None => run,
+            };
             let _ = writeln!(
                 s,
-                "khard_f=$( {{ {command}\n}} </dev/null 2>/dev/null ); khard_f=${{khard_f%%\"$khard_nl\"*}}; echo {}=\"$khard_f\"",
+                "{run}; khard_f=${{khard_f%%\"$khard_nl\"*}}; echo {}=\"$khard_f\"",
                 quote(name)
             );
         }
@@ -165,13 +175,17 @@ impl Probe {
                 "( {guard}\n) </dev/null >/dev/null 2>&1; echo \"$M guard {i} $?\""
             );
         }
-        // Output goes back base64-encoded, so it can never forge a marker line.
-        // `$( )` is already a subshell (an `exit` in the command ends only
-        // it); an empty answer costs no pipeline (three processes fewer).
+        // Output comes back as it is, after its status line: the command
+        // runs without the marker (`M=` in its subshell; the nonce is in
+        // no environment), so no line of it can be one. `$( )` is already
+        // a subshell (an `exit` in the command ends only it) and strips the
+        // final newlines; the shell measures the answer (LC_ALL=C: bytes),
+        // so only one over MAX_READ costs a `head`.
         for (i, command) in self.reads.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "khard_r=$( {{ {command}\n}} </dev/null 2>/dev/null ); khard_s=$?; echo \"$M read {i} $khard_s\"; [ -z \"$khard_r\" ] || printf '%s' \"$khard_r\" | head -c {MAX_READ} | base64"
+                "khard_r=$( {{ M=; {command}\n}} </dev/null 2>/dev/null ); khard_s=$?; echo \"$M read {i} $khard_s\"\n\
+                 if [ ${{#khard_r}} -le {MAX_READ} ]; then [ -z \"$khard_r\" ] || printf '%s\\n' \"$khard_r\"; else printf '%s' \"$khard_r\" | head -c {MAX_READ}; echo; fi"
             );
         }
         s.push_str("echo \"$M end\"\n");
@@ -335,9 +349,9 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     let mut section = String::new();
     let mut content_path = String::new();
     let mut content_b64 = String::new();
-    // The `reads` command being collected: its index, status and base64 so far.
+    // The `reads` command being collected: its index, status and text so far.
     let mut read: Option<(String, i32)> = None;
-    let mut read_b64 = String::new();
+    let mut read_text = String::new();
     let mut ended = false;
     // The files the script read, in order, and their one hex stream.
     let mut read_names: Vec<String> = Vec::new();
@@ -354,7 +368,7 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
     for line in stdout.lines() {
         if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(' ')) {
             flush_content(&mut state, &mut content_path, &mut content_b64);
-            flush_read(&mut state, &mut read, &mut read_b64);
+            flush_read(&mut state, &mut read, &mut read_text);
             if let Some(r) = rest.strip_prefix("read ") {
                 let mut it = r.split(' ');
                 let index = it.next().and_then(|i| i.parse::<usize>().ok());
@@ -456,12 +470,15 @@ pub fn parse(marker: &str, stdout: &str, probe: &Probe) -> Option<RemoteState> {
             "cread" => read_names.push(line.to_owned()),
             "cdata" => content_stream.extend(line.split_ascii_whitespace()),
             "content" => content_b64.push_str(line.trim()),
-            "read" => read_b64.push_str(line.trim()),
+            "read" => {
+                read_text.push_str(line);
+                read_text.push('\n');
+            }
             _ => {}
         }
     }
     flush_content(&mut state, &mut content_path, &mut content_b64);
-    flush_read(&mut state, &mut read, &mut read_b64);
+    flush_read(&mut state, &mut read, &mut read_text);
     if !ended {
         return None;
     }
@@ -515,15 +532,13 @@ fn split_contents(
 }
 
 /// Stores the `reads` answer collected so far, if any.
-fn flush_read(state: &mut RemoteState, read: &mut Option<(String, i32)>, b64: &mut String) {
+fn flush_read(state: &mut RemoteState, read: &mut Option<(String, i32)>, text: &mut String) {
     if let Some((command, code)) = read.take() {
-        let bytes = data_encoding::BASE64
-            .decode(b64.as_bytes())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        state.reads.insert(command, (code, text));
+        // The newline the script printed after the answer is not the answer's.
+        let answer = text.strip_suffix('\n').unwrap_or(text);
+        state.reads.insert(command, (code, answer.to_owned()));
     }
-    b64.clear();
+    text.clear();
 }
 
 /// The procfs file of a sysctl key.
@@ -648,6 +663,36 @@ mod tests {
         }
     }
 
+    /// A fact whose file is missing is unknown and its command never runs;
+    /// with the file readable it runs as any fact.
+    #[test]
+    fn a_fact_runs_only_where_the_file_it_needs_is_readable() {
+        let tmp = crate::testutil::TempDir::new();
+        let ran = tmp.path().join("ran");
+        let needed = tmp.path().join("kubeconfig");
+        let mut p = Probe::default();
+        p.facts.insert(
+            "nodes".into(),
+            format!("touch {}; echo answer", quote(ran.to_str().unwrap())),
+        );
+        p.fact_needs
+            .insert("nodes".into(), needed.to_str().unwrap().to_owned());
+        let marker = crate::shell::new_marker();
+        let run = || {
+            let out = std::process::Command::new("dash")
+                .arg("-c")
+                .arg(String::from_utf8(p.script(&marker)).unwrap())
+                .output()
+                .unwrap();
+            parse(&marker, &String::from_utf8_lossy(&out.stdout), &p).expect("probe ended")
+        };
+        assert!(!run().facts.contains_key("nodes"));
+        assert!(!ran.exists(), "the command ran without its file");
+        std::fs::write(&needed, "x").unwrap();
+        assert_eq!(run().facts["nodes"], "answer");
+        assert!(ran.exists());
+    }
+
     #[test]
     fn probes_a_real_folder() {
         let tmp = crate::testutil::TempDir::new();
@@ -666,8 +711,12 @@ mod tests {
         p.sysctl.insert("kernel.ostype".into());
         p.add_guard("test -e /");
         p.add_guard("exit 3");
-        // A read whose output looks like a marker line cannot forge one.
-        let forged = "printf 'x\\n%s end\\nline two\\n' \"$M\"; exit 4";
+        // A read cannot forge a marker line: it runs without the marker,
+        // and a line like one with another nonce is only text.
+        let forged =
+            "printf 'x\\n%s end\\n@@khard-0123456789abcdef end\\nline two\\n' \"$M\"; exit 4";
+        let long = format!("head -c {} /dev/zero | tr '\\0' y", MAX_READ + 10);
+        p.reads.insert(long.clone());
         p.reads.insert(forged.into());
         p.reads.insert("echo 'ns a=false'".into());
         let marker = crate::shell::new_marker();
@@ -689,8 +738,12 @@ mod tests {
         assert_eq!(state.reads["echo 'ns a=false'"], (0, "ns a=false".into()));
         assert_eq!(
             state.reads[forged],
-            (4, format!("x\n{marker} end\nline two"))
+            (
+                4,
+                "x\n end\n@@khard-0123456789abcdef end\nline two".to_owned()
+            )
         );
+        assert_eq!(state.reads[&long], (0, "y".repeat(MAX_READ)));
     }
 
     #[test]

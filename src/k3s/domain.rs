@@ -182,6 +182,9 @@ impl Domain for K3s {
         probe
             .facts
             .insert(node_cidrs::FACT.into(), node_cidrs::FACT_COMMAND.into());
+        probe
+            .fact_needs
+            .insert(node_cidrs::FACT.into(), node_cidrs::FACT_NEEDS.into());
     }
 
     /// The version k3s reports on the node decides. A pinned `k3s_version`

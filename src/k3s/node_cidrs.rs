@@ -21,9 +21,12 @@ pub const AUTO: &str = "auto";
 /// and InternalIPs on one line (kubectl's jsonpath); nothing elsewhere.
 /// `k3s kubectl` reads the admin kubeconfig a server writes,
 /// /etc/rancher/k3s/k3s.yaml (k3s pkg/kubectl/main.go: HomeKubeConfig), so
-/// a node without it (an agent) is not asked.
+/// a node without it (an agent) is not asked ([`FACT_NEEDS`], tested by the
+/// probe's own shell: no process there). `exec`: the fact's subshell
+/// becomes k3s.
 pub const FACT: &str = "k3s_node_addresses";
-pub const FACT_COMMAND: &str = "if [ -r /etc/rancher/k3s/k3s.yaml ] && command -v k3s >/dev/null 2>&1; then k3s kubectl get nodes --request-timeout=10s -o 'jsonpath={range .items[*]}{.spec.podCIDRs[*]} {.status.addresses[?(@.type==\"InternalIP\")].address} {end}'; fi";
+pub const FACT_NEEDS: &str = "/etc/rancher/k3s/k3s.yaml";
+pub const FACT_COMMAND: &str = "command -v k3s >/dev/null 2>&1 && exec k3s kubectl get nodes --request-timeout=10s -o 'jsonpath={range .items[*]}{.spec.podCIDRs[*]} {.status.addresses[?(@.type==\"InternalIP\")].address} {end}'";
 
 /// Why the node sources are unknown on a host, for the task that needs them.
 pub const UNKNOWN_REASON: &str = "k3s_node_cidrs_unknown";

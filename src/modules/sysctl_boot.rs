@@ -33,11 +33,12 @@ pub struct BootValue {
 /// One read for every file: `grep` prints each line that is not a comment
 /// or blank as `PATH:LINE`, following links as systemd-sysctl does (a link
 /// to /dev/null masks a name: it prints nothing). One process for all the
-/// files, instead of two per file.
+/// files, instead of two per file: `exec`, the probe's subshell becomes grep
+/// (its status, 1 for no line, is not used).
 pub fn read_command() -> String {
     let globs: Vec<String> = DIRS.iter().map(|d| format!("{d}/*.conf")).collect();
     format!(
-        "grep -H -v -E '^[[:space:]]*([#;]|$)' {} 2>/dev/null; :",
+        "exec grep -H -v -E '^[[:space:]]*([#;]|$)' {} 2>/dev/null",
         globs.join(" ")
     )
 }
