@@ -204,7 +204,7 @@ fn run(s: Settings, compliance: bool) -> Result<Exit> {
         become_password = Some(password);
     }
     for h in plans.iter().flat_map(|p| &p.hosts) {
-        redactor.learn(&h.vars);
+        redactor.learn(&h.vars.merged());
     }
     // Whatever came out of a vault is a secret, whatever its variable's name.
     for v in crate::input::vault::decrypted() {
@@ -561,8 +561,8 @@ fn audit_host(
     let benchmark = benchmark_for(var("cis_benchmark"), ev.version.as_deref());
     // A node the domain refuses still gets its audit, from its own evidence.
     let vars = domain
-        .with_facts(&h.vars, state)
-        .unwrap_or_else(|_| (*h.vars).clone());
+        .with_facts(&h.vars.merged(), state)
+        .unwrap_or_else(|_| h.vars.merged());
     // Control ID → the tasks that remediate it here, in play order (one
     // pass over the tasks, not one per control).
     let mut remediating: HashMap<&str, Vec<&str>> = HashMap::new();

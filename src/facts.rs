@@ -291,6 +291,19 @@ impl Probe {
     }
 }
 
+/// The entries of `map` (keyed by path) that the path glob `pattern`
+/// matches, found from its literal prefix rather than by trying every key.
+pub fn glob_range<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    pattern: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> {
+    let prefix = &pattern[..pattern.find(['*', '?', '[']).unwrap_or(pattern.len())];
+    use std::ops::Bound;
+    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(path, _)| path.starts_with(prefix))
+        .filter(move |(path, _)| crate::lang::glob::Glob::PATHS.matches(pattern, path))
+}
+
 /// Paths as shell words: globs left to the shell, the rest quoted.
 fn words<'a>(paths: impl Iterator<Item = &'a String>) -> String {
     paths
@@ -516,17 +529,12 @@ fn split_contents(
     if at != bytes.len() {
         return None;
     }
-    for (name, stat) in &state.stat {
-        if stat.kind == Kind::Dir || state.content.contains_key(name) {
-            continue;
+    for pattern in &probe.content_glob {
+        let unread = glob_range(&state.stat, pattern)
+            .any(|(name, stat)| stat.kind != Kind::Dir && !state.content.contains_key(name));
+        if unread {
+            state.unread.insert(pattern.clone());
         }
-        state.unread.extend(
-            probe
-                .content_glob
-                .iter()
-                .filter(|g| crate::lang::glob::Glob::PATHS.matches(g, name))
-                .cloned(),
-        );
     }
     Some(())
 }

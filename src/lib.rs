@@ -21,6 +21,7 @@ pub mod fuzz;
 pub mod input;
 mod k3s;
 pub mod lang;
+mod layered_vars;
 mod modules;
 mod plan;
 mod report;

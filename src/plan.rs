@@ -49,8 +49,10 @@ pub enum Reach {
 pub struct HostPlan {
     pub name: String,
     /// Variables known before connecting: defaults < inventory < play vars < inventory facts < extra vars.
-    /// Shared: the engine's copies of a plan cost no copy of its variables.
-    pub vars: std::sync::Arc<Map<String, Value>>,
+    /// Layered on the play's map of what no host sets (the role's defaults,
+    /// play vars, extra vars) and shared: neither the fleet nor the engine's
+    /// copies of a plan cost a copy of the variables every host has.
+    pub vars: std::sync::Arc<crate::layered_vars::LayeredVars>,
     pub reach: Reach,
     pub r#become: Become,
 }
@@ -304,6 +306,16 @@ pub fn static_vars(
     vars
 }
 
+/// What every host of `play` has before its own layers: the map each
+/// host's variables are layered on ([`static_vars`] without the host).
+fn play_vars(play: &Play, s: &Options) -> Map<String, Value> {
+    let mut vars = s.default_vars.clone();
+    vars.extend(play.defaults.clone());
+    vars.extend(play.vars.clone());
+    vars.extend(s.extra_vars.clone());
+    vars
+}
+
 /// The variables that decide how templates render, without the ones that
 /// only say where a host is (its name and address).
 fn preflight_key(vars: &Map<String, Value>) -> String {
@@ -333,7 +345,7 @@ fn preflight(
     host: &HostPlan,
     domain: &dyn Domain,
 ) -> Result<(), String> {
-    for vars in domain.candidate_facts(&host.vars) {
+    for vars in domain.candidate_facts(&host.vars.merged()) {
         let ctx = crate::lang::template::Templates::context(&vars);
         for task in play.tasks.iter().chain(&play.handlers) {
             let mut holds = true;
@@ -517,6 +529,7 @@ pub fn plan(
         used.extend(CONNECTION_VARS.iter().map(|v| v.to_string()));
         let mut jinja_checked = used.clone();
         jinja_checked.extend(domain.variables().iter().map(|v| v.to_string()));
+        let shared = std::sync::Arc::new(play_vars(play, s));
         for name in names {
             let host = inv.host(&name).expect("selected from the inventory");
             let vars = static_vars(play, host, s, domain);
@@ -565,15 +578,15 @@ pub fn plan(
                         .or_else(|| inventory_password.map(std::sync::Arc::new)),
                     nonce: nonce.clone(),
                 },
-                vars: vars.into(),
+                vars: std::sync::Arc::new(crate::layered_vars::LayeredVars::new(&shared, &vars)),
             };
             // Hosts whose variables differ only in how to reach them render the
             // same way: check each distinct set once (a fleet is mostly alike).
-            if checked.insert((index, preflight_key(&hp.vars))) {
+            if checked.insert((index, preflight_key(&vars))) {
                 preflight(pb, play, &hp, domain).map_err(|e| {
                     // A template error may quote a rendered value: never a secret.
                     let mut redactor = crate::secrets::Redactor::default();
-                    redactor.learn(&hp.vars);
+                    redactor.learn(&vars);
                     InputError::new(redactor.scrub(&format!("host {name}: {e}")))
                 })?;
             }

@@ -9,7 +9,14 @@ use std::path::{Path, PathBuf};
 /// The parts of `src/`, bottom first: a part may use only those before it
 /// (docs/architecture.md draws the same order).
 const LAYERS: &[&[&str]] = &[
-    &["error", "secrets", "shell", "terminal", "cli"],
+    &[
+        "error",
+        "secrets",
+        "shell",
+        "terminal",
+        "cli",
+        "layered_vars",
+    ],
     &["lang"],
     &["facts"],
     &["modules"],

@@ -8,12 +8,12 @@ use serde_json::{Map, Value};
 
 use super::error::{HostError, HostFailure};
 use super::probe::Probed;
-use super::probed_vars::ProbedVars;
 use super::{HostDiff, Runner, Step};
 use crate::domain::Domain;
 use crate::facts::Probe;
 use crate::input::playbook::{Play, Playbook, Task};
 use crate::lang::expr::truthy;
+use crate::layered_vars::LayeredVars;
 use crate::modules::error::TaskError;
 use crate::modules::{Action, Module, Render};
 use crate::plan::{HostPlan, PlayPlan};
@@ -134,11 +134,12 @@ impl Runner {
         let mut probe = Probe::default();
         self.domain.probe_facts(&mut probe);
         super::pending::probe(play, &mut probe);
-        let vars = self.domain.assumed_facts(&h.vars);
+        let planned = h.vars.merged();
+        let vars = self.domain.assumed_facts(&planned);
         let ctx = crate::lang::template::Templates::context(&vars);
         for &i in tasks.iter().filter(|i| plan.selected[**i]) {
             let task = &play.tasks[i];
-            if matches!(task.module, Module::FlushHandlers) || when_known_false(task, &h.vars) {
+            if matches!(task.module, Module::FlushHandlers) || when_known_false(task, &planned) {
                 continue;
             }
             let r = Render {
@@ -163,7 +164,7 @@ impl Runner {
         h: HostPlan,
         segment: Vec<usize>,
         rest: Vec<usize>,
-        cached: Option<(Probed, Option<Arc<ProbedVars>>)>,
+        cached: Option<(Probed, Option<Arc<LayeredVars>>)>,
     ) -> Result<HostDiff, HostFailure> {
         let started = Instant::now();
         let tasks: Vec<usize> = segment.into_iter().filter(|i| plan.selected[*i]).collect();
@@ -194,12 +195,13 @@ impl Runner {
             None => {
                 let vars = self
                     .domain
-                    .with_facts(&h.vars, &probed.state)
+                    .with_facts(&h.vars.merged(), &probed.state)
                     .map_err(|why| HostFailure {
                         host: h.name.clone(),
                         error: HostError::Refused { why },
                     })?;
-                let kept = Arc::new(ProbedVars::new(&h.vars, &vars));
+                // Layered on the play's shared map, not on this host's plan.
+                let kept = Arc::new(LayeredVars::new(h.vars.base(), &vars));
                 (vars, kept)
             }
         };

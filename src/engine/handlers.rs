@@ -52,7 +52,7 @@ impl Runner {
                     .vars
                     .get(&h.name)
                     .map(|v| v.merged())
-                    .unwrap_or_else(|| (*h.vars).clone());
+                    .unwrap_or_else(|| h.vars.merged());
                 match self.handler_change(handler, &vars) {
                     Ok(Some(mut change)) => {
                         if flush.owed.get(&h.name).is_some_and(|o| o.contains(&hi)) {
@@ -374,8 +374,11 @@ impl Runner {
                 Status::Skipped
             }
             Ok((output, _)) => {
-                let healthy = output.lines().filter(|l| l.starts_with("healthy after"));
-                shown.details.extend(healthy.map(str::to_owned));
+                // The shell says at which check; khard's clock says how long.
+                if output.lines().any(|l| l.starts_with("healthy at check")) {
+                    let took = started.elapsed().as_secs();
+                    shown.details.push(format!("healthy after {took} s"));
+                }
                 Status::Changed
             }
             Err(_) => Status::Failed,
@@ -447,7 +450,7 @@ pub(super) struct Flush {
     /// nothing more in this play, and have not failed.
     pub(super) held: BTreeSet<String>,
     /// Variables (with probed facts) of each host, for handler `when:` and templates.
-    pub(super) vars: HashMap<String, std::sync::Arc<super::ProbedVars>>,
+    pub(super) vars: HashMap<String, std::sync::Arc<crate::layered_vars::LayeredVars>>,
     /// Set when a batch of a throttled or health-gated handler failed.
     pub(super) halted: Option<String>,
     /// Per host, a probe still valid for the play's remaining tasks.

@@ -17,7 +17,6 @@ mod handlers;
 mod pending;
 pub mod probe;
 pub mod probe_all;
-mod probed_vars;
 pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +29,7 @@ use tokio::sync::Semaphore;
 
 use crate::domain::{Domain, HostShare};
 use crate::input::playbook::{Play, Playbook, Task};
+use crate::layered_vars::LayeredVars;
 use crate::modules::{Change, Module, Shared};
 use crate::plan::{HostPlan, PlayPlan, Reach};
 use crate::report::{self, Report, Status};
@@ -39,7 +39,6 @@ use crate::transport::ssh::SshContext;
 use error::{HostError, HostFailure};
 use handlers::Flush;
 use probe::Probed;
-use probed_vars::ProbedVars;
 
 /// What we keep about a host across plays.
 #[derive(Default)]
@@ -127,7 +126,7 @@ impl Step {
 struct HostDiff {
     plan: HostPlan,
     /// The plan's variables with the probed facts (shared with the flush).
-    vars: Arc<ProbedVars>,
+    vars: Arc<LayeredVars>,
     steps: Vec<Step>,
     elapsed: Duration,
     /// The probe this diff used, reusable for later segments if nothing changes in between.
@@ -483,7 +482,14 @@ impl Runner {
         why: &str,
         probed_vars: Option<&Map<String, Value>>,
     ) {
-        let vars = probed_vars.unwrap_or(&h.vars);
+        let planned;
+        let vars = match probed_vars {
+            Some(vars) => vars,
+            None => {
+                planned = h.vars.merged();
+                &planned
+            }
+        };
         for &i in tasks.iter().filter(|i| plan.selected[**i]) {
             let task = &play.tasks[i];
             let outcome = if diff::when_known_false(task, vars) {

@@ -51,19 +51,24 @@ pub const FUNCTIONS: &str = r#"khard_write() {
 }
 khard_health() {
   # TIMEOUT INTERVAL COMMAND [EXPECT]: wait until COMMAND succeeds (and prints EXPECT).
-  start=$(date +%s); out=""
+  # The clock starts at the first failed check: one that passes at once
+  # reads none (khard times the whole wait itself).
+  start=''; n=0; out=""
   while :; do
+    n=$((n + 1))
     # Each try is bounded too: a check that hangs must not outlive the gate's timeout.
     # `|| s=$?`: tasks run under set -e, which a failing check must not trip.
     s=0; out=$(timeout 30 /bin/sh -c "$3" </dev/null 2>&1) || s=$?
     if [ $s -eq 0 ] && { [ -z "$4" ] || [ "$out" = "$4" ]; }; then
-      echo "healthy after $(( $(date +%s) - start ))s"; return 0
+      echo "healthy at check $n"; return 0
     fi
     # 126/127: the check cannot run at all (a command is missing): waiting cannot help.
     if [ $s -eq 126 ] || [ $s -eq 127 ]; then
       echo "the health check cannot run (exit $s): $out"; return 1
     fi
-    if [ $(( $(date +%s) - start )) -ge "${1%%.*}" ]; then
+    if [ -z "$start" ]; then
+      start=$(date +%s)
+    elif [ $(( $(date +%s) - start )) -ge "${1%%.*}" ]; then
       echo "not healthy within ${1}s (last answer: $out)"; return 1
     fi
     sleep "$2"
@@ -531,6 +536,6 @@ mod tests {
             f.display()
         ));
         assert_eq!(code, Some(0), "{out}");
-        assert!(out.contains("healthy after"), "{out}");
+        assert!(out.contains("healthy at check 2"), "{out}");
     }
 }

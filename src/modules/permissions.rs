@@ -6,7 +6,6 @@ use serde::Deserialize;
 use super::error::TaskError;
 use super::{Change, Perms, Render};
 use crate::facts::{Kind, Probe, RemoteState};
-use crate::lang::glob::Glob;
 use crate::lang::template::Text;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,9 +50,9 @@ impl Args {
 impl Desired {
     pub fn diff(&self, state: &RemoteState) -> Option<Change> {
         let (mut details, mut script) = (Vec::new(), String::new());
-        for (path, stat) in &state.stat {
+        for (path, stat) in crate::facts::glob_range(&state.stat, &self.pattern) {
             // Links are never followed: chmod on a link would change its target.
-            if stat.kind == Kind::Link || !Glob::PATHS.matches(&self.pattern, path) {
+            if stat.kind == Kind::Link {
                 continue;
             }
             let (d, s) = self.perms.fix(path, stat, false);

@@ -62,17 +62,15 @@ impl Json {
     fn nested(value: &impl Serialize, depth: usize) -> String {
         let text = serde_json::to_string_pretty(value).expect("serializable");
         let pad = "  ".repeat(depth);
-        text.lines()
-            .enumerate()
-            .map(|(i, l)| {
-                if i == 0 {
-                    l.to_owned()
-                } else {
-                    format!("{pad}{l}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut out = String::with_capacity(text.len() + text.len() / 4);
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                out.push('\n');
+                out.push_str(&pad);
+            }
+            out.push_str(line);
+        }
+        out
     }
 }
 
