@@ -462,9 +462,10 @@ cmd_up() {
 		shims+=("$h/fs/usr/local/sbin/systemctl")
 		# journald's answer to `journalctl … -u UNIT …`: what the unit logged in
 		# this boot, which is what a test wrote to state/journal.UNIT (k3s's own
-		# "Running kube-apiserver …" lines); nothing when the test wrote none.
+		# "Running kube-apiserver …" lines); nothing when the test wrote none,
+		# and then no process (journalctl itself starts none).
 		printf '#!/bin/sh\n# journalctl shim of fleet host %s\nH=%s\n%s\n' "$name" "$h" \
-			'u=""; for a; do [ "$u" = next ] && u=$a && cat "$H/state/journal.$u" 2>/dev/null; [ "$a" = -u ] && u=next; done; exit 0' \
+			'u=""; for a; do [ "$u" = next ] && u=$a && { [ ! -e "$H/state/journal.$u" ] || cat "$H/state/journal.$u"; }; [ "$a" = -u ] && u=next; done; exit 0' \
 			>"$h/fs/usr/local/bin/journalctl"
 		shims+=("$h/fs/usr/local/bin/journalctl")
 		if [[ -n $v ]]; then
