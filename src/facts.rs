@@ -821,12 +821,24 @@ mod tests {
         std::fs::write(tmp.path().join("sum-only"), b"s\n").unwrap();
         let marker = crate::shell::new_marker();
         let script = String::from_utf8(p.script(&marker)).unwrap();
-        let shells: [&[&str]; 3] = [&["dash"], &["bash"], &["busybox", "sh"]];
-        for shell in shells {
+        // Busybox's shell with its own applets too (an Alpine-like node):
+        // its stat, od and sha256sum, whose output the parser reads.
+        let applets = script
+            .replace("$(stat ", "$(busybox stat ")
+            .replace("|| od ", "|| busybox od ")
+            .replace("|| sha256sum ", "|| busybox sha256sum ");
+        let shells: [(&[&str], &String); 4] = [
+            (&["dash"], &script),
+            (&["bash"], &script),
+            (&["busybox", "sh"], &script),
+            (&["busybox", "sh"], &applets),
+        ];
+        assert_eq!(applets.matches("busybox ").count(), 4, "{applets}");
+        for (shell, script) in shells {
             let Ok(out) = std::process::Command::new(shell[0])
                 .args(&shell[1..])
                 .arg("-c")
-                .arg(&script)
+                .arg(script)
                 .output()
             else {
                 assert_ne!(shell[0], "dash", "dash is needed");

@@ -15,6 +15,9 @@ pub enum HostError {
     ProbeTruncated,
     /// The probe ran but its output could not be read back.
     ProbeUnreadable { status: Option<u32>, stderr: String },
+    /// A file the probe read changed size between its `stat` and its read:
+    /// what came back is not one state of the host.
+    ProbeRaced,
     /// The host answered, but sudo refused to run the script as the become
     /// user: a failure of the host's setup, not of the connection.
     BecomeRefused { stderr: String },
@@ -47,6 +50,9 @@ impl fmt::Display for HostError {
             HostError::Connect(why) => f.write_str(why),
             HostError::Exec { what, cause } => write!(f, "{what}: {cause}"),
             HostError::ProbeTruncated => f.write_str("probe output exceeded the limit"),
+            HostError::ProbeRaced => f.write_str(
+                "a file changed while khard read it (its size differs from what stat said a moment before): nothing was decided on this host; run again",
+            ),
             HostError::ProbeUnreadable { status, stderr } => {
                 let err = if stderr.is_empty() {
                     "no output"

@@ -32,6 +32,14 @@ impl Probed {
                 state,
                 stale: false,
             }),
+            // The whole answer came back, but its files did not add up.
+            None if out
+                .stdout_text()
+                .lines()
+                .any(|l| l == format!("{marker} end")) =>
+            {
+                Err(HostError::ProbeRaced)
+            }
             // sudo speaks first on stderr and exits 1 before our shell starts.
             None if out.stdout.is_empty() && out.stderr_text().starts_with("sudo:") => {
                 Err(HostError::BecomeRefused {
@@ -61,6 +69,22 @@ impl Probed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer whose files do not add up to the sizes `stat` gave (one
+    /// changed in between) is refused, and says so.
+    #[test]
+    fn a_file_that_changed_while_read_is_named_as_such() {
+        let mut p = Probe::default();
+        p.content.insert("/a".into());
+        let out = crate::transport::ExecOutput {
+            status: Some(0),
+            stdout: b"@@m facts\n@@m stat\nregular file|644|root|root|2|0|0|/a\n@@m cread\n/a\n@@m cdata\n 61 62 63\n@@m end\n".to_vec(),
+            ..Default::default()
+        };
+        let err = Probed::from_output(p, "@@m", &out).unwrap_err();
+        assert_eq!(err, HostError::ProbeRaced);
+        assert!(err.to_string().contains("changed while khard read it"));
+    }
 
     /// A probe answer cut at the output limit is never trusted, whoever ran
     /// it (the probe exec, or the tail of a handler's exec).
