@@ -204,6 +204,13 @@ impl Probe {
     /// not read. A process per file was most of a no-change probe's cost.
     /// Names are never script text: matches pass through variables.
     fn files_script(&self, s: &mut String) {
+        if self.stat.is_empty()
+            && self.content.is_empty()
+            && self.content_glob.is_empty()
+            && self.sha256.is_empty()
+        {
+            return;
+        }
         let plain = |p: &&String| !p.contains(['*', '?', '\n']);
         // Read whole, by one stat line each: content, and sha256 files
         // (hashed here). A name with a newline cannot be one line of
@@ -231,7 +238,8 @@ impl Probe {
             .join("|");
         s.push_str("set --\nkhard_gm=''\n");
         for (i, pattern) in self.content_glob.iter().enumerate() {
-            // A match that is also a wanted name is looked at once.
+            // A match that is also a wanted name is looked at once; a glob
+            // that matched nothing is itself, which is not there.
             let skip = if cases.is_empty() {
                 String::new()
             } else {
@@ -239,14 +247,20 @@ impl Probe {
             };
             let _ = writeln!(
                 s,
-                "for f in {}; do case $f in *\"$khard_nl\"*) echo \"$M unread {i}\"; continue;;{skip} esac; khard_gm=$khard_gm$f$khard_nl; set -- \"$@\" \"$f\"; done",
+                "for f in {}; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; case $f in *\"$khard_nl\"*) echo \"$M unread {i}\"; continue;;{skip} esac; khard_gm=$khard_gm$f$khard_nl; set -- \"$@\" \"$f\"; done",
                 glob_words(pattern)
             );
         }
         let looked: BTreeSet<&String> = self.stat.iter().chain(wanted.iter().copied()).collect();
+        // Nothing to look at (only globs, which matched nothing): no `stat`.
+        let guard = if looked.is_empty() {
+            "[ $# -eq 0 ] || "
+        } else {
+            ""
+        };
         let _ = write!(
             s,
-            "khard_cs=$(stat -c '%F|%a|%U|%G|%s|%u|%g|%n' -- {} \"$@\" 2>/dev/null)\n\
+            "khard_cs=''\n{guard}khard_cs=$(stat -c '%F|%a|%U|%G|%s|%u|%g|%n' -- {} \"$@\" 2>/dev/null)\n\
              echo \"$M stat\"\n\
              [ -z \"$khard_cs\" ] || printf '%s\\n' \"$khard_cs\"\n\
              set --\n\
@@ -901,6 +915,34 @@ mod tests {
     fn sha(data: &[u8]) -> String {
         use sha2::Digest;
         data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(data))
+    }
+
+    /// A probe that asks for no file starts no `stat`; one whose globs match
+    /// nothing runs none either (a process is most of a probe's cost).
+    #[test]
+    fn no_file_asked_no_stat_run() {
+        let mut p = Probe::default();
+        p.facts.insert("v".into(), "echo 1".into());
+        assert!(!String::from_utf8(p.script("@@m")).unwrap().contains("stat"));
+        let tmp = crate::testutil::TempDir::new();
+        p.content_glob
+            .insert(format!("{}/*.yaml", tmp.path().display()));
+        let script = String::from_utf8(p.script("@@m")).unwrap();
+        let traced = std::process::Command::new("dash")
+            .arg("-xc")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let trace = String::from_utf8_lossy(&traced.stderr);
+        assert!(
+            !trace
+                .lines()
+                .any(|l| l.trim_start_matches('+').trim_start().starts_with("stat")),
+            "{trace}"
+        );
+        let state = parse("@@m", &String::from_utf8_lossy(&traced.stdout), &p).unwrap();
+        assert_eq!(state.facts["v"], "1");
+        assert!(state.content.is_empty() && state.unread.is_empty());
     }
 
     #[test]
