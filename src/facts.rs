@@ -211,6 +211,8 @@ impl Probe {
         {
             return;
         }
+        // A sha256 entry may be a glob (left to the shell); a content path
+        // is always a name, wildcards and all.
         let plain = |p: &&String| !p.contains(['*', '?', '\n']);
         // Read whole, by one stat line each: content, and sha256 files
         // (hashed here). A name with a newline cannot be one line of
@@ -219,8 +221,8 @@ impl Probe {
         let wanted: BTreeSet<&String> = self
             .content
             .iter()
-            .chain(&self.sha256)
-            .filter(plain)
+            .filter(|p| !p.contains('\n'))
+            .chain(self.sha256.iter().filter(plain))
             .collect();
         for (i, path) in self.content.iter().enumerate() {
             if path.contains('\n') {
@@ -251,9 +253,17 @@ impl Probe {
                 glob_words(pattern)
             );
         }
-        let looked: BTreeSet<&String> = self.stat.iter().chain(wanted.iter().copied()).collect();
+        // `stat`'s operands: what was asked to stat (globs expanded), and each
+        // wanted name, quoted, unless it is already one of those.
+        let mut operands = words(self.stat.iter());
+        for name in &wanted {
+            if !self.stat.contains(*name) || name.contains(['*', '?']) {
+                operands.push(' ');
+                operands.push_str(&quote(name));
+            }
+        }
         // Nothing to look at (only globs, which matched nothing): no `stat`.
-        let guard = if looked.is_empty() {
+        let guard = if operands.trim().is_empty() {
             "[ $# -eq 0 ] || "
         } else {
             ""
@@ -283,7 +293,7 @@ impl Probe {
              echo \"$M cdata\"\n\
              [ $# -eq 0 ] || od -A n -t x1 -v -- \"$@\"\n\
              set --\n",
-            words(looked.into_iter()),
+            operands,
             cases = if cases.is_empty() {
                 "''".to_owned()
             } else {
@@ -890,6 +900,37 @@ mod tests {
                 "{shell:?}"
             );
         }
+    }
+
+    /// A file named with a wildcard is read as that name, never as a glob
+    /// (a file the glob would match is not read in its place); a match
+    /// named like shell text is only a name.
+    #[test]
+    fn a_named_file_with_a_wildcard_is_that_file() {
+        let tmp = crate::testutil::TempDir::new();
+        std::fs::write(tmp.path().join("a*b.conf"), "star\n").unwrap();
+        std::fs::write(tmp.path().join("axb.conf"), "other\n").unwrap();
+        // And a glob's match whose name is shell text: a name, never run.
+        let hostile = "q$(touch khard-x)'`id`.conf";
+        std::fs::write(tmp.path().join(hostile), "q\n").unwrap();
+        let name = format!("{}/a*b.conf", tmp.path().display());
+        let mut p = Probe::default();
+        p.content.insert(name.clone());
+        p.content_glob
+            .insert(format!("{}/q*.conf", tmp.path().display()));
+        let marker = crate::shell::new_marker();
+        let out = std::process::Command::new("dash")
+            .arg("-c")
+            .arg(String::from_utf8(p.script(&marker)).unwrap())
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        let state = parse(&marker, &String::from_utf8_lossy(&out.stdout), &p).unwrap();
+        assert_eq!(state.content.len(), 2, "{:?}", state.content.keys());
+        assert_eq!(state.content[&name], b"star\n");
+        let hostile = format!("{}/{hostile}", tmp.path().display());
+        assert_eq!(state.content[&hostile], b"q\n");
+        assert!(!tmp.path().join("khard-x").exists(), "a name ran");
     }
 
     /// A file that changed size between `stat` and the read leaves a
