@@ -560,9 +560,8 @@ fn audit_host(
     // has no benchmark unless cis_benchmark names one.
     let benchmark = benchmark_for(var("cis_benchmark"), ev.version.as_deref());
     // A node the domain refuses still gets its audit, from its own evidence.
-    let vars = domain
-        .with_facts(&h.vars.merged(), state)
-        .unwrap_or_else(|_| h.vars.merged());
+    let planned = h.vars.merged();
+    let vars = domain.with_facts(&planned, state).unwrap_or(planned);
     // Control ID → the tasks that remediate it here, in play order (one
     // pass over the tasks, not one per control).
     let mut remediating: HashMap<&str, Vec<&str>> = HashMap::new();

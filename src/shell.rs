@@ -43,7 +43,7 @@ pub fn with_payload(command: &str, data: &[u8]) -> String {
 }
 
 /// A heredoc feeding `data` as base64 to `command` (which reads stdin).
-pub fn with_payload_base64(command: &str, data: &[u8]) -> String {
+fn with_payload_base64(command: &str, data: &[u8]) -> String {
     let encoded = data_encoding::BASE64.encode(data);
     let mut out = format!("{command} <<'KHARD_PAYLOAD_EOF'\n");
     for chunk in encoded.as_bytes().chunks(76) {
